@@ -1,0 +1,33 @@
+//! Reference learners, hard-coded constructions and comparison metrics for icl-lab, in f64 `ndarray`.
+//!
+//! Nothing here knows libtorch. A construction is a set of named weight matrices
+//! ([`NamedWeights`]) that the model crate loads into its transformer through the parameter
+//! names it publishes (`layers.0.attn.q`, …); trained weights come back the same way. So probes
+//! cannot tell trained from constructed weights, and the model never knows about GD.
+//!
+//! Conventions follow von Oswald et al. 2023 ("Transformers learn in-context by gradient
+//! descent", arXiv 2212.07677) and its official code: row-vector weights (`x @ W`), tokens
+//! e = (x, y), prediction = −(y-entries of the query token), losses ½·MSE.
+
+pub mod construct;
+pub mod gd;
+pub mod metrics;
+pub mod ridge;
+
+use std::collections::BTreeMap;
+
+use ndarray::Array2;
+
+/// Weight matrices by parameter name, e.g. `layers.0.attn.q` → (D, H·K). Row-vector convention.
+pub type NamedWeights = BTreeMap<String, Array2<f64>>;
+
+/// A probe that cannot run on what it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("missing weight `{0}`")]
+    MissingWeight(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("linear algebra failed: {0}")]
+    Linalg(#[from] ndarray_linalg::error::LinalgError),
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what icl-lab needs and builds it. Idempotent: a second run skips what is there.
+#   1. Debian's OpenBLAS (for ndarray-linalg) and a C++ compiler (for torch-sys's wrapper);
+#   2. libtorch 2.11.0 from the PyPI torch wheel, in a project-local venv (.venv), unless
+#      LIBTORCH already points at a libtorch 2.11;
+#   3. the release build (binaries carry an rpath to that libtorch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need_apt+=(libopenblas-dev)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { say "cargo not found: install Rust (https://rustup.rs) first"; exit 1; }
+
+if [ -n "${LIBTORCH:-}" ]; then
+  say "using LIBTORCH=$LIBTORCH"
+else
+  marker=.venv/.icl-lab-torch-2.11.0
+  if [ ! -f "$marker" ]; then
+    say "installing libtorch 2.11.0 from PyPI into .venv (about 1.2 GB, CPU needs no more)"
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+      torch==2.11.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+    touch "$marker"
+  fi
+  torch_dir=$(ls -d .venv/lib/python3.*/site-packages/torch | head -n 1)
+  # .cargo/config.toml points LIBTORCH at .libtorch; the Python minor version differs between machines.
+  [ "$(readlink .libtorch 2>/dev/null)" = "$torch_dir" ] || ln -sfn "$torch_dir" .libtorch
+fi
+
+say "building (the first build of torch-sys takes 3-15 minutes)"
+cargo build --release --workspace --quiet
+say "ready: target/release/icl-lab"

@@ -1,0 +1,361 @@
+//! Run configuration: what a (config, seed) → run directory depends on.
+//!
+//! A config is TOML with four tables, `[task]`, `[model]`, `[train]`, `[eval]`, every key
+//! optional (defaults are the official von Oswald et al. 2023 settings, spec §1.4). Reading goes
+//! raw (serde, unknown keys rejected) → [`RunConfig::resolve`] (derived defaults filled in, every
+//! field checked), so a bad value is a one-line error naming the field and the allowed range.
+//! The resolved config is what a run directory stores.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use icl_tasks::TaskConfig;
+
+/// Named presets, each the config of a figure (stored beside the figure it makes).
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "vo2023-fig2",
+        include_str!("../figures/vo2023-fig2/config.toml"),
+    ),
+    ("tiny", include_str!("../figures/presets/tiny.toml")),
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Names the run directory: runs/<name>/seed-<seed>.
+    pub name: String,
+    /// Seeds model initialisation and the training-data stream.
+    pub seed: u64,
+    pub task: TaskConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            seed: 0,
+            task: TaskConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+/// The transformer (von Oswald et al. 2023 `src/transformer.py`; spec §1.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Number of attention layers applied (K).
+    pub layers: usize,
+    /// One shared layer applied `layers` times (the official `deq=True`), or separate layers.
+    pub recurrent: bool,
+    pub heads: usize,
+    /// Per-head query/key/value size; defaults to the token width d+o.
+    pub key_size: Option<usize>,
+    /// Softmax attention with 1/√key_size scaling instead of linear self-attention.
+    pub softmax: bool,
+    /// Pre-LayerNorm before attention (none in the first of separate layers, spec A.9) and MLP.
+    pub layer_norm: bool,
+    /// A GELU MLP of width 4·(d+o) after each attention block.
+    pub mlp: bool,
+    /// VarianceScaling scale of the truncated-normal initialisation; defaults to 0.002/layers.
+    pub init_scale: Option<f64>,
+    /// Clip the residual stream to [−c, c] after every layer (the official code uses 10 for K > 3).
+    pub token_clip: Option<f64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            layers: 1,
+            recurrent: true,
+            heads: 1,
+            key_size: None,
+            softmax: false,
+            layer_norm: false,
+            mlp: false,
+            init_scale: None,
+            token_clip: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// How many distinct parameter layers the model has.
+    pub fn param_layers(&self) -> usize {
+        if self.recurrent {
+            1
+        } else {
+            self.layers
+        }
+    }
+}
+
+/// Optimisation (spec §1.4: `optax.adamw(lr, b1=0.9, b2=0.98, wd=0)` after `clip_by_global_norm`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub steps: usize,
+    /// Fresh tasks per step.
+    pub batch: usize,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global-norm gradient clipping; defaults to 0.001 for layers ≤ 2 and 10 above.
+    pub grad_clip: Option<f64>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads; tiny models run fastest on one.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 5000,
+            batch: 2048,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-8,
+            grad_clip: None,
+            device: "cpu".into(),
+            threads: 1,
+        }
+    }
+}
+
+/// The fixed evaluation set and how often it is scored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps (and after the last).
+    pub every: usize,
+    /// Tasks in the evaluation set (the official code: 10,000).
+    pub tasks: usize,
+    /// Seed of the evaluation set, fixed across runs so that runs compare.
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 100,
+            tasks: 10_000,
+            seed: 10,
+        }
+    }
+}
+
+/// Names the TOML key at byte `offset` as `table.key (line N)`, so that parse errors name the field.
+fn locate(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).trim());
+    match (table, key.is_empty() || key.starts_with('[')) {
+        (_, true) => format!("line {line_no}"),
+        (Some(t), false) => format!("{t}.{key} (line {line_no})"),
+        (None, false) => format!("{key} (line {line_no})"),
+    }
+}
+
+fn check(ok: bool, field: &str, allowed: &str, got: impl std::fmt::Display) -> anyhow::Result<()> {
+    if !ok {
+        bail!("{field}: must be {allowed} (got {got})");
+    }
+    Ok(())
+}
+
+fn positive_finite(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+impl RunConfig {
+    /// Parses TOML (all keys optional, unknown keys rejected) and resolves it.
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
+        let raw: RunConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => anyhow::anyhow!("{}: {message}", locate(text, span.start)),
+                None => anyhow::anyhow!("{message}"),
+            }
+        })?;
+        raw.resolve()
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_toml_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn preset(name: &str) -> anyhow::Result<Self> {
+        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).with_context(|| {
+            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
+            format!("unknown preset `{name}` (known: {})", names.join(", "))
+        })?;
+        Self::from_toml_str(text).with_context(|| format!("preset {name}"))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// Token width d + o.
+    pub fn token_width(&self) -> usize {
+        self.task.x_dim + self.task.y_dim
+    }
+
+    /// Fills derived defaults and checks every field.
+    pub fn resolve(mut self) -> anyhow::Result<Self> {
+        icl_tasks::build(&self.task)?;
+        let m = &mut self.model;
+        check(
+            !self.name.is_empty() && !self.name.contains(['/', '\\']),
+            "name",
+            "a non-empty name without slashes",
+            &self.name,
+        )?;
+        check(
+            (1..=1000).contains(&m.layers),
+            "model.layers",
+            "an integer in 1..=1000",
+            m.layers,
+        )?;
+        check(
+            (1..=64).contains(&m.heads),
+            "model.heads",
+            "an integer in 1..=64",
+            m.heads,
+        )?;
+        let width = self.task.x_dim + self.task.y_dim;
+        let key_size = *m.key_size.get_or_insert(width);
+        check(
+            (1..=4096).contains(&key_size),
+            "model.key_size",
+            "an integer in 1..=4096",
+            key_size,
+        )?;
+        let init = *m.init_scale.get_or_insert(0.002 / m.layers as f64);
+        check(
+            init.is_finite() && init >= 0.0,
+            "model.init_scale",
+            "a finite number >= 0",
+            init,
+        )?;
+        if let Some(c) = m.token_clip {
+            check(
+                positive_finite(c),
+                "model.token_clip",
+                "a finite number > 0",
+                c,
+            )?;
+        }
+        let t = &mut self.train;
+        check(
+            (1..=10_000_000).contains(&t.steps),
+            "train.steps",
+            "an integer in 1..=10000000",
+            t.steps,
+        )?;
+        check(
+            (1..=1_000_000).contains(&t.batch),
+            "train.batch",
+            "an integer in 1..=1000000",
+            t.batch,
+        )?;
+        check(
+            positive_finite(t.lr),
+            "train.lr",
+            "a finite number > 0",
+            t.lr,
+        )?;
+        check(
+            (0.0..1.0).contains(&t.beta1),
+            "train.beta1",
+            "in [0, 1)",
+            t.beta1,
+        )?;
+        check(
+            (0.0..1.0).contains(&t.beta2),
+            "train.beta2",
+            "in [0, 1)",
+            t.beta2,
+        )?;
+        check(
+            positive_finite(t.eps),
+            "train.eps",
+            "a finite number > 0",
+            t.eps,
+        )?;
+        let clip = *t
+            .grad_clip
+            .get_or_insert(if self.model.layers <= 2 { 0.001 } else { 10.0 });
+        check(
+            positive_finite(clip),
+            "train.grad_clip",
+            "a finite number > 0",
+            clip,
+        )?;
+        crate::device::parse_device(&t.device).context("train.device")?;
+        check(
+            (1..=1024).contains(&t.threads),
+            "train.threads",
+            "an integer in 1..=1024",
+            t.threads,
+        )?;
+        let e = &self.eval;
+        check(e.every >= 1, "eval.every", "an integer >= 1", e.every)?;
+        check(
+            (1..=10_000_000).contains(&e.tasks),
+            "eval.tasks",
+            "an integer in 1..=10000000",
+            e.tasks,
+        )?;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_resolve() {
+        for (name, _) in PRESETS {
+            RunConfig::preset(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_official_settings() {
+        let c = RunConfig::from_toml_str("").unwrap();
+        assert_eq!(c.train.grad_clip, Some(0.001));
+        assert_eq!(c.model.init_scale, Some(0.002));
+        assert_eq!(c.model.key_size, Some(11));
+        let deep = RunConfig::from_toml_str("[model]\nlayers = 4").unwrap();
+        assert_eq!(deep.train.grad_clip, Some(10.0));
+        assert_eq!(deep.model.init_scale, Some(0.0005));
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = RunConfig::preset("vo2023-fig2").unwrap();
+        assert_eq!(RunConfig::from_toml_str(&c.to_toml()).unwrap(), c);
+    }
+}

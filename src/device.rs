@@ -1,0 +1,63 @@
+//! Choosing where tensors live. CPU by default; CUDA on request.
+//!
+//! The linker drops `libtorch_cuda.so` from binaries built against libtorch (nothing references
+//! it directly), so libtorch would report no GPU even on a CUDA machine. Instead of a separate
+//! CUDA build, we load that library at run time when CUDA is asked for: the same binary then runs
+//! on a CPU-only machine (no CUDA libraries needed) and on a GPU machine.
+
+use anyhow::{bail, Context};
+use tch::Device;
+
+/// `cpu`, `cuda` or `cuda:N`, without touching libtorch.
+pub fn parse_device(name: &str) -> anyhow::Result<DeviceName> {
+    match name {
+        "cpu" => Ok(DeviceName::Cpu),
+        "cuda" => Ok(DeviceName::Cuda(0)),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(i) => Ok(DeviceName::Cuda(i)),
+            None => bail!("must be `cpu`, `cuda` or `cuda:N` (got `{name}`)"),
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceName {
+    Cpu,
+    Cuda(usize),
+}
+
+/// Resolves a device name to a libtorch device, loading the CUDA backend if needed.
+pub fn open(name: &str) -> anyhow::Result<Device> {
+    match parse_device(name)? {
+        DeviceName::Cpu => Ok(Device::Cpu),
+        DeviceName::Cuda(i) => {
+            load_cuda_backend()?;
+            if !tch::Cuda::is_available() {
+                bail!("device `{name}`: libtorch's CUDA backend loaded but sees no GPU");
+            }
+            let count = tch::Cuda::device_count() as usize;
+            if i >= count {
+                bail!("device `{name}`: only {count} CUDA device(s) present");
+            }
+            Ok(Device::Cuda(i))
+        }
+    }
+}
+
+fn load_cuda_backend() -> anyhow::Result<()> {
+    static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            // Found through the binary's rpath or LD_LIBRARY_PATH, like libtorch_cpu.so.
+            // SAFETY: loading libtorch_cuda runs its static initialisers, which register the CUDA
+            // hooks with the already-loaded libtorch_cpu; the library is never unloaded.
+            unsafe { libloading::Library::new("libtorch_cuda.so") }
+                .map(std::mem::forget)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+        .context(
+            "cannot load libtorch_cuda.so: point LD_LIBRARY_PATH at the torch/lib folder of a CUDA build of PyTorch 2.11",
+        )
+}

@@ -1,0 +1,134 @@
+//! Figures of the papers we reproduce. A figure is a named preset (its run config lives in
+//! `figures/<name>/config.toml`) plus a function that trains the seeds it needs, probes them and
+//! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
+
+pub mod vo2023_fig2;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::MultiProgress;
+use rayon::prelude::*;
+use tch::{nn, Device};
+
+use crate::config::RunConfig;
+use crate::models::Transformer;
+use crate::plot::Series;
+use crate::train::{progress_bar, train, RunOutcome, TrainOptions};
+
+/// What every `icl-lab reproduce <figure>` takes.
+#[derive(Clone, Debug)]
+pub struct FigureOptions {
+    pub seeds: usize,
+    /// Parallel training jobs (one model per worker, one libtorch thread each).
+    pub jobs: usize,
+    pub force: bool,
+    pub device: Option<String>,
+    pub runs_root: PathBuf,
+    pub figures_root: PathBuf,
+    pub reports_root: PathBuf,
+}
+
+type Reproduce = fn(&FigureOptions) -> anyhow::Result<serde_json::Value>;
+
+/// Every figure: name, what it shows, how to make it.
+pub const FIGURES: &[(&str, &str, Reproduce)] = &[(
+    "vo2023-fig2",
+    "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
+    vo2023_fig2::reproduce,
+)];
+
+pub fn reproduce(name: &str, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    let (_, _, run) = FIGURES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .with_context(|| {
+            let names: Vec<_> = FIGURES.iter().map(|(n, _, _)| *n).collect();
+            format!("unknown figure `{name}` (known: {})", names.join(", "))
+        })?;
+    run(opts)
+}
+
+/// Trains seeds 0..n of `config` in parallel (runs already complete are reused).
+pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<Vec<RunOutcome>> {
+    let configs: Vec<RunConfig> = (0..opts.seeds as u64)
+        .map(|seed| {
+            let mut c = config.clone();
+            c.seed = seed;
+            if let Some(d) = &opts.device {
+                c.train.device = d.clone();
+            }
+            c.resolve()
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bars = MultiProgress::new();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .build()?;
+    pool.install(|| {
+        configs
+            .par_iter()
+            .map(|c| {
+                let bar = bars.add(progress_bar(
+                    c.train.steps as u64,
+                    &format!("{} s{}", c.name, c.seed),
+                ));
+                train(
+                    c,
+                    &opts.runs_root,
+                    TrainOptions {
+                        force: opts.force,
+                        progress: Some(bar),
+                    },
+                )
+            })
+            .collect()
+    })
+}
+
+/// Loads a run's final weights into a fresh model on `device`.
+pub fn load_run(
+    dir: &Path,
+    config: &RunConfig,
+    device: Device,
+) -> anyhow::Result<(nn::VarStore, Transformer)> {
+    let mut vs = nn::VarStore::new(device);
+    let dims = icl_tasks::build(&config.task)?.dims();
+    let model = Transformer::new(&vs.root(), &config.model, dims);
+    let path = dir.join("weights.safetensors");
+    vs.load(&path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok((vs, model))
+}
+
+/// Mean over seeds with a min–max band, for curves sampled at the same x in every seed.
+pub fn mean_band(label: &str, color: usize, per_seed: &[Vec<(f64, f64)>]) -> Series {
+    let n = per_seed.iter().map(Vec::len).min().unwrap_or(0);
+    let mut s = Series {
+        label: label.into(),
+        color,
+        ..Default::default()
+    };
+    for i in 0..n {
+        let x = per_seed[0][i].0;
+        let ys: Vec<f64> = per_seed.iter().map(|c| c[i].1).collect();
+        let mean = ys.iter().sum::<f64>() / ys.len() as f64;
+        s.points.push((x, mean));
+        if per_seed.len() > 1 {
+            let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            s.band.push((x, lo, hi));
+        }
+    }
+    s
+}
+
+pub fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+/// Population standard deviation (0 for one value).
+pub fn std(xs: &[f64]) -> f64 {
+    let m = mean(xs);
+    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64).sqrt()
+}

@@ -1,0 +1,19 @@
+//! icl-lab: does attention implement gradient descent?
+//!
+//! Models in `tch` ([`models`]), training ([`train`]), evaluation against reference learners
+//! ([`evaluate`], with the f64 references in the `icl-probes` crate), the activation cache probes
+//! read ([`cache`]), and the figures and reports of the papers we reproduce ([`figures`]).
+
+pub mod bench;
+pub mod cache;
+pub mod config;
+pub mod construct;
+pub mod device;
+pub mod evaluate;
+pub mod figures;
+pub mod io;
+pub mod layout;
+pub mod models;
+pub mod plot;
+pub mod probe;
+pub mod train;

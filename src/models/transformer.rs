@@ -1,0 +1,372 @@
+//! The transformer of von Oswald et al. 2023, "Transformers learn in-context by gradient
+//! descent" (arXiv 2212.07677), as in the official code (`src/transformer.py`, `src/attn.py`;
+//! spec §1.3):
+//!
+//! - attention without biases, all projections stored row-vector style (`x @ W`):
+//!   q, k, v: (D, H·K), o: (H·K, D); linear self-attention (logits q·k, no softmax, no scaling)
+//!   by default, softmax with 1/√K on request;
+//! - keys and values come from the N context tokens only; queries from every token;
+//! - residual update h ← h + attn(h), optionally pre-LayerNorm and a GELU MLP;
+//! - `recurrent`: one parameter layer applied `layers` times (the official `deq=True`);
+//! - prediction ŷ = −(y-entries of the last token).
+//!
+//! Parameters are named `layers.{l}.attn.{q,k,v,o}`, `layers.{l}.ln_attn.{scale,offset}`,
+//! `layers.{l}.ln_mlp.{scale,offset}`, `layers.{l}.mlp.{w1,b1,w2,b2}` (l = parameter layer).
+//! Activations (see [`crate::cache`]) are named per applied layer l:
+//! `layers.{l}.attn.pattern` (B, H, T, N), `layers.{l}.attn.out` (B, T, D),
+//! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.resid_post` (B, T, D), and `tokens`.
+//!
+//! Only the query token's output feeds the loss, so the last layer computes attention for the
+//! query row alone unless the cache asks for one of that layer's activations; the prediction is
+//! the same either way.
+
+use anyhow::{bail, Context};
+use rand::Rng;
+use rand_distr::StandardNormal;
+use tch::{nn, Tensor};
+
+use icl_probes::NamedWeights;
+use icl_tasks::{Dims, TaskRng};
+
+use crate::cache::{tensor_to_array, ActivationCache};
+use crate::config::ModelConfig;
+
+/// Single- or multi-head attention over the context tokens.
+#[derive(Debug)]
+struct Attention {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    heads: i64,
+    key_size: i64,
+    softmax: bool,
+}
+
+impl Attention {
+    fn new(p: nn::Path, width: i64, heads: i64, key_size: i64, softmax: bool) -> Self {
+        let inner = heads * key_size;
+        Self {
+            q: p.zeros("q", &[width, inner]),
+            k: p.zeros("k", &[width, inner]),
+            v: p.zeros("v", &[width, inner]),
+            o: p.zeros("o", &[inner, width]),
+            heads,
+            key_size,
+            softmax,
+        }
+    }
+
+    /// queries (B, Tq, D), context (B, N, D) → (output (B, Tq, D), pattern (B, H, Tq, N)).
+    fn forward(&self, queries: &Tensor, context: &Tensor, softmax: bool) -> (Tensor, Tensor) {
+        let (b, tq, _) = queries.size3().expect("queries are (B, T, D)");
+        let n = context.size()[1];
+        let (h, k) = (self.heads, self.key_size);
+        let q = queries.matmul(&self.q).view([b, tq, h, k]).transpose(1, 2); // (B, H, Tq, K)
+        let keys = context.matmul(&self.k).view([b, n, h, k]).transpose(1, 2); // (B, H, N, K)
+        let values = context.matmul(&self.v).view([b, n, h, k]).transpose(1, 2); // (B, H, N, K)
+        let mut pattern = q.matmul(&keys.transpose(-2, -1)); // (B, H, Tq, N)
+        if softmax {
+            let kind = pattern.kind();
+            pattern = (pattern / (k as f64).sqrt()).softmax(-1, kind);
+        }
+        let mixed = pattern
+            .matmul(&values)
+            .transpose(1, 2)
+            .reshape([b, tq, h * k]); // (B, Tq, H·K)
+        (mixed.matmul(&self.o), pattern)
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm {
+    scale: Tensor,
+    offset: Tensor,
+}
+
+impl LayerNorm {
+    fn new(p: nn::Path, width: i64) -> Self {
+        Self {
+            scale: p.ones("scale", &[width]),
+            offset: p.zeros("offset", &[width]),
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let width = self.scale.size()[0];
+        // Haiku's LayerNorm default epsilon.
+        x.layer_norm([width], Some(&self.scale), Some(&self.offset), 1e-5, false)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    w1: Tensor,
+    w2: Tensor,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, width: i64, hidden: i64) -> Self {
+        // No biases: the official runs set `use_bias_p = False` everywhere.
+        Self {
+            w1: p.zeros("w1", &[width, hidden]),
+            w2: p.zeros("w2", &[hidden, width]),
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        // jax.nn.gelu defaults to the tanh approximation.
+        x.matmul(&self.w1).gelu("tanh").matmul(&self.w2) // (B, T, 4D) → (B, T, D)
+    }
+}
+
+/// One parameter layer.
+#[derive(Debug)]
+struct Block {
+    attn: Attention,
+    ln_attn: Option<LayerNorm>,
+    mlp: Option<(Option<LayerNorm>, Mlp)>,
+}
+
+/// The transformer; see the module docs.
+#[derive(Debug)]
+pub struct Transformer {
+    config: ModelConfig,
+    dims: Dims,
+    blocks: Vec<Block>,
+}
+
+/// How to apply the trained layers; the default is how the model was trained.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardOptions {
+    /// Apply this many layers instead of `config.layers` (recurrent models only): the roll-out.
+    pub repeats: Option<usize>,
+    /// h ← h + λ·attn(h) (von Oswald et al.'s `dampening`, 1 in training).
+    pub dampening: f64,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        Self {
+            repeats: None,
+            dampening: 1.0,
+        }
+    }
+}
+
+impl Transformer {
+    /// Creates the parameters under `root` (all zero; see [`Transformer::init`]).
+    /// `config` must be resolved ([`crate::config::RunConfig::resolve`]).
+    pub fn new(root: &nn::Path, config: &ModelConfig, dims: Dims) -> Self {
+        let width = (dims.x_dim + dims.y_dim) as i64;
+        let key_size = config.key_size.expect("resolved config") as i64;
+        let blocks = (0..config.param_layers())
+            .map(|l| {
+                let p = root / "layers" / l;
+                // Pre-LN everywhere except the first of separate layers (spec A.9).
+                let ln_attn = (config.layer_norm && (config.recurrent || l > 0))
+                    .then(|| LayerNorm::new(&p / "ln_attn", width));
+                let mlp = config.mlp.then(|| {
+                    let ln = config
+                        .layer_norm
+                        .then(|| LayerNorm::new(&p / "ln_mlp", width));
+                    (ln, Mlp::new(&p / "mlp", width, 4 * width))
+                });
+                Block {
+                    attn: Attention::new(
+                        &p / "attn",
+                        width,
+                        config.heads as i64,
+                        key_size,
+                        config.softmax,
+                    ),
+                    ln_attn,
+                    mlp,
+                }
+            })
+            .collect();
+        Self {
+            config: config.clone(),
+            dims,
+            blocks,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    /// Initialises every weight matrix like Haiku's `VarianceScaling(init_scale)` (fan-in,
+    /// truncated normal at ±2σ, σ corrected for the truncation), biases and offsets 0, LayerNorm
+    /// scales 1. Drawn in Rust from `rng` in parameter-name order, so the initial weights are the
+    /// same on every device and thread count.
+    pub fn init(vs: &nn::VarStore, init_scale: f64, rng: &mut TaskRng) {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, mut var) in vars {
+                let size = var.size();
+                let values: Vec<f64> = if size.len() == 2 {
+                    let fan_in = size[0].max(1) as f64;
+                    // Constant from scipy.stats.truncnorm.std(a=-2, b=2), as in Haiku.
+                    let sigma = (init_scale / fan_in).sqrt() / 0.879_625_661_034_239_8;
+                    (0..size[0] * size[1])
+                        .map(|_| sigma * truncated_normal(rng))
+                        .collect()
+                } else if name.ends_with(".scale") {
+                    vec![1.0; size[0] as usize]
+                } else {
+                    vec![0.0; size[0] as usize]
+                };
+                let t = Tensor::from_slice(&values)
+                    .view(size.as_slice())
+                    .to_kind(var.kind())
+                    .to_device(var.device());
+                var.copy_(&t);
+            }
+        });
+    }
+
+    /// Predictions (B, o) for tokens (B, T, D), recording activations the cache asks for.
+    pub fn forward(&self, tokens: &Tensor, cache: Option<&mut ActivationCache>) -> Tensor {
+        self.forward_with(tokens, cache, ForwardOptions::default())
+    }
+
+    pub fn forward_with(
+        &self,
+        tokens: &Tensor,
+        mut cache: Option<&mut ActivationCache>,
+        opts: ForwardOptions,
+    ) -> Tensor {
+        let (_, t, _) = tokens.size3().expect("tokens are (B, T, D)");
+        let n_ctx = t - 1;
+        let layers = opts.repeats.unwrap_or(self.config.layers);
+        if let Some(c) = cache.as_deref_mut() {
+            c.record("tokens", tokens);
+        }
+        let mut h = tokens.shallow_clone();
+        for l in 0..layers {
+            let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
+            let names = [
+                format!("layers.{l}.attn.pattern"),
+                format!("layers.{l}.attn.out"),
+                format!("layers.{l}.resid_mid"),
+                format!("layers.{l}.resid_post"),
+            ];
+            let wanted = cache
+                .as_deref()
+                .is_some_and(|c| names.iter().any(|n| c.wants(n)));
+            let all_rows = l + 1 < layers || wanted;
+            let x = match &block.ln_attn {
+                Some(ln) => ln.forward(&h),
+                None => h.shallow_clone(),
+            };
+            let context = x.narrow(1, 0, n_ctx); // (B, N, D)
+            let (queries, resid) = if all_rows {
+                (x, h)
+            } else {
+                (x.narrow(1, t - 1, 1), h.narrow(1, t - 1, 1)) // (B, 1, D)
+            };
+            let (attn_out, pattern) = block.attn.forward(&queries, &context, block.attn.softmax);
+            h = self.residual(resid, &attn_out, opts.dampening);
+            if let Some(c) = cache.as_deref_mut() {
+                c.record(names[0].clone(), &pattern);
+                c.record(names[1].clone(), &attn_out);
+            }
+            if let Some((ln, mlp)) = &block.mlp {
+                if let Some(c) = cache.as_deref_mut() {
+                    c.record(names[2].clone(), &h);
+                }
+                let x = match ln {
+                    Some(ln) => ln.forward(&h),
+                    None => h.shallow_clone(),
+                };
+                let mlp_out = mlp.forward(&x);
+                h = self.residual(h, &mlp_out, opts.dampening);
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                c.record(names[3].clone(), &h);
+            }
+        }
+        self.readout(&h)
+    }
+
+    /// h + λ·update, then the optional token clipping (as the official `trans_block`, after
+    /// attention and again after the MLP).
+    fn residual(&self, h: Tensor, update: &Tensor, dampening: f64) -> Tensor {
+        let h = if dampening == 1.0 {
+            h + update
+        } else {
+            h + update * dampening
+        };
+        match self.config.token_clip {
+            Some(c) => h.clamp(-c, c),
+            None => h,
+        }
+    }
+
+    /// ŷ = −(y-entries of the last token): (B, T, D) → (B, o).
+    pub fn readout(&self, h: &Tensor) -> Tensor {
+        let (d, o) = (self.dims.x_dim as i64, self.dims.y_dim as i64);
+        -h.select(1, -1).narrow(1, d, o)
+    }
+}
+
+fn truncated_normal(rng: &mut TaskRng) -> f64 {
+    loop {
+        let z: f64 = rng.sample(StandardNormal);
+        if z.abs() <= 2.0 {
+            return z;
+        }
+    }
+}
+
+/// Every parameter of a store, copied out by name (1-D parameters as one-row matrices).
+pub fn named_weights(vs: &nn::VarStore) -> anyhow::Result<NamedWeights> {
+    let mut out = NamedWeights::new();
+    for (name, var) in vs.variables() {
+        let a = tensor_to_array(&var)?;
+        let a = match a.ndim() {
+            1 => a.into_shape_with_order((1, var.size()[0] as usize))?,
+            _ => a.into_dimensionality()?,
+        };
+        out.insert(name, a);
+    }
+    Ok(out)
+}
+
+/// Sets parameters by name (e.g. a construction from `icl-probes`). Names the store lacks and
+/// shape mismatches are errors; parameters not named keep their values.
+pub fn load_weights(vs: &nn::VarStore, weights: &NamedWeights) -> anyhow::Result<()> {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (name, a) in weights {
+            let var = vars.get(name).with_context(|| {
+                let mut have: Vec<_> = vars.keys().cloned().collect();
+                have.sort();
+                format!(
+                    "the model has no parameter `{name}` (has: {})",
+                    have.join(", ")
+                )
+            })?;
+            let want: Vec<usize> = var.size().iter().map(|&s| s as usize).collect();
+            let given = if want.len() == 1 {
+                vec![a.len()]
+            } else {
+                a.shape().to_vec()
+            };
+            if want != given {
+                bail!("parameter `{name}`: shape {want:?}, given {:?}", a.shape());
+            }
+            let data: Vec<f64> = a.iter().copied().collect();
+            let t = Tensor::from_slice(&data)
+                .view(var.size().as_slice())
+                .to_kind(var.kind())
+                .to_device(var.device());
+            var.shallow_clone().copy_(&t);
+        }
+        Ok(())
+    })
+}

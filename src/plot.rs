@@ -1,0 +1,201 @@
+//! Line charts for figures, rendered to PNG and SVG with plotters and an embedded DejaVu font
+//! (no fontconfig needed). A figure module builds [`Panel`]s from computed metrics; this module
+//! only draws them.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::anyhow;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::io::with_atomic_path;
+
+/// A curve, optionally with a shaded band (e.g. min–max or ±1 std over seeds).
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// (x, low, high)
+    pub band: Vec<(f64, f64, f64)>,
+    pub dashed: bool,
+    pub color: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_y: bool,
+    pub series: Vec<Series>,
+    /// Fixed y range; otherwise fitted to the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+/// One output image: charts side by side.
+#[derive(Clone, Debug, Default)]
+pub struct Panel {
+    pub charts: Vec<Chart>,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(80, 80, 80),
+];
+
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+/// Writes `<dir>/<stem>.png` and `<dir>/<stem>.svg` (atomically) and returns both paths.
+pub fn render(panel: &Panel, dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
+    register_fonts();
+    let size = (560 * panel.charts.len().max(1) as u32, 420);
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    with_atomic_path(&png, |p| {
+        let root = BitMapBackend::new(p, size).into_drawing_area();
+        draw_panel(&root, panel)?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    with_atomic_path(&svg, |p| {
+        let root = SVGBackend::new(p, size).into_drawing_area();
+        draw_panel(&root, panel)?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    Ok(vec![png, svg])
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> anyhow::Result<()> {
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let areas = root.split_evenly((1, panel.charts.len().max(1)));
+    for (chart, area) in panel.charts.iter().zip(areas.iter()) {
+        let (x, y) = ranges(chart);
+        if chart.log_y {
+            draw_chart(area, chart, x, y.log_scale())?;
+        } else {
+            draw_chart(area, chart, x, y)?;
+        }
+    }
+    Ok(())
+}
+
+fn ranges(chart: &Chart) -> (Range<f64>, Range<f64>) {
+    let xs = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (x0, x1) = if x0.is_finite() && x1 > x0 {
+        (x0, x1)
+    } else {
+        (0.0, 1.0)
+    };
+    if let Some((lo, hi)) = chart.y_range {
+        return (x0..x1, lo..hi);
+    }
+    let ys = chart.series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .map(|p| p.1)
+            .chain(s.band.iter().flat_map(|b| [b.1, b.2]))
+    });
+    let ys = ys.filter(|y| y.is_finite() && (!chart.log_y || *y > 0.0));
+    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+        (a.min(y), b.max(y))
+    });
+    if !(y0.is_finite() && y1.is_finite()) {
+        (y0, y1) = (0.1, 1.0);
+    }
+    let r = if chart.log_y {
+        y0 / 1.2..y1 * 1.2
+    } else {
+        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        y0 - pad..y1 + pad
+    };
+    (x0..x1, r)
+}
+
+fn draw_chart<DB, Y>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &Chart,
+    x: Range<f64>,
+    y: Y,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+    let mut ctx = ChartBuilder::on(area)
+        .caption(&chart.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(err)?;
+    ctx.configure_mesh()
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for s in &chart.series {
+        let color = PALETTE[s.color % PALETTE.len()];
+        if !s.band.is_empty() {
+            let outline: Vec<(f64, f64)> = s
+                .band
+                .iter()
+                .map(|b| (b.0, b.2))
+                .chain(s.band.iter().rev().map(|b| (b.0, b.1)))
+                .collect();
+            ctx.draw_series(std::iter::once(Polygon::new(
+                outline,
+                color.mix(0.2).filled(),
+            )))
+            .map_err(err)?;
+        }
+        let style = color.stroke_width(2);
+        let points = s.points.iter().copied().filter(|p| p.1.is_finite());
+        let drawn = if s.dashed {
+            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style))
+                .map_err(err)?
+        } else {
+            ctx.draw_series(LineSeries::new(points, style))
+                .map_err(err)?
+        };
+        drawn.label(s.label.as_str()).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+        });
+    }
+    ctx.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The libtorch side of probing: runs a model on prompts and copies what the probes crate needs
+//! into f64 arrays. Sensitivities ∂ŷ/∂x_q come from autograd on the input tokens; per-layer
+//! readouts come from the activation cache.
+
+use ndarray::{s, Array2, Ix2};
+use tch::Tensor;
+
+use crate::cache::{tensor_to_array, ActivationCache};
+use crate::models::transformer::{ForwardOptions, Transformer};
+
+/// A model's answers on a batch: predictions (B, o) and ∂ŷ_last/∂x_q (B, d).
+pub struct ModelOutputs {
+    pub preds: Array2<f64>,
+    pub sens: Array2<f64>,
+}
+
+pub fn outputs_with_sensitivity(
+    model: &Transformer,
+    tokens: &Tensor,
+) -> anyhow::Result<ModelOutputs> {
+    let d = model.dims().x_dim as i64;
+    let o = model.dims().y_dim as i64;
+    let input = tokens.detach().set_requires_grad(true);
+    let preds = model.forward(&input, None); // (B, o)
+                                             // Each prompt's prediction depends only on its own tokens, so the gradient of the sum gives
+                                             // every prompt's sensitivity at once.
+    let total = preds.select(1, o - 1).sum(preds.kind());
+    let grads = Tensor::run_backward(&[&total], &[&input], false, false);
+    let sens = grads[0].select(1, -1).narrow(1, 0, d); // query token's x-entries: (B, d)
+    Ok(ModelOutputs {
+        preds: tensor_to_array(&preds)?.into_dimensionality::<Ix2>()?,
+        sens: tensor_to_array(&sens)?.into_dimensionality::<Ix2>()?,
+    })
+}
+
+pub fn predictions(
+    model: &Transformer,
+    tokens: &Tensor,
+    opts: ForwardOptions,
+) -> anyhow::Result<Array2<f64>> {
+    let preds = tch::no_grad(|| model.forward_with(tokens, None, opts));
+    Ok(tensor_to_array(&preds)?.into_dimensionality::<Ix2>()?)
+}
+
+/// The prediction read out after every applied layer, (B, o) each: ŷ_l = −(y-entries of the
+/// query token in `layers.{l}.resid_post`).
+pub fn per_layer_predictions(
+    model: &Transformer,
+    tokens: &Tensor,
+    opts: ForwardOptions,
+) -> anyhow::Result<Vec<Array2<f64>>> {
+    let layers = opts.repeats.unwrap_or(model.config().layers);
+    let names: Vec<String> = (0..layers)
+        .map(|l| format!("layers.{l}.resid_post"))
+        .collect();
+    let mut cache = ActivationCache::names(&names);
+    let _ = tch::no_grad(|| model.forward_with(tokens, Some(&mut cache), opts));
+    let d = model.dims().x_dim;
+    names
+        .iter()
+        .map(|n| {
+            let h = cache.array(n)?; // (B, T, D)
+            let t = h.shape()[1];
+            Ok(h.slice(s![.., t - 1, d..]).mapv(|v| -v))
+        })
+        .collect()
+}
+
+/// Everything `icl-lab probe` reports about a model, computed on its config's evaluation set.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeReport {
+    pub loss: f64,
+    pub gd: icl_probes::gd::TunedGd,
+    pub vs_gd: icl_probes::metrics::Alignment,
+    /// The A.3 interpolated model's loss, where the architecture allows it.
+    pub interpolated_loss: Option<f64>,
+    /// Loss of the prediction read after each applied layer, and of GD after each step.
+    pub per_layer_loss: Vec<f64>,
+    pub gd_per_step_loss: Vec<f64>,
+    /// Per parameter layer (single-head models): KQ = W_q W_kᵀ, PV = W_v W_o, and the scale β.
+    pub weight_products: Vec<LayerProducts>,
+    /// The same config freshly initialised (seed of the run): loss and alignment with GD.
+    pub control_untrained: ControlReport,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerProducts {
+    pub layer: usize,
+    pub beta: f64,
+    pub kq: Vec<Vec<f64>>,
+    pub pv: Vec<Vec<f64>>,
+    /// ‖KQ/β − KQ_GD‖_F and ‖PV·β − PV_GD‖_F against the construction with the tuned η.
+    pub kq_residual: f64,
+    pub pv_residual: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ControlReport {
+    pub loss: f64,
+    pub vs_gd: icl_probes::metrics::Alignment,
+}
+
+/// Probes a model with the parameters in `vs` (built from `config`).
+pub fn probe_model(
+    config: &crate::config::RunConfig,
+    vs: &tch::nn::VarStore,
+    model: &Transformer,
+) -> anyhow::Result<ProbeReport> {
+    use icl_probes::construct::{gd_construction, interpolate, kq_scale, weight_products};
+    use icl_probes::gd::{self, LeastSquaresStats};
+    use icl_probes::metrics::alignment;
+
+    let kind = vs
+        .variables()
+        .values()
+        .next()
+        .map_or(tch::Kind::Float, |v| v.kind());
+    let device = vs.device();
+    let prompts =
+        crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
+    let stats = LeastSquaresStats::new(&prompts);
+    let tuned = crate::evaluate::tune_gd(config, &prompts, &stats);
+    let layers = config.model.layers;
+    let gd_steps = gd::gd_weights(&stats, &vec![tuned.eta; layers]);
+    let gd_final = gd_steps.last().expect("layers >= 1");
+    let (gd_preds, gd_sens) = (
+        gd::predict(gd_final, &prompts.xq),
+        gd::sensitivity(gd_final),
+    );
+    let (tokens, _) = crate::layout::tensors(&prompts, kind, device);
+
+    let out = outputs_with_sensitivity(model, &tokens)?;
+    let per_layer_loss = per_layer_predictions(model, &tokens, ForwardOptions::default())?
+        .iter()
+        .map(|p| prompts.half_mse(p))
+        .collect();
+    let gd_per_step_loss = gd_steps
+        .iter()
+        .map(|w| prompts.half_mse(&gd::predict(w, &prompts.xq)))
+        .collect();
+
+    let t = &config.task;
+    let construction = gd_construction(
+        t.x_dim,
+        t.y_dim,
+        t.context_len,
+        &vec![tuned.eta; config.model.param_layers()],
+    );
+    let trained = crate::models::transformer::named_weights(vs)?;
+    let mut weight_products_out = Vec::new();
+    if config.model.heads == 1 {
+        for layer in 0..config.model.param_layers() {
+            let p = weight_products(&trained, layer)?;
+            let c = weight_products(&construction, layer)?;
+            let beta = kq_scale(&p, t.x_dim);
+            let fro = |a: &ndarray::Array2<f64>| a.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let (kq_residual, pv_residual) = if p.kq.dim() == c.kq.dim() {
+                (fro(&(&p.kq / beta - &c.kq)), fro(&(&p.pv * beta - &c.pv)))
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            let rows = |a: &ndarray::Array2<f64>| a.outer_iter().map(|r| r.to_vec()).collect();
+            weight_products_out.push(LayerProducts {
+                layer,
+                beta,
+                kq: rows(&p.kq),
+                pv: rows(&p.pv),
+                kq_residual,
+                pv_residual,
+            });
+        }
+    }
+    let interpolated_loss = if crate::evaluate::interpolation_applies(config) {
+        let mut ivs = tch::nn::VarStore::new(device);
+        let imodel = Transformer::new(&ivs.root(), &config.model, model.dims());
+        ivs.set_kind(kind);
+        crate::models::transformer::load_weights(
+            &ivs,
+            &interpolate(&trained, &construction, t.x_dim, 1)?,
+        )?;
+        Some(prompts.half_mse(&predictions(&imodel, &tokens, ForwardOptions::default())?))
+    } else {
+        None
+    };
+
+    let mut cvs = tch::nn::VarStore::new(device);
+    let control = Transformer::new(&cvs.root(), &config.model, model.dims());
+    cvs.set_kind(kind);
+    Transformer::init(
+        &cvs,
+        config.model.init_scale.unwrap_or(0.0),
+        &mut crate::train::seeded_rng(config.seed, crate::train::INIT_STREAM),
+    );
+    let c_out = outputs_with_sensitivity(&control, &tokens)?;
+
+    Ok(ProbeReport {
+        loss: prompts.half_mse(&out.preds),
+        vs_gd: alignment(&out.preds, &out.sens, &gd_preds, &gd_sens),
+        gd: tuned,
+        interpolated_loss,
+        per_layer_loss,
+        gd_per_step_loss,
+        weight_products: weight_products_out,
+        control_untrained: ControlReport {
+            loss: prompts.half_mse(&c_out.preds),
+            vs_gd: alignment(&c_out.preds, &c_out.sens, &gd_preds, &gd_sens),
+        },
+    })
+}

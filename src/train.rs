@@ -1,0 +1,345 @@
+//! Training: a (config, seed) → a run directory `runs/<name>/seed-<seed>/` holding the resolved
+//! `config.toml`, `metrics.json` (every evaluation row) and `weights.safetensors`.
+//!
+//! Optimisation follows the official code (spec §1.4): Adam (β1 0.9, β2 0.98, ε 1e-8, no weight
+//! decay) after global-norm gradient clipping, a fresh batch of tasks every step, loss ½·MSE.
+//! Training data is sampled on a second thread while libtorch computes the step.
+//! A run whose loss turns NaN/inf stops with an error and keeps the weights of its last
+//! evaluation; every file is replaced atomically, so a crash never leaves one half-written.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use icl_probes::gd::TunedGd;
+use icl_tasks::{Dims, TaskRng};
+
+use crate::config::RunConfig;
+use crate::evaluate::{EvalRow, Evaluator};
+use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
+use crate::layout::token_buffer;
+use crate::models::Transformer;
+
+/// RNG streams derived from a run's seed, so that changing one consumer never shifts another.
+pub const DATA_STREAM: u64 = 0;
+pub const INIT_STREAM: u64 = 1;
+
+pub fn seeded_rng(seed: u64, stream: u64) -> TaskRng {
+    let mut rng = TaskRng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Diverged,
+}
+
+/// The contents of `metrics.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub name: String,
+    pub seed: u64,
+    pub status: RunStatus,
+    /// Steps taken when the file was written.
+    pub steps_done: usize,
+    /// Step whose weights `weights.safetensors` holds.
+    pub weights_step: usize,
+    pub wall_s: f64,
+    pub device: String,
+    /// The GD reference the rows compare against.
+    pub gd: TunedGd,
+    pub rows: Vec<EvalRow>,
+}
+
+/// A model with its parameters and optimiser.
+pub struct Trainer {
+    pub vs: nn::VarStore,
+    pub model: Transformer,
+    opt: nn::Optimizer,
+    grad_clip: f64,
+}
+
+impl Trainer {
+    pub fn new(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let model = Transformer::new(&vs.root(), &config.model, dims);
+        let init_scale = config.model.init_scale.context("resolved config")?;
+        Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
+        let t = &config.train;
+        let opt = nn::Adam {
+            beta1: t.beta1,
+            beta2: t.beta2,
+            wd: 0.0,
+            eps: t.eps,
+            amsgrad: false,
+        }
+        .build(&vs, t.lr)?;
+        Ok(Self {
+            vs,
+            model,
+            opt,
+            grad_clip: t.grad_clip.context("resolved config")?,
+        })
+    }
+
+    /// One optimisation step; returns the loss before the update (a scalar tensor).
+    pub fn step(&mut self, tokens: &Tensor, targets: &Tensor) -> Tensor {
+        let preds = self.model.forward(tokens, None); // (B, o)
+        let loss = (preds - targets)
+            .square()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .mean(Kind::Float)
+            * 0.5;
+        self.opt.zero_grad();
+        loss.backward();
+        self.clip_gradients();
+        self.opt.step();
+        loss
+    }
+
+    /// optax's `clip_by_global_norm`: g ← g·c/max(‖g‖, c), computed on the device (no sync).
+    fn clip_gradients(&self) {
+        let grads: Vec<Tensor> = self
+            .vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
+        if grads.is_empty() {
+            return;
+        }
+        tch::no_grad(|| {
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
+            let norm = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt();
+            let scale = norm.clamp_min(self.grad_clip).reciprocal() * self.grad_clip;
+            for mut g in grads {
+                let _ = g.g_mul_(&scale);
+            }
+        });
+    }
+}
+
+/// A batch on the host: tokens (B, T, D) and targets (B, o), flat f32.
+pub struct HostBatch {
+    pub tokens: Vec<f32>,
+    pub targets: Vec<f32>,
+}
+
+/// Samples training batches on a background thread (the training-data stream of `config.seed`).
+/// Dropping the receiver stops the thread.
+pub fn spawn_data_stream(
+    config: &RunConfig,
+) -> anyhow::Result<(mpsc::Receiver<HostBatch>, std::thread::JoinHandle<()>)> {
+    let task = icl_tasks::build(&config.task)?;
+    let (batch, seed) = (config.train.batch, config.seed);
+    let (tx, rx) = mpsc::sync_channel(4);
+    let handle = std::thread::Builder::new()
+        .name("data".into())
+        .spawn(move || {
+            let mut rng = seeded_rng(seed, DATA_STREAM);
+            loop {
+                let p = task.sample(&mut rng, batch);
+                let b = HostBatch {
+                    tokens: token_buffer(&p, |x| x as f32),
+                    targets: p.yq.iter().map(|&y| y as f32).collect(),
+                };
+                if tx.send(b).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok((rx, handle))
+}
+
+pub fn batch_tensors(b: &HostBatch, dims: Dims, device: Device) -> (Tensor, Tensor) {
+    let t = (dims.context_len + 1) as i64;
+    let w = (dims.x_dim + dims.y_dim) as i64;
+    let tokens = Tensor::from_slice(&b.tokens)
+        .view([-1, t, w])
+        .to_device(device); // (B, T, D)
+    let targets = Tensor::from_slice(&b.targets)
+        .view([-1, dims.y_dim as i64])
+        .to_device(device); // (B, o)
+    (tokens, targets)
+}
+
+pub fn run_dir(runs_root: &Path, config: &RunConfig) -> PathBuf {
+    runs_root
+        .join(&config.name)
+        .join(format!("seed-{}", config.seed))
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Retrain even if a complete run with the same config exists.
+    pub force: bool,
+    /// Show a progress bar (hidden anyway when stderr is not a terminal).
+    pub progress: Option<ProgressBar>,
+}
+
+/// What `train` produced.
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub metrics: RunMetrics,
+    /// Whether an existing complete run was reused.
+    pub reused: bool,
+}
+
+/// Loads a finished run if its stored config equals `config`.
+pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
+    let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
+    let metrics: RunMetrics =
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
+    (stored == *config
+        && metrics.status == RunStatus::Complete
+        && dir.join("weights.safetensors").exists())
+    .then_some(metrics)
+}
+
+pub fn train(
+    config: &RunConfig,
+    runs_root: &Path,
+    opts: TrainOptions,
+) -> anyhow::Result<RunOutcome> {
+    let dir = run_dir(runs_root, config);
+    if !opts.force {
+        if let Some(metrics) = load_complete_run(&dir, config) {
+            return Ok(RunOutcome {
+                dir,
+                metrics,
+                reused: true,
+            });
+        }
+    }
+    let device = crate::device::open(&config.train.device)?;
+    tch::set_num_threads(config.train.threads as i32);
+    let dims = icl_tasks::build(&config.task)?.dims();
+    write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+    let _ = std::fs::remove_file(dir.join("metrics.json"));
+
+    let evaluator = Evaluator::new(config, device, Kind::Float)?;
+    let mut trainer = Trainer::new(config, dims, device)?;
+    let (batches, _data_thread) = spawn_data_stream(config)?;
+    let steps = config.train.steps;
+    let bar = opts
+        .progress
+        .unwrap_or_else(|| progress_bar(steps as u64, &config.name));
+    let start = Instant::now();
+    let mut metrics = RunMetrics {
+        name: config.name.clone(),
+        seed: config.seed,
+        status: RunStatus::Running,
+        steps_done: 0,
+        weights_step: 0,
+        wall_s: 0.0,
+        device: config.train.device.clone(),
+        gd: evaluator.gd.clone(),
+        rows: Vec::new(),
+    };
+    // Evaluates; keeps the weights and the row only if the evaluation loss is finite.
+    let checkpoint =
+        |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
+            let row = evaluator.evaluate(
+                &trainer.model,
+                &trainer.vs,
+                step,
+                start.elapsed().as_secs_f64(),
+            )?;
+            metrics.steps_done = step;
+            metrics.wall_s = start.elapsed().as_secs_f64();
+            if !row.loss.is_finite() {
+                return Ok(false);
+            }
+            with_atomic_path(&dir.join("weights.safetensors"), |p| {
+                Ok(trainer.vs.save(p)?)
+            })?;
+            metrics.rows.push(row);
+            metrics.weights_step = step;
+            write_json_atomic(&dir.join("metrics.json"), metrics)?;
+            Ok(true)
+        };
+    let diverged = |metrics: &mut RunMetrics, what: String| -> anyhow::Error {
+        bar.abandon_with_message(format!("diverged ({what})"));
+        metrics.status = RunStatus::Diverged;
+        if let Err(e) = write_json_atomic(&dir.join("metrics.json"), metrics) {
+            return e;
+        }
+        let kept = if metrics.rows.is_empty() {
+            "no evaluation was finite, so no weights were kept".to_string()
+        } else {
+            format!(
+                "the weights of step {} are kept in {}",
+                metrics.weights_step,
+                dir.display()
+            )
+        };
+        anyhow::anyhow!("training diverged: {what}; {kept}")
+    };
+    if !checkpoint(&mut metrics, &trainer, 0)? {
+        return Err(diverged(
+            &mut metrics,
+            "the initial evaluation loss is not finite".into(),
+        ));
+    }
+    for step in 1..=steps {
+        let batch = batches.recv().context("the data thread stopped")?;
+        let (tokens, targets) = batch_tensors(&batch, dims, device);
+        let loss = f64::try_from(trainer.step(&tokens, &targets))?;
+        if !loss.is_finite() {
+            metrics.steps_done = step;
+            metrics.wall_s = start.elapsed().as_secs_f64();
+            return Err(diverged(
+                &mut metrics,
+                format!("training loss is {loss} at step {step}"),
+            ));
+        }
+        if step % 10 == 0 || step == steps {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+        if (step % config.eval.every == 0 || step == steps)
+            && !checkpoint(&mut metrics, &trainer, step)?
+        {
+            return Err(diverged(
+                &mut metrics,
+                format!("evaluation loss is not finite at step {step}"),
+            ));
+        }
+    }
+    metrics.status = RunStatus::Complete;
+    metrics.wall_s = start.elapsed().as_secs_f64();
+    write_json_atomic(&dir.join("metrics.json"), &metrics)?;
+    bar.finish_with_message(format!(
+        "loss {:.4}",
+        metrics.rows.last().map_or(f64::NAN, |r| r.loss)
+    ));
+    Ok(RunOutcome {
+        dir,
+        metrics,
+        reused: false,
+    })
+}
+
+pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} steps  {msg}  ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}

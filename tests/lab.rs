@@ -1,0 +1,393 @@
+//! End-to-end tests of icl-lab: constructions against GD, training, probes (insta snapshots),
+//! run directories and config errors. Tiny configs only; timing lives in `icl-lab bench`.
+
+use std::path::Path;
+use std::process::Command;
+
+use icl_lab::cache::ActivationCache;
+use icl_lab::config::RunConfig;
+use icl_lab::construct::{check_construction, gd_model};
+use icl_lab::layout;
+use icl_lab::probe::probe_model;
+use icl_lab::train::{train, RunMetrics, RunStatus, TrainOptions};
+use rand::SeedableRng;
+use tch::{Device, Kind};
+
+fn preset(name: &str) -> RunConfig {
+    RunConfig::preset(name).unwrap()
+}
+
+fn with_layers(layers: usize, recurrent: bool) -> RunConfig {
+    let mut c = preset("vo2023-fig2");
+    c.model.layers = layers;
+    c.model.recurrent = recurrent;
+    c.model.init_scale = None;
+    c.train.grad_clip = None;
+    c.resolve().unwrap()
+}
+
+/// Rounds every float in a JSON value to `digits` decimals, so snapshots hold stable numbers.
+fn rounded(v: serde_json::Value, digits: i32) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap();
+            let p = 10f64.powi(digits);
+            let r = (x * p).round() / p;
+            serde_json::json!(if r == 0.0 { 0.0 } else { r })
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| rounded(x, digits)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (k, rounded(x, digits)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+// --- Proposition 1: the construction is GD -------------------------------------------------
+
+#[test]
+fn one_layer_construction_is_one_gd_step() {
+    let check = check_construction(&with_layers(1, true), &[6.0], 500, 11).unwrap();
+    assert!(check.max_abs_diff_f64 <= 1e-12, "{check:?}");
+    assert!(check.max_abs_diff_f32 <= 1e-5, "{check:?}");
+}
+
+#[test]
+fn k_recurrent_layers_are_k_gd_steps() {
+    for k in [2, 3, 5] {
+        let check = check_construction(&with_layers(k, true), &[4.0], 500, k as u64).unwrap();
+        for (l, d) in check.per_layer_max_abs_diff_f64.iter().enumerate() {
+            assert!(*d <= 1e-12, "K={k}, after layer {l}: {d:e}");
+        }
+        assert!(check.max_abs_diff_f32 <= 1e-5, "K={k}: {check:?}");
+    }
+}
+
+#[test]
+fn separate_layers_are_gd_steps_with_per_layer_eta() {
+    let check = check_construction(&with_layers(3, false), &[6.0, 3.0, 9.0], 500, 3).unwrap();
+    assert!(check.max_abs_diff_f64 <= 1e-12, "{check:?}");
+    assert!(check.max_abs_diff_f32 <= 1e-5, "{check:?}");
+}
+
+#[test]
+fn construction_on_other_shapes() {
+    // d = 3, o = 2, N = 25: the construction is not tied to the paper's sizes.
+    let mut c = with_layers(2, true);
+    c.task.x_dim = 3;
+    c.task.y_dim = 2;
+    c.task.context_len = 25;
+    c.model.key_size = None;
+    let c = c.resolve().unwrap();
+    let check = check_construction(&c, &[2.0], 300, 5).unwrap();
+    assert!(check.max_abs_diff_f64 <= 1e-12, "{check:?}");
+}
+
+// --- The model and its activation cache ------------------------------------------------------
+
+#[test]
+fn cached_activations_agree_with_the_prediction() {
+    // The last layer computes only the query row unless the cache asks for it: both paths agree.
+    let config = with_layers(2, true);
+    let (_vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
+    let prompts = icl_tasks::build(&config.task)
+        .unwrap()
+        .sample(&mut icl_tasks::TaskRng::seed_from_u64(0), 64);
+    let (tokens, _) = layout::tensors(&prompts, Kind::Double, Device::Cpu);
+    let plain = model.forward(&tokens, None);
+    let mut cache = ActivationCache::all();
+    let cached = model.forward(&tokens, Some(&mut cache));
+    let names: Vec<&str> = cache.names_recorded().collect();
+    assert_eq!(
+        names,
+        [
+            "layers.0.attn.out",
+            "layers.0.attn.pattern",
+            "layers.0.resid_post",
+            "layers.1.attn.out",
+            "layers.1.attn.pattern",
+            "layers.1.resid_post",
+            "tokens"
+        ]
+    );
+    assert_eq!(
+        cache.tensor("layers.1.resid_post").unwrap().size(),
+        [64, 11, 11]
+    );
+    assert_eq!(
+        cache.tensor("layers.0.attn.pattern").unwrap().size(),
+        [64, 1, 11, 10]
+    );
+    let diff = f64::try_from((&plain - &cached).abs().max()).unwrap();
+    assert!(diff <= 1e-12, "{diff}");
+    let from_cache = model.readout(cache.tensor("layers.1.resid_post").unwrap());
+    assert!(f64::try_from((&plain - &from_cache).abs().max()).unwrap() <= 1e-12);
+    assert!(cache.array("nope").is_err());
+}
+
+// --- Probes, snapshotted ---------------------------------------------------------------------
+
+#[test]
+fn probe_outputs_on_the_constructed_model() {
+    let mut config = with_layers(2, true);
+    config.eval.tasks = 400;
+    let (vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
+    let report = probe_model(&config, &vs, &model).unwrap();
+    // The construction with η = 5 against GD with its own tuned η: near, not equal.
+    assert!(report.vs_gd.model_cos > 0.9, "{:?}", report.vs_gd);
+    let mut json = serde_json::to_value(&report).unwrap();
+    // Full weight matrices are long; the snapshot keeps their scale and residuals.
+    for layer in json["weight_products"].as_array_mut().unwrap() {
+        let layer = layer.as_object_mut().unwrap();
+        for key in ["kq", "pv"] {
+            let m = layer.remove(key).unwrap();
+            let diag: Vec<f64> = m
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r[i].as_f64().unwrap())
+                .collect();
+            layer.insert(format!("{key}_diagonal"), serde_json::json!(diag));
+        }
+    }
+    insta::assert_json_snapshot!("probe_constructed_2_layer", rounded(json, 6));
+}
+
+#[test]
+fn a_model_equal_to_gd_aligns_perfectly() {
+    let mut config = with_layers(1, true);
+    config.eval.tasks = 500;
+    let p = icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)
+        .unwrap();
+    let eta =
+        icl_lab::evaluate::tune_gd(&config, &p, &icl_probes::gd::LeastSquaresStats::new(&p)).eta;
+    let (vs, model) = gd_model(&config, &[eta], Kind::Double, Device::Cpu).unwrap();
+    let r = probe_model(&config, &vs, &model).unwrap();
+    assert!(
+        r.vs_gd.preds_diff < 1e-12 && r.vs_gd.model_diff < 1e-12,
+        "{:?}",
+        r.vs_gd
+    );
+    assert!((r.vs_gd.model_cos - 1.0).abs() < 1e-7);
+    assert!((r.loss - r.gd.loss).abs() < 1e-12);
+    assert!((r.interpolated_loss.unwrap() - r.gd.loss).abs() < 1e-12);
+    assert!(r.weight_products[0].kq_residual < 1e-12 && r.weight_products[0].pv_residual < 1e-12);
+    // The untrained control is far from GD.
+    assert!(
+        r.control_untrained.vs_gd.model_cos.abs() < 0.5,
+        "{:?}",
+        r.control_untrained
+    );
+}
+
+// --- Training --------------------------------------------------------------------------------
+
+fn tiny(name: &str) -> RunConfig {
+    let mut c = preset("tiny");
+    c.name = name.into();
+    c
+}
+
+#[test]
+fn tiny_training_learns_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny("tiny-learns");
+    let first = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let rows = &first.metrics.rows;
+    let prompts =
+        icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)
+            .unwrap();
+    let zero = prompts.half_mse(&ndarray::Array2::zeros(prompts.yq.raw_dim()));
+    let last = rows.last().unwrap();
+    assert_eq!(last.step, config.train.steps);
+    assert!(
+        last.loss < 0.5 * zero,
+        "final loss {} vs zero predictor {zero}",
+        last.loss
+    );
+    assert!(last.vs_gd.model_cos > 0.95, "{last:?}");
+    assert!(
+        rows[0].vs_gd.model_cos < 0.5,
+        "the untrained model is not GD: {:?}",
+        rows[0]
+    );
+    for file in ["config.toml", "metrics.json", "weights.safetensors"] {
+        assert!(first.dir.join(file).exists(), "{file}");
+    }
+    assert!(!first.reused);
+    // The same (config, seed) again: reused as is; forced: bit-identical numbers.
+    let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert!(again.reused);
+    let forced = train(
+        &config,
+        dir.path(),
+        TrainOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let losses = |m: &RunMetrics| m.rows.iter().map(|r| r.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&first.metrics), losses(&forced.metrics));
+    // Another seed: other numbers.
+    let other = train(
+        &RunConfig {
+            seed: 1,
+            ..config.clone()
+        },
+        dir.path(),
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_ne!(losses(&first.metrics), losses(&other.metrics));
+    // Nothing half-written is left behind.
+    let stray: Vec<_> = std::fs::read_dir(&first.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn tiny_multi_layer_training_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-2-layers");
+    config.model.layers = 2;
+    config.model.init_scale = None;
+    config.train.steps = 600;
+    config.train.lr = 0.003;
+    let config = config.resolve().unwrap();
+    let out = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let last = out.metrics.rows.last().unwrap();
+    assert_eq!(out.metrics.gd.steps, 2);
+    // Two recurrent layers reach (here: beat) two tuned GD steps, as GD++ does (von Oswald et al. §4).
+    assert!(last.loss < 1.2 * last.gd_loss, "{last:?}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-diverges");
+    config.train.lr = 1e20;
+    config.train.grad_clip = Some(1e12);
+    config.train.steps = 50;
+    config.eval.every = 1;
+    config.eval.tasks = 100;
+    let err = train(&config, dir.path(), TrainOptions::default())
+        .err()
+        .expect("lr 1e20 must diverge");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with("training diverged: ") && msg.contains("kept in"),
+        "{msg}"
+    );
+    let run = dir.path().join("tiny-diverges/seed-0");
+    let metrics: RunMetrics =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics.status, RunStatus::Diverged);
+    assert!(run.join("weights.safetensors").exists());
+    let last_good = metrics.rows.last().unwrap();
+    assert!(last_good.loss.is_finite());
+    assert_eq!(last_good.step, metrics.weights_step);
+}
+
+// --- Configs and the command line ------------------------------------------------------------
+
+#[test]
+fn bad_configs_are_one_line_errors_naming_the_field() {
+    let cases = [
+        ("[train]\nsteps = 0", "train.steps"),
+        ("[train]\nbatch = -5", "train.batch"),
+        ("[train]\nlr = nan", "train.lr"),
+        ("[train]\nlrr = 0.1", "train.lrr"),
+        ("[task]\ncontext_len = 0", "task.context_len"),
+        ("[model]\nheads = 0", "model.heads"),
+        ("[eval]\nevery = 0", "eval.every"),
+        ("[train]\ndevice = \"gpu\"", "train.device"),
+    ];
+    for (toml, field) in cases {
+        let err = format!("{:#}", RunConfig::from_toml_str(toml).unwrap_err());
+        assert!(err.contains(field), "{toml:?} → {err}");
+        assert!(!err.contains('\n'), "{toml:?} → multi-line error {err}");
+    }
+}
+
+fn icl_lab(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_icl-lab"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_reports_bad_configs_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[train]\nlr = -1.0\n").unwrap();
+    let out = icl_lab(&["train", "--config", "bad.toml"], dir.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("train.lr"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing written for a bad config"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["train", "reproduce", "construct", "probe", "bench"] {
+        let out = icl_lab(&[cmd, "--help"], dir.path());
+        assert!(out.status.success(), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn construct_and_probe_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = icl_lab(
+        &[
+            "construct",
+            "--layers",
+            "2",
+            "--eta",
+            "5",
+            "--tasks",
+            "200",
+            "--out",
+            "cons",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(check["max_abs_diff_f64"].as_f64().unwrap() <= 1e-12);
+    let out = icl_lab(&["probe", "cons"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
+    assert!(dir.path().join("cons/probe.json").exists());
+}
