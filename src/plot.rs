@@ -136,6 +136,18 @@ fn ranges(chart: &Chart) -> (Range<f64>, Range<f64>) {
     (x0..x1, r)
 }
 
+/// A tick label with no trailing zeros: 500, 0.25, 1e-3.
+fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() >= 1e5 || v.abs() < 1e-3 {
+        return format!("{v:.0e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn draw_chart<DB, Y>(
     area: &DrawingArea<DB, Shift>,
     chart: &Chart,
@@ -159,6 +171,8 @@ where
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
         .label_style(("sans-serif", 13))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(err)?;

@@ -19,7 +19,8 @@ use crate::train::{progress_bar, train, RunOutcome, TrainOptions};
 /// What every `icl-lab reproduce <figure>` takes.
 #[derive(Clone, Debug)]
 pub struct FigureOptions {
-    pub seeds: usize,
+    /// Seeds 0..n; `None`: the figure's default.
+    pub seeds: Option<usize>,
     /// Parallel training jobs (one model per worker, one libtorch thread each).
     pub jobs: usize,
     pub force: bool,
@@ -31,27 +32,48 @@ pub struct FigureOptions {
 
 type Reproduce = fn(&FigureOptions) -> anyhow::Result<serde_json::Value>;
 
-/// Every figure: name, what it shows, how to make it.
-pub const FIGURES: &[(&str, &str, Reproduce)] = &[(
-    "vo2023-fig2",
-    "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
-    vo2023_fig2::reproduce,
-)];
+/// A reproducible figure.
+pub struct Figure {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// Seeds when `--seeds` is not given.
+    pub default_seeds: usize,
+    pub run: Reproduce,
+}
+
+/// Every figure.
+pub const FIGURES: &[Figure] = &[Figure {
+    name: "vo2023-fig2",
+    about: "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
+    default_seeds: 1,
+    run: vo2023_fig2::reproduce,
+}];
+
+pub fn find(name: &str) -> anyhow::Result<&'static Figure> {
+    FIGURES.iter().find(|f| f.name == name).with_context(|| {
+        let names: Vec<_> = FIGURES.iter().map(|f| f.name).collect();
+        format!("unknown figure `{name}` (known: {})", names.join(", "))
+    })
+}
 
 pub fn reproduce(name: &str, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
-    let (_, _, run) = FIGURES
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .with_context(|| {
-            let names: Vec<_> = FIGURES.iter().map(|(n, _, _)| *n).collect();
-            format!("unknown figure `{name}` (known: {})", names.join(", "))
-        })?;
-    run(opts)
+    let figure = find(name)?;
+    let opts = FigureOptions {
+        seeds: Some(opts.seeds.unwrap_or(figure.default_seeds)),
+        ..opts.clone()
+    };
+    (figure.run)(&opts)
+}
+
+impl FigureOptions {
+    pub fn seed_count(&self) -> usize {
+        self.seeds.unwrap_or(1)
+    }
 }
 
 /// Trains seeds 0..n of `config` in parallel (runs already complete are reused).
 pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<Vec<RunOutcome>> {
-    let configs: Vec<RunConfig> = (0..opts.seeds as u64)
+    let configs: Vec<RunConfig> = (0..opts.seed_count() as u64)
         .map(|seed| {
             let mut c = config.clone();
             c.seed = seed;

@@ -57,18 +57,52 @@ impl Attention {
         }
     }
 
+    /// Attention for the query token alone: query (B, D), context (B, N, D) →
+    /// (output (B, D), pattern (B, H, 1, N)).
+    ///
+    /// Same arithmetic as [`Attention::forward`] with Tq = 1, laid out batch-last so that every
+    /// contraction over the tiny dimensions (K = 11, N = 10) is an elementwise product over
+    /// contiguous rows of B prompts plus a reduction, instead of B tiny matrix products
+    /// (libtorch's CPU `bmm` spends most of a training step on those).
+    fn forward_query(&self, query: &Tensor, context: &Tensor, softmax: bool) -> (Tensor, Tensor) {
+        let (b, n, width) = context.size3().expect("context is (B, N, D)");
+        let (h, k) = (self.heads, self.key_size);
+        let ctx = context.permute([2, 1, 0]).contiguous().view([width, n * b]); // (D, N·B)
+        let q = self.q.tr().matmul(&query.tr()).view([h, k, 1, b]); // (H, K, 1, B)
+        let keys = self.k.tr().matmul(&ctx).view([h, k, n, b]); // (H, K, N, B)
+        let values = self.v.tr().matmul(&ctx).view([h, k, n, b]); // (H, K, N, B)
+        let mut pattern = (keys * q).sum_dim_intlist(1, false, query.kind()); // (H, N, B)
+        if softmax {
+            pattern = (pattern / (k as f64).sqrt()).softmax(1, query.kind());
+        }
+        let mixed = (values * pattern.unsqueeze(1)).sum_dim_intlist(2, false, query.kind()); // (H, K, B)
+        let out = self.o.tr().matmul(&mixed.view([h * k, b])).tr(); // (B, D)
+        (out, pattern.permute([2, 0, 1]).unsqueeze(2)) // pattern (B, H, 1, N)
+    }
+
     /// queries (B, Tq, D), context (B, N, D) → (output (B, Tq, D), pattern (B, H, Tq, N)).
     fn forward(&self, queries: &Tensor, context: &Tensor, softmax: bool) -> (Tensor, Tensor) {
         let (b, tq, _) = queries.size3().expect("queries are (B, T, D)");
         let n = context.size()[1];
         let (h, k) = (self.heads, self.key_size);
+        if h == 1 {
+            // One head: stay in 3-D, which spares libtorch the copies of the 4-D head layout.
+            let q = queries.matmul(&self.q); // (B, Tq, K)
+            let keys = context.matmul(&self.k); // (B, N, K)
+            let values = context.matmul(&self.v); // (B, N, K)
+            let mut pattern = q.matmul(&keys.transpose(1, 2)); // (B, Tq, N)
+            if softmax {
+                pattern = (pattern / (k as f64).sqrt()).softmax(-1, q.kind());
+            }
+            let out = pattern.matmul(&values).matmul(&self.o); // (B, Tq, D)
+            return (out, pattern.unsqueeze(1));
+        }
         let q = queries.matmul(&self.q).view([b, tq, h, k]).transpose(1, 2); // (B, H, Tq, K)
         let keys = context.matmul(&self.k).view([b, n, h, k]).transpose(1, 2); // (B, H, N, K)
         let values = context.matmul(&self.v).view([b, n, h, k]).transpose(1, 2); // (B, H, N, K)
         let mut pattern = q.matmul(&keys.transpose(-2, -1)); // (B, H, Tq, N)
         if softmax {
-            let kind = pattern.kind();
-            pattern = (pattern / (k as f64).sqrt()).softmax(-1, kind);
+            pattern = (pattern / (k as f64).sqrt()).softmax(-1, q.kind());
         }
         let mixed = pattern
             .matmul(&values)
@@ -264,12 +298,16 @@ impl Transformer {
                 None => h.shallow_clone(),
             };
             let context = x.narrow(1, 0, n_ctx); // (B, N, D)
-            let (queries, resid) = if all_rows {
-                (x, h)
+            let (attn_out, pattern, resid) = if all_rows {
+                let (out, pattern) = block.attn.forward(&x, &context, block.attn.softmax);
+                (out, pattern, h)
             } else {
-                (x.narrow(1, t - 1, 1), h.narrow(1, t - 1, 1)) // (B, 1, D)
+                let (out, pattern) =
+                    block
+                        .attn
+                        .forward_query(&x.select(1, t - 1), &context, block.attn.softmax);
+                (out.unsqueeze(1), pattern, h.narrow(1, t - 1, 1)) // (B, 1, D)
             };
-            let (attn_out, pattern) = block.attn.forward(&queries, &context, block.attn.softmax);
             h = self.residual(resid, &attn_out, opts.dampening);
             if let Some(c) = cache.as_deref_mut() {
                 c.record(names[0].clone(), &pattern);
