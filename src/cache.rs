@@ -30,10 +30,7 @@ impl ActivationCache {
     }
 
     pub fn filtered(filter: impl Fn(&str) -> bool + 'static) -> Self {
-        Self {
-            filter: Box::new(filter),
-            entries: BTreeMap::new(),
-        }
+        Self { filter: Box::new(filter), entries: BTreeMap::new() }
     }
 
     /// Whether the model should record `name` (it may skip work it otherwise would not do).
@@ -52,10 +49,7 @@ impl ActivationCache {
     pub fn tensor(&self, name: &str) -> anyhow::Result<&Tensor> {
         self.entries.get(name).with_context(|| {
             let names: Vec<_> = self.entries.keys().cloned().collect();
-            format!(
-                "activation `{name}` was not recorded (have: {})",
-                names.join(", ")
-            )
+            format!("activation `{name}` was not recorded (have: {})", names.join(", "))
         })
     }
 
@@ -72,12 +66,7 @@ impl ActivationCache {
 /// Copies any tensor to the host as an f64 array of the same shape.
 pub fn tensor_to_array(t: &Tensor) -> anyhow::Result<ArrayD<f64>> {
     let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-    let flat = t
-        .detach()
-        .to_device(tch::Device::Cpu)
-        .to_kind(Kind::Double)
-        .contiguous()
-        .view(-1);
+    let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).contiguous().view(-1);
     let data = Vec::<f64>::try_from(&flat)?;
     Ok(ArrayD::from_shape_vec(shape, data)?)
 }

@@ -15,10 +15,7 @@ use icl_tasks::TaskConfig;
 
 /// Named presets, each the config of a figure (stored beside the figure it makes).
 pub const PRESETS: &[(&str, &str)] = &[
-    (
-        "vo2023-fig2",
-        include_str!("../figures/vo2023-fig2/config.toml"),
-    ),
+    ("vo2023-fig2", include_str!("../figures/vo2023-fig2/config.toml")),
     ("tiny", include_str!("../figures/presets/tiny.toml")),
 ];
 
@@ -143,15 +140,16 @@ pub struct EvalConfig {
     pub tasks: usize,
     /// Seed of the evaluation set, fixed across runs so that runs compare.
     pub seed: u64,
+    /// Also compare with GD++ (GD with learned input preconditioning, von Oswald et al. A.10).
+    pub gdpp: bool,
+    /// Adam steps fitting the references' hyperparameters (GD++, and GD with per-layer η for
+    /// separate layers); the official code uses 1,000 (recurrent) and 30,000 (separate layers).
+    pub fit_steps: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self {
-            every: 100,
-            tasks: 10_000,
-            seed: 10,
-        }
+        Self { every: 100, tasks: 10_000, seed: 10, gdpp: false, fit_steps: 1000 }
     }
 }
 
@@ -199,8 +197,7 @@ impl RunConfig {
     }
 
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_toml_str(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
@@ -231,102 +228,30 @@ impl RunConfig {
             "a non-empty name without slashes",
             &self.name,
         )?;
-        check(
-            (1..=1000).contains(&m.layers),
-            "model.layers",
-            "an integer in 1..=1000",
-            m.layers,
-        )?;
-        check(
-            (1..=64).contains(&m.heads),
-            "model.heads",
-            "an integer in 1..=64",
-            m.heads,
-        )?;
+        check((1..=1000).contains(&m.layers), "model.layers", "an integer in 1..=1000", m.layers)?;
+        check((1..=64).contains(&m.heads), "model.heads", "an integer in 1..=64", m.heads)?;
         let width = self.task.x_dim + self.task.y_dim;
         let key_size = *m.key_size.get_or_insert(width);
-        check(
-            (1..=4096).contains(&key_size),
-            "model.key_size",
-            "an integer in 1..=4096",
-            key_size,
-        )?;
+        check((1..=4096).contains(&key_size), "model.key_size", "an integer in 1..=4096", key_size)?;
         let init = *m.init_scale.get_or_insert(0.002 / m.layers as f64);
-        check(
-            init.is_finite() && init >= 0.0,
-            "model.init_scale",
-            "a finite number >= 0",
-            init,
-        )?;
+        check(init.is_finite() && init >= 0.0, "model.init_scale", "a finite number >= 0", init)?;
         if let Some(c) = m.token_clip {
-            check(
-                positive_finite(c),
-                "model.token_clip",
-                "a finite number > 0",
-                c,
-            )?;
+            check(positive_finite(c), "model.token_clip", "a finite number > 0", c)?;
         }
         let t = &mut self.train;
-        check(
-            (1..=10_000_000).contains(&t.steps),
-            "train.steps",
-            "an integer in 1..=10000000",
-            t.steps,
-        )?;
-        check(
-            (1..=1_000_000).contains(&t.batch),
-            "train.batch",
-            "an integer in 1..=1000000",
-            t.batch,
-        )?;
-        check(
-            positive_finite(t.lr),
-            "train.lr",
-            "a finite number > 0",
-            t.lr,
-        )?;
-        check(
-            (0.0..1.0).contains(&t.beta1),
-            "train.beta1",
-            "in [0, 1)",
-            t.beta1,
-        )?;
-        check(
-            (0.0..1.0).contains(&t.beta2),
-            "train.beta2",
-            "in [0, 1)",
-            t.beta2,
-        )?;
-        check(
-            positive_finite(t.eps),
-            "train.eps",
-            "a finite number > 0",
-            t.eps,
-        )?;
-        let clip = *t
-            .grad_clip
-            .get_or_insert(if self.model.layers <= 2 { 0.001 } else { 10.0 });
-        check(
-            positive_finite(clip),
-            "train.grad_clip",
-            "a finite number > 0",
-            clip,
-        )?;
+        check((1..=10_000_000).contains(&t.steps), "train.steps", "an integer in 1..=10000000", t.steps)?;
+        check((1..=1_000_000).contains(&t.batch), "train.batch", "an integer in 1..=1000000", t.batch)?;
+        check(positive_finite(t.lr), "train.lr", "a finite number > 0", t.lr)?;
+        check((0.0..1.0).contains(&t.beta1), "train.beta1", "in [0, 1)", t.beta1)?;
+        check((0.0..1.0).contains(&t.beta2), "train.beta2", "in [0, 1)", t.beta2)?;
+        check(positive_finite(t.eps), "train.eps", "a finite number > 0", t.eps)?;
+        let clip = *t.grad_clip.get_or_insert(if self.model.layers <= 2 { 0.001 } else { 10.0 });
+        check(positive_finite(clip), "train.grad_clip", "a finite number > 0", clip)?;
         crate::device::parse_device(&t.device).context("train.device")?;
-        check(
-            (1..=1024).contains(&t.threads),
-            "train.threads",
-            "an integer in 1..=1024",
-            t.threads,
-        )?;
+        check((1..=1024).contains(&t.threads), "train.threads", "an integer in 1..=1024", t.threads)?;
         let e = &self.eval;
         check(e.every >= 1, "eval.every", "an integer >= 1", e.every)?;
-        check(
-            (1..=10_000_000).contains(&e.tasks),
-            "eval.tasks",
-            "an integer in 1..=10000000",
-            e.tasks,
-        )?;
+        check((1..=10_000_000).contains(&e.tasks), "eval.tasks", "an integer in 1..=10000000", e.tasks)?;
         Ok(self)
     }
 }

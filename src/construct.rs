@@ -66,36 +66,20 @@ pub fn check_construction(
     seed: u64,
 ) -> anyhow::Result<ConstructionCheck> {
     let layers = config.model.layers;
-    let step_etas: Vec<f64> = (0..layers)
-        .map(|l| {
-            if config.model.recurrent {
-                etas[0]
-            } else {
-                etas[l]
-            }
-        })
-        .collect();
+    let step_etas: Vec<f64> = (0..layers).map(|l| if config.model.recurrent { etas[0] } else { etas[l] }).collect();
     let prompts = icl_tasks::build(&config.task)?.sample(&mut TaskRng::seed_from_u64(seed), tasks);
     let stats = LeastSquaresStats::new(&prompts);
     let gd_per_step = gd::predictions_per_step(&stats, &prompts.xq, &step_etas); // (K, B, o)
-    let max_diff = |a: &ndarray::Array2<f64>, b: ndarray::ArrayView2<f64>| {
-        (a - &b).iter().fold(0.0f64, |m, e| m.max(e.abs()))
-    };
+    let max_diff =
+        |a: &ndarray::Array2<f64>, b: ndarray::ArrayView2<f64>| (a - &b).iter().fold(0.0f64, |m, e| m.max(e.abs()));
     let mut out = Vec::new();
     for kind in [Kind::Double, Kind::Float] {
         let (_vs, model) = gd_model(config, etas, kind, Device::Cpu)?;
         let (tokens, _) = layout::tensors(&prompts, kind, Device::Cpu);
-        out.push(per_layer_predictions(
-            &model,
-            &tokens,
-            ForwardOptions::default(),
-        )?);
+        out.push(per_layer_predictions(&model, &tokens, ForwardOptions::default())?);
     }
-    let per_layer: Vec<f64> = out[0]
-        .iter()
-        .enumerate()
-        .map(|(l, p)| max_diff(p, gd_per_step.index_axis(ndarray::Axis(0), l)))
-        .collect();
+    let per_layer: Vec<f64> =
+        out[0].iter().enumerate().map(|(l, p)| max_diff(p, gd_per_step.index_axis(ndarray::Axis(0), l))).collect();
     let last = layers - 1;
     let gd_last = gd_per_step.index_axis(ndarray::Axis(0), last);
     Ok(ConstructionCheck {

@@ -2,7 +2,6 @@
 //! (von Oswald et al. 2023, official `train.py: analyse`; spec §1.6): the model's loss, the loss of
 //! K-step GD with a tuned constant η, the interpolated model's loss, and the alignment metrics.
 
-use anyhow::Context;
 use ndarray::Array2;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -10,6 +9,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use icl_probes::construct::{gd_construction, interpolate};
 use icl_probes::gd::{self, LeastSquaresStats, TunedGd};
+
+use crate::references::{references_for, Reference};
 use icl_probes::metrics::{alignment, Alignment};
 use icl_probes::NamedWeights;
 use icl_tasks::{Prompts, TaskConfig, TaskRng};
@@ -31,6 +32,11 @@ pub struct EvalRow {
     pub interp_loss: Option<f64>,
     /// Model vs GD: preds diff, model diff, model cos.
     pub vs_gd: Alignment,
+    /// ½·MSE of GD++ and the model's alignment with it, when the run compares with GD++.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdpp_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_gdpp: Option<Alignment>,
     /// Seconds since training started.
     pub wall_s: f64,
 }
@@ -44,12 +50,7 @@ pub fn sample_prompts(task: &TaskConfig, tasks: usize, seed: u64) -> anyhow::Res
 /// The GD reference for a model config: K = layers steps from W₀ = 0, one η tuned on `prompts`
 /// over the official grid.
 pub fn tune_gd(config: &RunConfig, prompts: &Prompts, stats: &LeastSquaresStats) -> TunedGd {
-    gd::tune_eta(
-        prompts,
-        stats,
-        config.model.layers,
-        &gd::official_eta_grid(),
-    )
+    gd::tune_eta(prompts, stats, config.model.layers, &gd::official_eta_grid())
 }
 
 /// Whether the A.3 interpolation applies: one recurrent linear-attention head, attention only.
@@ -67,43 +68,45 @@ pub fn interpolation_applies(config: &RunConfig) -> bool {
 pub struct Evaluator {
     pub prompts: Prompts,
     tokens: Tensor,
-    pub gd: TunedGd,
-    gd_preds: Array2<f64>,
-    gd_sens: Array2<f64>,
+    /// GD first, then GD++ if compared.
+    pub references: Vec<Reference>,
+    /// Per reference: final predictions (B, o) and sensitivities (B, d).
+    reference_outputs: Vec<(Array2<f64>, Array2<f64>)>,
     construction: NamedWeights,
     interp: Option<(nn::VarStore, Transformer)>,
 }
 
 impl Evaluator {
-    pub fn new(config: &RunConfig, device: Device, kind: Kind) -> anyhow::Result<Self> {
+    /// `references`: precomputed for this config's evaluation set (they do not depend on the
+    /// seed), or `None` to fit them here.
+    pub fn new(
+        config: &RunConfig,
+        device: Device,
+        kind: Kind,
+        references: Option<Vec<Reference>>,
+    ) -> anyhow::Result<Self> {
         let prompts = sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
-        let stats = LeastSquaresStats::new(&prompts);
-        let gd = tune_gd(config, &prompts, &stats);
-        let w = gd::gd_weights(&stats, &vec![gd.eta; config.model.layers])
-            .pop()
-            .context("layers >= 1")?;
+        let references = match references {
+            Some(r) => r,
+            None => references_for(config, &prompts)?,
+        };
+        let reference_outputs = references
+            .iter()
+            .map(|r| {
+                let w = r.weights(&prompts).pop().expect("layers >= 1");
+                (gd::predict(&w, &prompts.xq), gd::sensitivity(&w))
+            })
+            .collect();
         let (tokens, _) = layout::tensors(&prompts, kind, device);
         let t = &config.task;
-        let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &[gd.eta]);
+        let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &references[0].etas[..1]);
         let interp = interpolation_applies(config).then(|| {
             let mut vs = nn::VarStore::new(device);
-            let model = Transformer::new(
-                &vs.root(),
-                &config.model,
-                icl_tasks::build(t).expect("checked").dims(),
-            );
+            let model = Transformer::new(&vs.root(), &config.model, icl_tasks::build(t).expect("checked").dims());
             vs.set_kind(kind);
             (vs, model)
         });
-        Ok(Self {
-            gd_preds: gd::predict(&w, &prompts.xq),
-            gd_sens: gd::sensitivity(&w),
-            prompts,
-            tokens,
-            gd,
-            construction,
-            interp,
-        })
+        Ok(Self { prompts, tokens, references, reference_outputs, construction, interp })
     }
 
     pub fn evaluate(
@@ -116,24 +119,26 @@ impl Evaluator {
         let out = outputs_with_sensitivity(model, &self.tokens)?;
         let interp_loss = match &self.interp {
             Some((ivs, imodel)) => {
-                let mixed = interpolate(
-                    &named_weights(vs)?,
-                    &self.construction,
-                    model.dims().x_dim,
-                    1,
-                )?;
+                let mixed = interpolate(&named_weights(vs)?, &self.construction, model.dims().x_dim, 1)?;
                 load_weights(ivs, &mixed)?;
                 let preds = predictions(imodel, &self.tokens, Default::default())?;
                 Some(self.prompts.half_mse(&preds))
             }
             None => None,
         };
+        let vs_ref = |i: usize| {
+            let (p, s) = &self.reference_outputs[i];
+            alignment(&out.preds, &out.sens, p, s)
+        };
+        let gdpp = self.references.iter().position(|r| r.name == "gd++");
         Ok(EvalRow {
             step,
             loss: self.prompts.half_mse(&out.preds),
-            gd_loss: self.gd.loss,
+            gd_loss: self.references[0].loss,
             interp_loss,
-            vs_gd: alignment(&out.preds, &out.sens, &self.gd_preds, &self.gd_sens),
+            vs_gd: vs_ref(0),
+            gdpp_loss: gdpp.map(|i| self.references[i].loss),
+            vs_gdpp: gdpp.map(vs_ref),
             wall_s,
         })
     }

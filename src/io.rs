@@ -13,8 +13,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     make_readable(tmp.path())?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -26,21 +25,14 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> anyhow:
 
 /// Lets `write` produce a file at a temporary path that keeps `path`'s extension (some writers,
 /// like tch's `VarStore::save` and plotters, choose the format by extension), then renames it.
-pub fn with_atomic_path(
-    path: &Path,
-    write: impl FnOnce(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(dir)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("tmp");
-    let tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .suffix(&format!(".{ext}"))
-        .tempfile_in(dir)?;
+    let tmp = tempfile::Builder::new().prefix(".partial-").suffix(&format!(".{ext}")).tempfile_in(dir)?;
     write(tmp.path())?;
     make_readable(tmp.path())?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

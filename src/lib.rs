@@ -16,4 +16,5 @@ pub mod layout;
 pub mod models;
 pub mod plot;
 pub mod probe;
+pub mod references;
 pub mod train;

@@ -8,11 +8,7 @@ use icl_lab::config::RunConfig;
 use icl_lab::train::{train, TrainOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "icl-lab",
-    version,
-    about = "Does attention implement gradient descent? Train, probe and reproduce."
-)]
+#[command(name = "icl-lab", version, about = "Does attention implement gradient descent? Train, probe and reproduce.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -123,15 +119,7 @@ fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Train {
-            config,
-            preset,
-            seed,
-            device,
-            steps,
-            runs,
-            force,
-        } => {
+        Command::Train { config, preset, seed, device, steps, runs, force } => {
             let mut cfg = match (config, preset) {
                 (Some(path), _) => RunConfig::from_file(&path)?,
                 (None, Some(name)) => RunConfig::preset(&name)?,
@@ -147,32 +135,16 @@ fn run() -> anyhow::Result<()> {
                 cfg.train.steps = s;
             }
             let cfg = cfg.resolve()?;
-            let out = train(
-                &cfg,
-                &runs,
-                TrainOptions {
-                    force,
-                    ..Default::default()
-                },
-            )?;
+            let out = train(&cfg, &runs, TrainOptions { force, ..Default::default() })?;
             let last = out.metrics.rows.last().context("no evaluation rows")?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
-                    "run_dir": out.dir, "reused": out.reused, "final": last, "gd": out.metrics.gd,
+                    "run_dir": out.dir, "reused": out.reused, "final": last, "references": out.metrics.references,
                 }))?
             );
         }
-        Command::Reproduce {
-            figure,
-            seeds,
-            jobs,
-            force,
-            device,
-            runs,
-            figures,
-            reports,
-        } => {
+        Command::Reproduce { figure, seeds, jobs, force, device, runs, figures, reports } => {
             anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let opts = icl_lab::figures::FigureOptions {
@@ -193,14 +165,7 @@ fn run() -> anyhow::Result<()> {
                 }))?
             );
         }
-        Command::Construct {
-            layers,
-            separate,
-            eta,
-            tasks,
-            seed,
-            out,
-        } => {
+        Command::Construct { layers, separate, eta, tasks, seed, out } => {
             let mut cfg = RunConfig::preset("vo2023-fig2")?;
             cfg.name = "construction".into();
             cfg.model.layers = layers;
@@ -209,8 +174,7 @@ fn run() -> anyhow::Result<()> {
             cfg.train.grad_clip = None;
             let cfg = cfg.resolve()?;
             let etas = if eta.is_empty() {
-                let p =
-                    icl_lab::evaluate::sample_prompts(&cfg.task, cfg.eval.tasks, cfg.eval.seed)?;
+                let p = icl_lab::evaluate::sample_prompts(&cfg.task, cfg.eval.tasks, cfg.eval.seed)?;
                 let stats = icl_probes::gd::LeastSquaresStats::new(&p);
                 vec![icl_lab::evaluate::tune_gd(&cfg, &p, &stats).eta; cfg.model.param_layers()]
             } else if eta.len() == 1 {
@@ -218,34 +182,24 @@ fn run() -> anyhow::Result<()> {
             } else {
                 eta
             };
-            anyhow::ensure!(
-                etas.iter().all(|e| e.is_finite()),
-                "--eta: must be finite numbers"
-            );
+            anyhow::ensure!(etas.iter().all(|e| e.is_finite()), "--eta: must be finite numbers");
             anyhow::ensure!(tasks >= 1, "--tasks: must be at least 1 (got 0)");
             let check = icl_lab::construct::check_construction(&cfg, &etas, tasks, seed)?;
             if let Some(dir) = out {
-                let (vs, _) =
-                    icl_lab::construct::gd_model(&cfg, &etas, tch::Kind::Float, tch::Device::Cpu)?;
+                let (vs, _) = icl_lab::construct::gd_model(&cfg, &etas, tch::Kind::Float, tch::Device::Cpu)?;
                 icl_lab::io::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-                icl_lab::io::with_atomic_path(&dir.join("weights.safetensors"), |p| {
-                    Ok(vs.save(p)?)
-                })?;
+                icl_lab::io::with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(vs.save(p)?))?;
             }
             println!("{}", serde_json::to_string_pretty(&check)?);
         }
         Command::Probe { run_dir } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
             let (vs, model) = icl_lab::figures::load_run(&run_dir, &cfg, tch::Device::Cpu)?;
-            let report = icl_lab::probe::probe_model(&cfg, &vs, &model)?;
+            let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Command::Bench {
-            device,
-            steps,
-            threads,
-        } => {
+        Command::Bench { device, steps, threads } => {
             for cfg in icl_lab::bench::default_configs(&device, &threads)? {
                 println!("{}", icl_lab::bench::bench_config(&cfg, 30, steps)?);
             }

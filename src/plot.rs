@@ -53,11 +53,7 @@ const PALETTE: [RGBColor; 6] = [
 fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
         let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
     });
 }
@@ -81,10 +77,7 @@ pub fn render(panel: &Panel, dir: &Path, stem: &str) -> anyhow::Result<Vec<PathB
     Ok(vec![png, svg])
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    panel: &Panel,
-) -> anyhow::Result<()> {
+fn draw_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panel: &Panel) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let areas = root.split_evenly((1, panel.charts.len().max(1)));
     for (chart, area) in panel.charts.iter().zip(areas.iter()) {
@@ -99,31 +92,16 @@ fn draw_panel<DB: DrawingBackend>(
 }
 
 fn ranges(chart: &Chart) -> (Range<f64>, Range<f64>) {
-    let xs = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0));
-    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
-    let (x0, x1) = if x0.is_finite() && x1 > x0 {
-        (x0, x1)
-    } else {
-        (0.0, 1.0)
-    };
+    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (0.0, 1.0) };
     if let Some((lo, hi)) = chart.y_range {
         return (x0..x1, lo..hi);
     }
-    let ys = chart.series.iter().flat_map(|s| {
-        s.points
-            .iter()
-            .map(|p| p.1)
-            .chain(s.band.iter().flat_map(|b| [b.1, b.2]))
-    });
+    let ys =
+        chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])));
     let ys = ys.filter(|y| y.is_finite() && (!chart.log_y || *y > 0.0));
-    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-        (a.min(y), b.max(y))
-    });
+    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     if !(y0.is_finite() && y1.is_finite()) {
         (y0, y1) = (0.1, 1.0);
     }
@@ -148,12 +126,7 @@ fn tick(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn draw_chart<DB, Y>(
-    area: &DrawingArea<DB, Shift>,
-    chart: &Chart,
-    x: Range<f64>,
-    y: Y,
-) -> anyhow::Result<()>
+fn draw_chart<DB, Y>(area: &DrawingArea<DB, Shift>, chart: &Chart, x: Range<f64>, y: Y) -> anyhow::Result<()>
 where
     DB: DrawingBackend,
     Y: AsRangedCoord<Value = f64>,
@@ -179,30 +152,20 @@ where
     for s in &chart.series {
         let color = PALETTE[s.color % PALETTE.len()];
         if !s.band.is_empty() {
-            let outline: Vec<(f64, f64)> = s
-                .band
-                .iter()
-                .map(|b| (b.0, b.2))
-                .chain(s.band.iter().rev().map(|b| (b.0, b.1)))
-                .collect();
-            ctx.draw_series(std::iter::once(Polygon::new(
-                outline,
-                color.mix(0.2).filled(),
-            )))
-            .map_err(err)?;
+            let outline: Vec<(f64, f64)> =
+                s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
+            ctx.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled()))).map_err(err)?;
         }
         let style = color.stroke_width(2);
         let points = s.points.iter().copied().filter(|p| p.1.is_finite());
         let drawn = if s.dashed {
-            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style))
-                .map_err(err)?
+            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style)).map_err(err)?
         } else {
-            ctx.draw_series(LineSeries::new(points, style))
-                .map_err(err)?
+            ctx.draw_series(LineSeries::new(points, style)).map_err(err)?
         };
-        drawn.label(s.label.as_str()).legend(move |(x, y)| {
-            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-        });
+        drawn
+            .label(s.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))

@@ -14,10 +14,7 @@ pub struct ModelOutputs {
     pub sens: Array2<f64>,
 }
 
-pub fn outputs_with_sensitivity(
-    model: &Transformer,
-    tokens: &Tensor,
-) -> anyhow::Result<ModelOutputs> {
+pub fn outputs_with_sensitivity(model: &Transformer, tokens: &Tensor) -> anyhow::Result<ModelOutputs> {
     let d = model.dims().x_dim as i64;
     let o = model.dims().y_dim as i64;
     let input = tokens.detach().set_requires_grad(true);
@@ -33,11 +30,7 @@ pub fn outputs_with_sensitivity(
     })
 }
 
-pub fn predictions(
-    model: &Transformer,
-    tokens: &Tensor,
-    opts: ForwardOptions,
-) -> anyhow::Result<Array2<f64>> {
+pub fn predictions(model: &Transformer, tokens: &Tensor, opts: ForwardOptions) -> anyhow::Result<Array2<f64>> {
     let preds = tch::no_grad(|| model.forward_with(tokens, None, opts));
     Ok(tensor_to_array(&preds)?.into_dimensionality::<Ix2>()?)
 }
@@ -50,9 +43,7 @@ pub fn per_layer_predictions(
     opts: ForwardOptions,
 ) -> anyhow::Result<Vec<Array2<f64>>> {
     let layers = opts.repeats.unwrap_or(model.config().layers);
-    let names: Vec<String> = (0..layers)
-        .map(|l| format!("layers.{l}.resid_post"))
-        .collect();
+    let names: Vec<String> = (0..layers).map(|l| format!("layers.{l}.resid_post")).collect();
     let mut cache = ActivationCache::names(&names);
     let _ = tch::no_grad(|| model.forward_with(tokens, Some(&mut cache), opts));
     let d = model.dims().x_dim;
@@ -70,17 +61,32 @@ pub fn per_layer_predictions(
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProbeReport {
     pub loss: f64,
-    pub gd: icl_probes::gd::TunedGd,
-    pub vs_gd: icl_probes::metrics::Alignment,
+    /// Loss of the prediction read after each applied layer.
+    pub per_layer_loss: Vec<f64>,
+    /// GD, and GD++ for models of more than one layer: hyperparameters, alignment, per-step loss.
+    pub references: Vec<ReferenceReport>,
     /// The A.3 interpolated model's loss, where the architecture allows it.
     pub interpolated_loss: Option<f64>,
-    /// Loss of the prediction read after each applied layer, and of GD after each step.
-    pub per_layer_loss: Vec<f64>,
-    pub gd_per_step_loss: Vec<f64>,
     /// Per parameter layer (single-head models): KQ = W_q W_kᵀ, PV = W_v W_o, and the scale β.
     pub weight_products: Vec<LayerProducts>,
     /// The same config freshly initialised (seed of the run): loss and alignment with GD.
     pub control_untrained: ControlReport,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReferenceReport {
+    #[serde(flatten)]
+    pub reference: crate::references::Reference,
+    /// The model against this reference.
+    pub vs: icl_probes::metrics::Alignment,
+    /// The reference's loss after each step.
+    pub per_step_loss: Vec<f64>,
+}
+
+impl ProbeReport {
+    pub fn reference(&self, name: &str) -> Option<&ReferenceReport> {
+        self.references.iter().find(|r| r.reference.name == name)
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -89,7 +95,7 @@ pub struct LayerProducts {
     pub beta: f64,
     pub kq: Vec<Vec<f64>>,
     pub pv: Vec<Vec<f64>>,
-    /// ‖KQ/β − KQ_GD‖_F and ‖PV·β − PV_GD‖_F against the construction with the tuned η.
+    /// ‖KQ/β − KQ_GD‖_F and ‖PV·β − PV_GD‖_F against the construction with GD's η.
     pub kq_residual: f64,
     pub pv_residual: f64,
 }
@@ -100,52 +106,51 @@ pub struct ControlReport {
     pub vs_gd: icl_probes::metrics::Alignment,
 }
 
-/// Probes a model with the parameters in `vs` (built from `config`).
+/// Probes a model with the parameters in `vs` (built from `config`). References are fitted
+/// here (GD; GD++ too for more than one layer) unless given.
 pub fn probe_model(
     config: &crate::config::RunConfig,
     vs: &tch::nn::VarStore,
     model: &Transformer,
+    references: Option<Vec<crate::references::Reference>>,
 ) -> anyhow::Result<ProbeReport> {
     use icl_probes::construct::{gd_construction, interpolate, kq_scale, weight_products};
-    use icl_probes::gd::{self, LeastSquaresStats};
+    use icl_probes::gd;
     use icl_probes::metrics::alignment;
 
-    let kind = vs
-        .variables()
-        .values()
-        .next()
-        .map_or(tch::Kind::Float, |v| v.kind());
+    let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
     let device = vs.device();
-    let prompts =
-        crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
-    let stats = LeastSquaresStats::new(&prompts);
-    let tuned = crate::evaluate::tune_gd(config, &prompts, &stats);
-    let layers = config.model.layers;
-    let gd_steps = gd::gd_weights(&stats, &vec![tuned.eta; layers]);
-    let gd_final = gd_steps.last().expect("layers >= 1");
-    let (gd_preds, gd_sens) = (
-        gd::predict(gd_final, &prompts.xq),
-        gd::sensitivity(gd_final),
-    );
+    let prompts = crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
+    let references = match references {
+        Some(r) => r,
+        None => {
+            let mut c = config.clone();
+            c.eval.gdpp = config.model.layers > 1;
+            crate::references::references_for(&c, &prompts)?
+        }
+    };
     let (tokens, _) = crate::layout::tensors(&prompts, kind, device);
-
     let out = outputs_with_sensitivity(model, &tokens)?;
-    let per_layer_loss = per_layer_predictions(model, &tokens, ForwardOptions::default())?
-        .iter()
-        .map(|p| prompts.half_mse(p))
-        .collect();
-    let gd_per_step_loss = gd_steps
-        .iter()
-        .map(|w| prompts.half_mse(&gd::predict(w, &prompts.xq)))
-        .collect();
+    let per_layer_loss =
+        per_layer_predictions(model, &tokens, ForwardOptions::default())?.iter().map(|p| prompts.half_mse(p)).collect();
+    let mut reports = Vec::new();
+    let mut gd_outputs = None;
+    for r in &references {
+        let steps = r.weights(&prompts);
+        let last = steps.last().expect("layers >= 1");
+        let (preds, sens) = (gd::predict(last, &prompts.xq), gd::sensitivity(last));
+        let vs_ref = alignment(&out.preds, &out.sens, &preds, &sens);
+        if gd_outputs.is_none() {
+            gd_outputs = Some((preds, sens));
+        }
+        let per_step_loss = steps.iter().map(|w| prompts.half_mse(&gd::predict(w, &prompts.xq))).collect();
+        reports.push(ReferenceReport { reference: r.clone(), vs: vs_ref, per_step_loss });
+    }
+    let (gd_preds, gd_sens) = gd_outputs.expect("GD is always a reference");
 
     let t = &config.task;
-    let construction = gd_construction(
-        t.x_dim,
-        t.y_dim,
-        t.context_len,
-        &vec![tuned.eta; config.model.param_layers()],
-    );
+    let gd_eta = references[0].etas[0];
+    let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &vec![gd_eta; config.model.param_layers()]);
     let trained = crate::models::transformer::named_weights(vs)?;
     let mut weight_products_out = Vec::new();
     if config.model.heads == 1 {
@@ -174,10 +179,7 @@ pub fn probe_model(
         let mut ivs = tch::nn::VarStore::new(device);
         let imodel = Transformer::new(&ivs.root(), &config.model, model.dims());
         ivs.set_kind(kind);
-        crate::models::transformer::load_weights(
-            &ivs,
-            &interpolate(&trained, &construction, t.x_dim, 1)?,
-        )?;
+        crate::models::transformer::load_weights(&ivs, &interpolate(&trained, &construction, t.x_dim, 1)?)?;
         Some(prompts.half_mse(&predictions(&imodel, &tokens, ForwardOptions::default())?))
     } else {
         None
@@ -195,11 +197,9 @@ pub fn probe_model(
 
     Ok(ProbeReport {
         loss: prompts.half_mse(&out.preds),
-        vs_gd: alignment(&out.preds, &out.sens, &gd_preds, &gd_sens),
-        gd: tuned,
-        interpolated_loss,
         per_layer_loss,
-        gd_per_step_loss,
+        references: reports,
+        interpolated_loss,
         weight_products: weight_products_out,
         control_untrained: ControlReport {
             loss: prompts.half_mse(&c_out.preds),

@@ -17,7 +17,6 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use icl_probes::gd::TunedGd;
 use icl_tasks::{Dims, TaskRng};
 
 use crate::config::RunConfig;
@@ -56,8 +55,8 @@ pub struct RunMetrics {
     pub weights_step: usize,
     pub wall_s: f64,
     pub device: String,
-    /// The GD reference the rows compare against.
-    pub gd: TunedGd,
+    /// The reference learners the rows compare against (GD first).
+    pub references: Vec<crate::references::Reference>,
     pub rows: Vec<EvalRow>,
 }
 
@@ -69,6 +68,13 @@ pub struct Trainer {
     grad_clip: f64,
 }
 
+impl RunMetrics {
+    /// The reference named `name` (`gd`, `gd++`).
+    pub fn reference(&self, name: &str) -> Option<&crate::references::Reference> {
+        self.references.iter().find(|r| r.name == name)
+    }
+}
+
 impl Trainer {
     pub fn new(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<Self> {
         let vs = nn::VarStore::new(device);
@@ -76,30 +82,14 @@ impl Trainer {
         let init_scale = config.model.init_scale.context("resolved config")?;
         Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
         let t = &config.train;
-        let opt = nn::Adam {
-            beta1: t.beta1,
-            beta2: t.beta2,
-            wd: 0.0,
-            eps: t.eps,
-            amsgrad: false,
-        }
-        .build(&vs, t.lr)?;
-        Ok(Self {
-            vs,
-            model,
-            opt,
-            grad_clip: t.grad_clip.context("resolved config")?,
-        })
+        let opt = nn::Adam { beta1: t.beta1, beta2: t.beta2, wd: 0.0, eps: t.eps, amsgrad: false }.build(&vs, t.lr)?;
+        Ok(Self { vs, model, opt, grad_clip: t.grad_clip.context("resolved config")? })
     }
 
     /// One optimisation step; returns the loss before the update (a scalar tensor).
     pub fn step(&mut self, tokens: &Tensor, targets: &Tensor) -> Tensor {
         let preds = self.model.forward(tokens, None); // (B, o)
-        let loss = (preds - targets)
-            .square()
-            .sum_dim_intlist(1, false, Kind::Float)
-            .mean(Kind::Float)
-            * 0.5;
+        let loss = (preds - targets).square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float) * 0.5;
         self.opt.zero_grad();
         loss.backward();
         self.clip_gradients();
@@ -109,13 +99,8 @@ impl Trainer {
 
     /// optax's `clip_by_global_norm`: g ← g·c/max(‖g‖, c), computed on the device (no sync).
     fn clip_gradients(&self) {
-        let grads: Vec<Tensor> = self
-            .vs
-            .trainable_variables()
-            .iter()
-            .map(|v| v.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let grads: Vec<Tensor> =
+            self.vs.trainable_variables().iter().map(|v| v.grad()).filter(|g| g.defined()).collect();
         if grads.is_empty() {
             return;
         }
@@ -144,40 +129,30 @@ pub fn spawn_data_stream(
     let task = icl_tasks::build(&config.task)?;
     let (batch, seed) = (config.train.batch, config.seed);
     let (tx, rx) = mpsc::sync_channel(4);
-    let handle = std::thread::Builder::new()
-        .name("data".into())
-        .spawn(move || {
-            let mut rng = seeded_rng(seed, DATA_STREAM);
-            loop {
-                let p = task.sample(&mut rng, batch);
-                let b = HostBatch {
-                    tokens: token_buffer(&p, |x| x as f32),
-                    targets: p.yq.iter().map(|&y| y as f32).collect(),
-                };
-                if tx.send(b).is_err() {
-                    return;
-                }
+    let handle = std::thread::Builder::new().name("data".into()).spawn(move || {
+        let mut rng = seeded_rng(seed, DATA_STREAM);
+        loop {
+            let p = task.sample(&mut rng, batch);
+            let b =
+                HostBatch { tokens: token_buffer(&p, |x| x as f32), targets: p.yq.iter().map(|&y| y as f32).collect() };
+            if tx.send(b).is_err() {
+                return;
             }
-        })?;
+        }
+    })?;
     Ok((rx, handle))
 }
 
 pub fn batch_tensors(b: &HostBatch, dims: Dims, device: Device) -> (Tensor, Tensor) {
     let t = (dims.context_len + 1) as i64;
     let w = (dims.x_dim + dims.y_dim) as i64;
-    let tokens = Tensor::from_slice(&b.tokens)
-        .view([-1, t, w])
-        .to_device(device); // (B, T, D)
-    let targets = Tensor::from_slice(&b.targets)
-        .view([-1, dims.y_dim as i64])
-        .to_device(device); // (B, o)
+    let tokens = Tensor::from_slice(&b.tokens).view([-1, t, w]).to_device(device); // (B, T, D)
+    let targets = Tensor::from_slice(&b.targets).view([-1, dims.y_dim as i64]).to_device(device); // (B, o)
     (tokens, targets)
 }
 
 pub fn run_dir(runs_root: &Path, config: &RunConfig) -> PathBuf {
-    runs_root
-        .join(&config.name)
-        .join(format!("seed-{}", config.seed))
+    runs_root.join(&config.name).join(format!("seed-{}", config.seed))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -186,6 +161,8 @@ pub struct TrainOptions {
     pub force: bool,
     /// Show a progress bar (hidden anyway when stderr is not a terminal).
     pub progress: Option<ProgressBar>,
+    /// References fitted for this config's evaluation set, shared by its seeds.
+    pub references: Option<Vec<crate::references::Reference>>,
 }
 
 /// What `train` produced.
@@ -199,27 +176,16 @@ pub struct RunOutcome {
 /// Loads a finished run if its stored config equals `config`.
 pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
     let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
-    let metrics: RunMetrics =
-        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
-    (stored == *config
-        && metrics.status == RunStatus::Complete
-        && dir.join("weights.safetensors").exists())
-    .then_some(metrics)
+    let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
+    (stored == *config && metrics.status == RunStatus::Complete && dir.join("weights.safetensors").exists())
+        .then_some(metrics)
 }
 
-pub fn train(
-    config: &RunConfig,
-    runs_root: &Path,
-    opts: TrainOptions,
-) -> anyhow::Result<RunOutcome> {
+pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
     let dir = run_dir(runs_root, config);
     if !opts.force {
         if let Some(metrics) = load_complete_run(&dir, config) {
-            return Ok(RunOutcome {
-                dir,
-                metrics,
-                reused: true,
-            });
+            return Ok(RunOutcome { dir, metrics, reused: true });
         }
     }
     let device = crate::device::open(&config.train.device)?;
@@ -228,13 +194,11 @@ pub fn train(
     write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
     let _ = std::fs::remove_file(dir.join("metrics.json"));
 
-    let evaluator = Evaluator::new(config, device, Kind::Float)?;
+    let evaluator = Evaluator::new(config, device, Kind::Float, opts.references)?;
     let mut trainer = Trainer::new(config, dims, device)?;
     let (batches, _data_thread) = spawn_data_stream(config)?;
     let steps = config.train.steps;
-    let bar = opts
-        .progress
-        .unwrap_or_else(|| progress_bar(steps as u64, &config.name));
+    let bar = opts.progress.unwrap_or_else(|| progress_bar(steps as u64, &config.name));
     let start = Instant::now();
     let mut metrics = RunMetrics {
         name: config.name.clone(),
@@ -244,31 +208,23 @@ pub fn train(
         weights_step: 0,
         wall_s: 0.0,
         device: config.train.device.clone(),
-        gd: evaluator.gd.clone(),
+        references: evaluator.references.clone(),
         rows: Vec::new(),
     };
     // Evaluates; keeps the weights and the row only if the evaluation loss is finite.
-    let checkpoint =
-        |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
-            let row = evaluator.evaluate(
-                &trainer.model,
-                &trainer.vs,
-                step,
-                start.elapsed().as_secs_f64(),
-            )?;
-            metrics.steps_done = step;
-            metrics.wall_s = start.elapsed().as_secs_f64();
-            if !row.loss.is_finite() {
-                return Ok(false);
-            }
-            with_atomic_path(&dir.join("weights.safetensors"), |p| {
-                Ok(trainer.vs.save(p)?)
-            })?;
-            metrics.rows.push(row);
-            metrics.weights_step = step;
-            write_json_atomic(&dir.join("metrics.json"), metrics)?;
-            Ok(true)
-        };
+    let checkpoint = |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
+        let row = evaluator.evaluate(&trainer.model, &trainer.vs, step, start.elapsed().as_secs_f64())?;
+        metrics.steps_done = step;
+        metrics.wall_s = start.elapsed().as_secs_f64();
+        if !row.loss.is_finite() {
+            return Ok(false);
+        }
+        with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(trainer.vs.save(p)?))?;
+        metrics.rows.push(row);
+        metrics.weights_step = step;
+        write_json_atomic(&dir.join("metrics.json"), metrics)?;
+        Ok(true)
+    };
     let diverged = |metrics: &mut RunMetrics, what: String| -> anyhow::Error {
         bar.abandon_with_message(format!("diverged ({what})"));
         metrics.status = RunStatus::Diverged;
@@ -278,19 +234,12 @@ pub fn train(
         let kept = if metrics.rows.is_empty() {
             "no evaluation was finite, so no weights were kept".to_string()
         } else {
-            format!(
-                "the weights of step {} are kept in {}",
-                metrics.weights_step,
-                dir.display()
-            )
+            format!("the weights of step {} are kept in {}", metrics.weights_step, dir.display())
         };
         anyhow::anyhow!("training diverged: {what}; {kept}")
     };
     if !checkpoint(&mut metrics, &trainer, 0)? {
-        return Err(diverged(
-            &mut metrics,
-            "the initial evaluation loss is not finite".into(),
-        ));
+        return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
     }
     for step in 1..=steps {
         let batch = batches.recv().context("the data thread stopped")?;
@@ -299,46 +248,29 @@ pub fn train(
         if !loss.is_finite() {
             metrics.steps_done = step;
             metrics.wall_s = start.elapsed().as_secs_f64();
-            return Err(diverged(
-                &mut metrics,
-                format!("training loss is {loss} at step {step}"),
-            ));
+            return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));
         }
         if step % 10 == 0 || step == steps {
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.4}"));
         }
-        if (step % config.eval.every == 0 || step == steps)
-            && !checkpoint(&mut metrics, &trainer, step)?
-        {
-            return Err(diverged(
-                &mut metrics,
-                format!("evaluation loss is not finite at step {step}"),
-            ));
+        if (step % config.eval.every == 0 || step == steps) && !checkpoint(&mut metrics, &trainer, step)? {
+            return Err(diverged(&mut metrics, format!("evaluation loss is not finite at step {step}")));
         }
     }
     metrics.status = RunStatus::Complete;
     metrics.wall_s = start.elapsed().as_secs_f64();
     write_json_atomic(&dir.join("metrics.json"), &metrics)?;
-    bar.finish_with_message(format!(
-        "loss {:.4}",
-        metrics.rows.last().map_or(f64::NAN, |r| r.loss)
-    ));
-    Ok(RunOutcome {
-        dir,
-        metrics,
-        reused: false,
-    })
+    bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
+    Ok(RunOutcome { dir, metrics, reused: false })
 }
 
 pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>14} [{bar:30}] {pos}/{len} steps  {msg}  ({per_sec}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} steps  {msg}  ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(prefix.to_string());
     bar

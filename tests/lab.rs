@@ -37,11 +37,7 @@ fn rounded(v: serde_json::Value, digits: i32) -> serde_json::Value {
             serde_json::json!(if r == 0.0 { 0.0 } else { r })
         }
         Value::Array(a) => Value::Array(a.into_iter().map(|x| rounded(x, digits)).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, x)| (k, rounded(x, digits)))
-                .collect(),
-        ),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, x)| (k, rounded(x, digits))).collect()),
         other => other,
     }
 }
@@ -93,9 +89,7 @@ fn cached_activations_agree_with_the_prediction() {
     // The last layer computes only the query row unless the cache asks for it: both paths agree.
     let config = with_layers(2, true);
     let (_vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
-    let prompts = icl_tasks::build(&config.task)
-        .unwrap()
-        .sample(&mut icl_tasks::TaskRng::seed_from_u64(0), 64);
+    let prompts = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(0), 64);
     let (tokens, _) = layout::tensors(&prompts, Kind::Double, Device::Cpu);
     let plain = model.forward(&tokens, None);
     let mut cache = ActivationCache::all();
@@ -113,14 +107,8 @@ fn cached_activations_agree_with_the_prediction() {
             "tokens"
         ]
     );
-    assert_eq!(
-        cache.tensor("layers.1.resid_post").unwrap().size(),
-        [64, 11, 11]
-    );
-    assert_eq!(
-        cache.tensor("layers.0.attn.pattern").unwrap().size(),
-        [64, 1, 11, 10]
-    );
+    assert_eq!(cache.tensor("layers.1.resid_post").unwrap().size(), [64, 11, 11]);
+    assert_eq!(cache.tensor("layers.0.attn.pattern").unwrap().size(), [64, 1, 11, 10]);
     let diff = f64::try_from((&plain - &cached).abs().max()).unwrap();
     assert!(diff <= 1e-12, "{diff}");
     let from_cache = model.readout(cache.tensor("layers.1.resid_post").unwrap());
@@ -134,23 +122,21 @@ fn cached_activations_agree_with_the_prediction() {
 fn probe_outputs_on_the_constructed_model() {
     let mut config = with_layers(2, true);
     config.eval.tasks = 400;
+    config.eval.fit_steps = 200;
     let (vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
-    let report = probe_model(&config, &vs, &model).unwrap();
+    let report = probe_model(&config, &vs, &model, None).unwrap();
     // The construction with η = 5 against GD with its own tuned η: near, not equal.
-    assert!(report.vs_gd.model_cos > 0.9, "{:?}", report.vs_gd);
+    let vs_gd = report.reference("gd").unwrap().vs;
+    assert!(vs_gd.model_cos > 0.9, "{vs_gd:?}");
+    assert!(report.reference("gd++").is_some());
     let mut json = serde_json::to_value(&report).unwrap();
     // Full weight matrices are long; the snapshot keeps their scale and residuals.
     for layer in json["weight_products"].as_array_mut().unwrap() {
         let layer = layer.as_object_mut().unwrap();
         for key in ["kq", "pv"] {
             let m = layer.remove(key).unwrap();
-            let diag: Vec<f64> = m
-                .as_array()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .map(|(i, r)| r[i].as_f64().unwrap())
-                .collect();
+            let diag: Vec<f64> =
+                m.as_array().unwrap().iter().enumerate().map(|(i, r)| r[i].as_f64().unwrap()).collect();
             layer.insert(format!("{key}_diagonal"), serde_json::json!(diag));
         }
     }
@@ -161,27 +147,18 @@ fn probe_outputs_on_the_constructed_model() {
 fn a_model_equal_to_gd_aligns_perfectly() {
     let mut config = with_layers(1, true);
     config.eval.tasks = 500;
-    let p = icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)
-        .unwrap();
-    let eta =
-        icl_lab::evaluate::tune_gd(&config, &p, &icl_probes::gd::LeastSquaresStats::new(&p)).eta;
+    let p = icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed).unwrap();
+    let eta = icl_lab::evaluate::tune_gd(&config, &p, &icl_probes::gd::LeastSquaresStats::new(&p)).eta;
     let (vs, model) = gd_model(&config, &[eta], Kind::Double, Device::Cpu).unwrap();
-    let r = probe_model(&config, &vs, &model).unwrap();
-    assert!(
-        r.vs_gd.preds_diff < 1e-12 && r.vs_gd.model_diff < 1e-12,
-        "{:?}",
-        r.vs_gd
-    );
-    assert!((r.vs_gd.model_cos - 1.0).abs() < 1e-7);
-    assert!((r.loss - r.gd.loss).abs() < 1e-12);
-    assert!((r.interpolated_loss.unwrap() - r.gd.loss).abs() < 1e-12);
+    let r = probe_model(&config, &vs, &model, None).unwrap();
+    let (gd, vs_gd) = (&r.reference("gd").unwrap().reference, r.reference("gd").unwrap().vs);
+    assert!(vs_gd.preds_diff < 1e-12 && vs_gd.model_diff < 1e-12, "{vs_gd:?}");
+    assert!((vs_gd.model_cos - 1.0).abs() < 1e-7);
+    assert!((r.loss - gd.loss).abs() < 1e-12);
+    assert!((r.interpolated_loss.unwrap() - gd.loss).abs() < 1e-12);
     assert!(r.weight_products[0].kq_residual < 1e-12 && r.weight_products[0].pv_residual < 1e-12);
     // The untrained control is far from GD.
-    assert!(
-        r.control_untrained.vs_gd.model_cos.abs() < 0.5,
-        "{:?}",
-        r.control_untrained
-    );
+    assert!(r.control_untrained.vs_gd.model_cos.abs() < 0.5, "{:?}", r.control_untrained);
 }
 
 // --- Training --------------------------------------------------------------------------------
@@ -198,23 +175,13 @@ fn tiny_training_learns_and_is_reproducible() {
     let config = tiny("tiny-learns");
     let first = train(&config, dir.path(), TrainOptions::default()).unwrap();
     let rows = &first.metrics.rows;
-    let prompts =
-        icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)
-            .unwrap();
+    let prompts = icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed).unwrap();
     let zero = prompts.half_mse(&ndarray::Array2::zeros(prompts.yq.raw_dim()));
     let last = rows.last().unwrap();
     assert_eq!(last.step, config.train.steps);
-    assert!(
-        last.loss < 0.5 * zero,
-        "final loss {} vs zero predictor {zero}",
-        last.loss
-    );
+    assert!(last.loss < 0.5 * zero, "final loss {} vs zero predictor {zero}", last.loss);
     assert!(last.vs_gd.model_cos > 0.95, "{last:?}");
-    assert!(
-        rows[0].vs_gd.model_cos < 0.5,
-        "the untrained model is not GD: {:?}",
-        rows[0]
-    );
+    assert!(rows[0].vs_gd.model_cos < 0.5, "the untrained model is not GD: {:?}", rows[0]);
     for file in ["config.toml", "metrics.json", "weights.safetensors"] {
         assert!(first.dir.join(file).exists(), "{file}");
     }
@@ -222,27 +189,11 @@ fn tiny_training_learns_and_is_reproducible() {
     // The same (config, seed) again: reused as is; forced: bit-identical numbers.
     let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
     assert!(again.reused);
-    let forced = train(
-        &config,
-        dir.path(),
-        TrainOptions {
-            force: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let forced = train(&config, dir.path(), TrainOptions { force: true, ..Default::default() }).unwrap();
     let losses = |m: &RunMetrics| m.rows.iter().map(|r| r.loss).collect::<Vec<_>>();
     assert_eq!(losses(&first.metrics), losses(&forced.metrics));
     // Another seed: other numbers.
-    let other = train(
-        &RunConfig {
-            seed: 1,
-            ..config.clone()
-        },
-        dir.path(),
-        TrainOptions::default(),
-    )
-    .unwrap();
+    let other = train(&RunConfig { seed: 1, ..config.clone() }, dir.path(), TrainOptions::default()).unwrap();
     assert_ne!(losses(&first.metrics), losses(&other.metrics));
     // Nothing half-written is left behind.
     let stray: Vec<_> = std::fs::read_dir(&first.dir)
@@ -264,7 +215,7 @@ fn tiny_multi_layer_training_learns() {
     let config = config.resolve().unwrap();
     let out = train(&config, dir.path(), TrainOptions::default()).unwrap();
     let last = out.metrics.rows.last().unwrap();
-    assert_eq!(out.metrics.gd.steps, 2);
+    assert_eq!(out.metrics.reference("gd").unwrap().etas.len(), 2);
     // Two recurrent layers reach (here: beat) two tuned GD steps, as GD++ does (von Oswald et al. §4).
     assert!(last.loss < 1.2 * last.gd_loss, "{last:?}");
 }
@@ -278,17 +229,11 @@ fn a_diverging_run_stops_and_keeps_its_last_good_weights() {
     config.train.steps = 50;
     config.eval.every = 1;
     config.eval.tasks = 100;
-    let err = train(&config, dir.path(), TrainOptions::default())
-        .err()
-        .expect("lr 1e20 must diverge");
+    let err = train(&config, dir.path(), TrainOptions::default()).err().expect("lr 1e20 must diverge");
     let msg = format!("{err:#}");
-    assert!(
-        msg.starts_with("training diverged: ") && msg.contains("kept in"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("training diverged: ") && msg.contains("kept in"), "{msg}");
     let run = dir.path().join("tiny-diverges/seed-0");
-    let metrics: RunMetrics =
-        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics.status, RunStatus::Diverged);
     assert!(run.join("weights.safetensors").exists());
     let last_good = metrics.rows.last().unwrap();
@@ -334,14 +279,8 @@ fn the_cli_reports_bad_configs_without_panicking() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error:") && stderr.contains("train.lr"),
-        "{stderr}"
-    );
-    assert!(
-        !dir.path().join("runs").exists(),
-        "nothing written for a bad config"
-    );
+    assert!(stderr.starts_with("error:") && stderr.contains("train.lr"), "{stderr}");
+    assert!(!dir.path().join("runs").exists(), "nothing written for a bad config");
 }
 
 #[test]
@@ -350,44 +289,65 @@ fn every_command_has_help() {
     for cmd in ["train", "reproduce", "construct", "probe", "bench"] {
         let out = icl_lab(&[cmd, "--help"], dir.path());
         assert!(out.status.success(), "{cmd}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
-            "{cmd}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd}");
     }
 }
 
 #[test]
 fn construct_and_probe_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let out = icl_lab(
-        &[
-            "construct",
-            "--layers",
-            "2",
-            "--eta",
-            "5",
-            "--tasks",
-            "200",
-            "--out",
-            "cons",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = icl_lab(&["construct", "--layers", "2", "--eta", "5", "--tasks", "200", "--out", "cons"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(check["max_abs_diff_f64"].as_f64().unwrap() <= 1e-12);
     let out = icl_lab(&["probe", "cons"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
     assert!(dir.path().join("cons/probe.json").exists());
+}
+
+// --- GD++ and per-layer references -----------------------------------------------------------
+
+#[test]
+fn fitted_gdpp_matches_the_paper_for_two_recurrent_layers() {
+    use icl_lab::references::{fit_references, FitOptions};
+    let config = with_layers(2, true);
+    let eval = icl_lab::evaluate::sample_prompts(&config.task, 4000, 10).unwrap();
+    let refs = fit_references(&config, &eval, FitOptions::default()).unwrap();
+    let (gd, pp) = (&refs[0], &refs[1]);
+    // spec §6: 2-step GD ≈ 0.158, 2-step GD++ ≈ 0.114 at η ≈ 13, γ ≈ 0.17 (paper's learned γ: 0.179).
+    assert!((gd.loss - 0.158).abs() < 0.01, "{gd:?}");
+    assert!((pp.loss - 0.114).abs() < 0.008, "{pp:?}");
+    assert!((pp.gammas[0] - 0.175).abs() < 0.03, "{pp:?}");
+    assert_eq!(pp.etas[0], pp.etas[1], "recurrent: one (η, γ)");
+}
+
+#[test]
+fn gdpp_construction_is_exact_in_the_transformer() {
+    use icl_probes::construct::gdpp_construction;
+    use icl_probes::gdpp::gdpp_weights;
+    for (recurrent, etas, gammas) in
+        [(true, vec![13.0], vec![0.17]), (false, vec![6.0, 9.0, 12.0], vec![0.1, 0.2, 0.05])]
+    {
+        let config = with_layers(3, recurrent);
+        let mut vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = icl_lab::models::Transformer::new(
+            &vs.root(),
+            &config.model,
+            icl_tasks::build(&config.task).unwrap().dims(),
+        );
+        vs.set_kind(Kind::Double);
+        icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &etas, &gammas)).unwrap();
+        let p = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(9), 300);
+        let (tokens, _) = layout::tensors(&p, Kind::Double, Device::Cpu);
+        let per_layer = icl_lab::probe::per_layer_predictions(&model, &tokens, Default::default()).unwrap();
+        let applied = |v: &Vec<f64>| if recurrent { vec![v[0]; 3] } else { v.clone() };
+        let refs = gdpp_weights(&p, &applied(&etas), &applied(&gammas));
+        for (l, (got, w)) in per_layer.iter().zip(&refs).enumerate() {
+            let want = icl_probes::gd::predict(w, &p.xq);
+            let err = (got - &want).iter().fold(0.0f64, |m, e| m.max(e.abs()));
+            assert!(err <= 1e-12, "recurrent={recurrent} layer {l}: {err:e}");
+        }
+    }
 }

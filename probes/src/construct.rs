@@ -24,29 +24,35 @@ pub fn attn_name(layer: usize, matrix: &str) -> String {
 
 /// The construction of Proposition 1: one parameter layer per entry of `etas` (one entry for a
 /// recurrent model), layer l doing a GD step with learning rate etas[l] on N = `context_len` pairs.
-pub fn gd_construction(
-    x_dim: usize,
-    y_dim: usize,
-    context_len: usize,
-    etas: &[f64],
-) -> NamedWeights {
+pub fn gd_construction(x_dim: usize, y_dim: usize, context_len: usize, etas: &[f64]) -> NamedWeights {
     let width = x_dim + y_dim;
     let mut w = NamedWeights::new();
     for (layer, &eta) in etas.iter().enumerate() {
         let mut qk = Array2::zeros((width, width));
-        qk.slice_mut(s![..x_dim, ..x_dim])
-            .assign(&Array2::eye(x_dim));
+        qk.slice_mut(s![..x_dim, ..x_dim]).assign(&Array2::eye(x_dim));
         let mut value = Array2::zeros((width, width));
-        value
-            .slice_mut(s![x_dim.., x_dim..])
-            .assign(&(-Array2::<f64>::eye(y_dim)));
+        value.slice_mut(s![x_dim.., x_dim..]).assign(&(-Array2::<f64>::eye(y_dim)));
         let mut out = Array2::zeros((width, width));
-        out.slice_mut(s![x_dim.., x_dim..])
-            .assign(&(Array2::<f64>::eye(y_dim) * (eta / context_len as f64)));
+        out.slice_mut(s![x_dim.., x_dim..]).assign(&(Array2::<f64>::eye(y_dim) * (eta / context_len as f64)));
         w.insert(attn_name(layer, "q"), qk.clone());
         w.insert(attn_name(layer, "k"), qk);
         w.insert(attn_name(layer, "v"), value);
         w.insert(attn_name(layer, "o"), out);
+    }
+    w
+}
+
+/// The GD++ construction (von Oswald et al. A.10, `create_weights(lin_diag=True)`): like
+/// [`gd_construction`] but W_v = [[I_d, 0], [0, −I_o]] and W_o = diag(−γ_l I_d, (η_l/N) I_o), so each
+/// layer also moves every x_j by −γ Σ_i x_i x_iᵀ x_j (see `gdpp.rs`).
+pub fn gdpp_construction(x_dim: usize, y_dim: usize, context_len: usize, etas: &[f64], gammas: &[f64]) -> NamedWeights {
+    assert_eq!(etas.len(), gammas.len(), "one (η, γ) per parameter layer");
+    let mut w = gd_construction(x_dim, y_dim, context_len, etas);
+    for (layer, &gamma) in gammas.iter().enumerate() {
+        let v = w.get_mut(&attn_name(layer, "v")).expect("built above");
+        v.slice_mut(s![..x_dim, ..x_dim]).assign(&Array2::eye(x_dim));
+        let o = w.get_mut(&attn_name(layer, "o")).expect("built above");
+        o.slice_mut(s![..x_dim, ..x_dim]).assign(&(Array2::<f64>::eye(x_dim) * -gamma));
     }
     w
 }
@@ -60,19 +66,12 @@ pub struct WeightProducts {
 }
 
 fn get<'a>(w: &'a NamedWeights, name: &str) -> Result<&'a Array2<f64>, ProbeError> {
-    w.get(name)
-        .ok_or_else(|| ProbeError::MissingWeight(name.to_string()))
+    w.get(name).ok_or_else(|| ProbeError::MissingWeight(name.to_string()))
 }
 
 pub fn weight_products(w: &NamedWeights, layer: usize) -> Result<WeightProducts, ProbeError> {
-    let (q, k) = (
-        get(w, &attn_name(layer, "q"))?,
-        get(w, &attn_name(layer, "k"))?,
-    );
-    let (v, o) = (
-        get(w, &attn_name(layer, "v"))?,
-        get(w, &attn_name(layer, "o"))?,
-    );
+    let (q, k) = (get(w, &attn_name(layer, "q"))?, get(w, &attn_name(layer, "k"))?);
+    let (v, o) = (get(w, &attn_name(layer, "v"))?, get(w, &attn_name(layer, "o"))?);
     if q.ncols() != k.ncols() || v.ncols() != o.nrows() {
         return Err(ProbeError::Unsupported(format!(
             "layer {layer}: weight products need a single head (q {:?}, k {:?}, v {:?}, o {:?})",
@@ -82,10 +81,7 @@ pub fn weight_products(w: &NamedWeights, layer: usize) -> Result<WeightProducts,
             o.dim()
         )));
     }
-    Ok(WeightProducts {
-        kq: q.dot(&k.t()),
-        pv: v.dot(o),
-    })
+    Ok(WeightProducts { kq: q.dot(&k.t()), pv: v.dot(o) })
 }
 
 /// The scalar β that aligns a trained layer with the construction: the mean of the first d
@@ -148,17 +144,10 @@ mod tests {
         // back to the construction exactly.
         let c = gd_construction(3, 1, 10, &[6.0]);
         let mut t = c.clone();
-        t.get_mut("layers.0.attn.q")
-            .unwrap()
-            .mapv_inplace(|x| x * 2.5);
-        t.get_mut("layers.0.attn.o")
-            .unwrap()
-            .mapv_inplace(|x| x / 2.5);
+        t.get_mut("layers.0.attn.q").unwrap().mapv_inplace(|x| x * 2.5);
+        t.get_mut("layers.0.attn.o").unwrap().mapv_inplace(|x| x / 2.5);
         let i = interpolate(&t, &c, 3, 1).unwrap();
-        let (pi, pc) = (
-            weight_products(&i, 0).unwrap(),
-            weight_products(&c, 0).unwrap(),
-        );
+        let (pi, pc) = (weight_products(&i, 0).unwrap(), weight_products(&c, 0).unwrap());
         assert!((&pi.kq - &pc.kq).iter().all(|e| e.abs() < 1e-15));
         assert!((&pi.pv - &pc.pv).iter().all(|e| e.abs() < 1e-15));
     }

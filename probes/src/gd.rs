@@ -25,15 +25,13 @@ impl LeastSquaresStats {
         let mut xx = Array3::zeros((b, d, d));
         let mut yx = Array3::zeros((b, o, d));
         let inv_n = 1.0 / n as f64;
-        Zip::from(xx.outer_iter_mut())
-            .and(yx.outer_iter_mut())
-            .and(p.xs.outer_iter())
-            .and(p.ys.outer_iter())
-            .for_each(|mut xx_b, mut yx_b, xs_b, ys_b| {
+        Zip::from(xx.outer_iter_mut()).and(yx.outer_iter_mut()).and(p.xs.outer_iter()).and(p.ys.outer_iter()).for_each(
+            |mut xx_b, mut yx_b, xs_b, ys_b| {
                 // (d, N)·(N, d) and (o, N)·(N, d)
                 xx_b.assign(&(xs_b.t().dot(&xs_b) * inv_n));
                 yx_b.assign(&(ys_b.t().dot(&xs_b) * inv_n));
-            });
+            },
+        );
         Self { xx, yx }
     }
 }
@@ -44,13 +42,12 @@ pub fn gd_weights(stats: &LeastSquaresStats, etas: &[f64]) -> Vec<Array3<f64>> {
     let mut w = Array3::<f64>::zeros(stats.yx.raw_dim());
     let mut out = Vec::with_capacity(etas.len());
     for &eta in etas {
-        Zip::from(w.outer_iter_mut())
-            .and(stats.xx.outer_iter())
-            .and(stats.yx.outer_iter())
-            .for_each(|mut w_b, xx_b, yx_b| {
+        Zip::from(w.outer_iter_mut()).and(stats.xx.outer_iter()).and(stats.yx.outer_iter()).for_each(
+            |mut w_b, xx_b, yx_b| {
                 let grad = w_b.dot(&xx_b) - yx_b; // (o, d)
                 w_b.scaled_add(-eta, &grad);
-            });
+            },
+        );
         out.push(w.clone());
     }
     out
@@ -89,22 +86,11 @@ pub struct TunedGd {
 
 /// Grid search for the constant η that minimises the K-step GD loss on `prompts`, as the official
 /// `scan_lrs` does (argmin over the grid, ties to the smaller η).
-pub fn tune_eta(
-    prompts: &Prompts,
-    stats: &LeastSquaresStats,
-    steps: usize,
-    grid: &[f64],
-) -> TunedGd {
+pub fn tune_eta(prompts: &Prompts, stats: &LeastSquaresStats, steps: usize, grid: &[f64]) -> TunedGd {
     assert!(steps > 0 && !grid.is_empty());
-    let mut best = TunedGd {
-        steps,
-        eta: f64::NAN,
-        loss: f64::INFINITY,
-    };
+    let mut best = TunedGd { steps, eta: f64::NAN, loss: f64::INFINITY };
     for &eta in grid {
-        let w = gd_weights(stats, &vec![eta; steps])
-            .pop()
-            .expect("steps > 0");
+        let w = gd_weights(stats, &vec![eta; steps]).pop().expect("steps > 0");
         let loss = prompts.half_mse(&predict(&w, &prompts.xq));
         if loss < best.loss {
             best = TunedGd { steps, eta, loss };
@@ -115,15 +101,8 @@ pub fn tune_eta(
 
 /// Predictions after each of the given GD steps, (steps, B, o): the per-layer readouts of the
 /// construction.
-pub fn predictions_per_step(
-    stats: &LeastSquaresStats,
-    xq: &Array2<f64>,
-    etas: &[f64],
-) -> Array3<f64> {
-    let per_step: Vec<Array2<f64>> = gd_weights(stats, etas)
-        .iter()
-        .map(|w| predict(w, xq))
-        .collect();
+pub fn predictions_per_step(stats: &LeastSquaresStats, xq: &Array2<f64>, etas: &[f64]) -> Array3<f64> {
+    let per_step: Vec<Array2<f64>> = gd_weights(stats, etas).iter().map(|w| predict(w, xq)).collect();
     let views: Vec<_> = per_step.iter().map(|a| a.view()).collect();
     ndarray::stack(Axis(0), &views).expect("same shapes")
 }
@@ -145,9 +124,7 @@ mod tests {
         // ŷ = (η/N) Σ_i y_i x_iᵀ x_q (von Oswald et al. eq. 7 with W₀ = 0)
         let p = prompts(64, 1);
         let eta = 0.7;
-        let w = gd_weights(&LeastSquaresStats::new(&p), &[eta])
-            .pop()
-            .unwrap();
+        let w = gd_weights(&LeastSquaresStats::new(&p), &[eta]).pop().unwrap();
         let got = predict(&w, &p.xq);
         for b in 0..p.batch() {
             let mut want = 0.0;
@@ -156,11 +133,7 @@ mod tests {
                 want += p.ys[[b, i, 0]] * xi.dot(&p.xq.row(b));
             }
             want *= eta / p.context_len() as f64;
-            assert!(
-                (got[[b, 0]] - want).abs() < 1e-13,
-                "{b}: {} vs {want}",
-                got[[b, 0]]
-            );
+            assert!((got[[b, 0]] - want).abs() < 1e-13, "{b}: {} vs {want}", got[[b, 0]]);
         }
     }
 
@@ -180,9 +153,7 @@ mod tests {
             for _ in 0..k {
                 power = power.dot(&step);
             }
-            let want = bm
-                .dot(&a.inv().unwrap())
-                .dot(&(Array2::<f64>::eye(d) - power));
+            let want = bm.dot(&a.inv().unwrap()).dot(&(Array2::<f64>::eye(d) - power));
             let got = w.index_axis(Axis(0), b);
             let err = (&got - &want).mapv(f64::abs).fold(0.0f64, |m, &e| m.max(e));
             assert!(err < 1e-9, "prompt {b}: max error {err}");
@@ -203,14 +174,9 @@ mod tests {
         let p = prompts(4000, 3);
         let stats = LeastSquaresStats::new(&p);
         let grid = official_eta_grid();
-        let losses: Vec<f64> = (1..=3)
-            .map(|k| tune_eta(&p, &stats, k, &grid).loss)
-            .collect();
+        let losses: Vec<f64> = (1..=3).map(|k| tune_eta(&p, &stats, k, &grid).loss).collect();
         assert!(losses[0] > losses[1] && losses[1] > losses[2], "{losses:?}");
         // spec §6 row 4: K=2 ≈ 0.158, K=3 ≈ 0.136 (4k prompts: ±0.01)
-        assert!(
-            (losses[1] - 0.158).abs() < 0.01 && (losses[2] - 0.136).abs() < 0.01,
-            "{losses:?}"
-        );
+        assert!((losses[1] - 0.158).abs() < 0.01 && (losses[2] - 0.136).abs() < 0.01, "{losses:?}");
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod construct;
 pub mod gd;
+pub mod gdpp;
 pub mod metrics;
 pub mod ridge;
 

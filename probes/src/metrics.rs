@@ -23,36 +23,19 @@ pub fn alignment(
     preds_b: &Array2<f64>,
     sens_b: &Array2<f64>,
 ) -> Alignment {
-    assert_eq!(
-        preds_a.dim(),
-        preds_b.dim(),
-        "predictions must have equal shapes"
-    );
-    assert_eq!(
-        sens_a.dim(),
-        sens_b.dim(),
-        "sensitivities must have equal shapes"
-    );
+    assert_eq!(preds_a.dim(), preds_b.dim(), "predictions must have equal shapes");
+    assert_eq!(sens_a.dim(), sens_b.dim(), "sensitivities must have equal shapes");
     let batch = preds_a.nrows() as f64;
-    let preds_diff = (preds_a - preds_b)
-        .map_axis(Axis(1), |r| r.dot(&r).sqrt())
-        .sum()
-        / batch;
+    let preds_diff = (preds_a - preds_b).map_axis(Axis(1), |r| r.dot(&r).sqrt()).sum() / batch;
     let mut model_diff = 0.0;
     let mut model_cos = 0.0;
-    Zip::from(sens_a.outer_iter())
-        .and(sens_b.outer_iter())
-        .for_each(|a, b| {
-            let diff = &a - &b;
-            model_diff += diff.dot(&diff).sqrt();
-            let (na, nb) = (a.dot(&a).sqrt() + 1e-8, b.dot(&b).sqrt() + 1e-8);
-            model_cos += a.dot(&b) / (na * nb);
-        });
-    Alignment {
-        preds_diff,
-        model_diff: model_diff / batch,
-        model_cos: model_cos / batch,
-    }
+    Zip::from(sens_a.outer_iter()).and(sens_b.outer_iter()).for_each(|a, b| {
+        let diff = &a - &b;
+        model_diff += diff.dot(&diff).sqrt();
+        let (na, nb) = (a.dot(&a).sqrt() + 1e-8, b.dot(&b).sqrt() + 1e-8);
+        model_cos += a.dot(&b) / (na * nb);
+    });
+    Alignment { preds_diff, model_diff: model_diff / batch, model_cos: model_cos / batch }
 }
 
 #[cfg(test)]

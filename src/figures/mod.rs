@@ -58,10 +58,7 @@ pub fn find(name: &str) -> anyhow::Result<&'static Figure> {
 
 pub fn reproduce(name: &str, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let figure = find(name)?;
-    let opts = FigureOptions {
-        seeds: Some(opts.seeds.unwrap_or(figure.default_seeds)),
-        ..opts.clone()
-    };
+    let opts = FigureOptions { seeds: Some(opts.seeds.unwrap_or(figure.default_seeds)), ..opts.clone() };
     (figure.run)(&opts)
 }
 
@@ -83,25 +80,20 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
             c.resolve()
         })
         .collect::<anyhow::Result<_>>()?;
+    // The references depend on the config and the evaluation set, not on the seed: fit once.
+    let eval = crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
+    let references = Some(crate::references::references_for(&configs[0], &eval)?);
     let bars = MultiProgress::new();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .build()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
     pool.install(|| {
         configs
             .par_iter()
             .map(|c| {
-                let bar = bars.add(progress_bar(
-                    c.train.steps as u64,
-                    &format!("{} s{}", c.name, c.seed),
-                ));
+                let bar = bars.add(progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed)));
                 train(
                     c,
                     &opts.runs_root,
-                    TrainOptions {
-                        force: opts.force,
-                        progress: Some(bar),
-                    },
+                    TrainOptions { force: opts.force, progress: Some(bar), references: references.clone() },
                 )
             })
             .collect()
@@ -109,28 +101,19 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
 }
 
 /// Loads a run's final weights into a fresh model on `device`.
-pub fn load_run(
-    dir: &Path,
-    config: &RunConfig,
-    device: Device,
-) -> anyhow::Result<(nn::VarStore, Transformer)> {
+pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
     let mut vs = nn::VarStore::new(device);
     let dims = icl_tasks::build(&config.task)?.dims();
     let model = Transformer::new(&vs.root(), &config.model, dims);
     let path = dir.join("weights.safetensors");
-    vs.load(&path)
-        .with_context(|| format!("loading {}", path.display()))?;
+    vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
     Ok((vs, model))
 }
 
 /// Mean over seeds with a min–max band, for curves sampled at the same x in every seed.
 pub fn mean_band(label: &str, color: usize, per_seed: &[Vec<(f64, f64)>]) -> Series {
     let n = per_seed.iter().map(Vec::len).min().unwrap_or(0);
-    let mut s = Series {
-        label: label.into(),
-        color,
-        ..Default::default()
-    };
+    let mut s = Series { label: label.into(), color, ..Default::default() };
     for i in 0..n {
         let x = per_seed[0][i].0;
         let ys: Vec<f64> = per_seed.iter().map(|c| c[i].1).collect();

@@ -21,6 +21,12 @@ use crate::probe::predictions;
 
 pub const NAME: &str = "vo2023-fig2";
 
+/// The 1-step GD reference: its η and loss on the evaluation set.
+struct TunedEta {
+    eta: f64,
+    loss: f64,
+}
+
 /// The paper's numbers (spec §6): the official notebook's 1-step GD loss, the zero predictor.
 const PAPER_GD_LOSS: f64 = 0.2047;
 const PAPER_ETA: f64 = 6.0;
@@ -41,23 +47,16 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let config = RunConfig::preset(NAME)?;
     let runs = train_seeds(&config, opts)?;
     let train_wall: f64 = runs.iter().map(|r| r.metrics.wall_s).sum();
-    let gd_ref = runs[0].metrics.gd.clone();
+    let gd_ref = runs[0].metrics.reference("gd").context("no GD reference")?;
+    let gd_ref = TunedEta { eta: gd_ref.etas[0], loss: gd_ref.loss };
 
     // Out-of-distribution input scales: the trained models and GD with the η tuned in distribution.
-    let models: Vec<_> = runs
-        .iter()
-        .map(|r| load_run(&r.dir, &config, Device::Cpu))
-        .collect::<anyhow::Result<_>>()?;
+    let models: Vec<_> = runs.iter().map(|r| load_run(&r.dir, &config, Device::Cpu)).collect::<anyhow::Result<_>>()?;
     let (mut ood_gd, mut ood_tf) = (Vec::new(), vec![Vec::new(); runs.len()]);
     for (i, &alpha) in ood_alphas().iter().enumerate() {
-        let task = icl_tasks::TaskConfig {
-            input_range: alpha,
-            ..config.task.clone()
-        };
+        let task = icl_tasks::TaskConfig { input_range: alpha, ..config.task.clone() };
         let prompts = sample_prompts(&task, OOD_TASKS, OOD_SEED + i as u64)?;
-        let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_ref.eta])
-            .pop()
-            .context("1 step")?;
+        let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_ref.eta]).pop().context("1 step")?;
         ood_gd.push((alpha, prompts.half_mse(&gd::predict(&w, &prompts.xq))));
         let (tokens, _) = layout::tensors(&prompts, tch::Kind::Float, Device::Cpu);
         for (s, (_, model)) in models.iter().enumerate() {
@@ -68,15 +67,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
 
     // Panels.
     let curve = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<Vec<(f64, f64)>> {
-        runs.iter()
-            .map(|r| {
-                r.metrics
-                    .rows
-                    .iter()
-                    .map(|row| (row.step as f64, f(row)))
-                    .collect()
-            })
-            .collect()
+        runs.iter().map(|r| r.metrics.rows.iter().map(|row| (row.step as f64, f(row))).collect()).collect()
     };
     let steps = config.train.steps as f64;
     let flat = |label: &str, y: f64, color: usize| Series {
@@ -87,11 +78,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         ..Default::default()
     };
     let loss_top = 0.5;
-    let mut interp = mean_band(
-        "Interpolated",
-        2,
-        &curve(&|r| r.interp_loss.unwrap_or(f64::NAN)),
-    );
+    let mut interp = mean_band("Interpolated", 2, &curve(&|r| r.interp_loss.unwrap_or(f64::NAN)));
     // The interpolation divides by the trained KQ scale, which is ~0 before training takes off:
     // points off the chart are left out rather than drawn as spikes.
     interp.points.retain(|p| p.1 <= loss_top);
@@ -139,45 +126,28 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             log_y: true,
             series: vec![
                 mean_band("Trained TF", 0, &ood_tf),
-                Series {
-                    label: "GD".into(),
-                    points: ood_gd.clone(),
-                    dashed: true,
-                    color: 1,
-                    ..Default::default()
-                },
+                Series { label: "GD".into(), points: ood_gd.clone(), dashed: true, color: 1, ..Default::default() },
             ],
             ..Default::default()
         }],
     };
     let fig_dir = opts.figures_root.join(NAME);
     let mut files = Vec::new();
-    for (panel, stem) in [
-        (&loss_panel, "loss"),
-        (&align_panel, "alignment"),
-        (&ood_panel, "ood"),
-    ] {
+    for (panel, stem) in [(&loss_panel, "loss"), (&align_panel, "alignment"), (&ood_panel, "ood")] {
         files.extend(render(panel, &fig_dir, stem)?);
     }
 
     // Numbers.
-    let finals: Vec<&crate::evaluate::EvalRow> = runs
-        .iter()
-        .map(|r| r.metrics.rows.last().context("no evaluation rows"))
-        .collect::<anyhow::Result<_>>()?;
-    let field = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<f64> {
-        finals.iter().map(|r| f(r)).collect()
-    };
+    let finals: Vec<&crate::evaluate::EvalRow> =
+        runs.iter().map(|r| r.metrics.rows.last().context("no evaluation rows")).collect::<anyhow::Result<_>>()?;
+    let field = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<f64> { finals.iter().map(|r| f(r)).collect() };
     let tf_loss = field(&|r| r.loss);
     let interp_loss = field(&|r| r.interp_loss.unwrap_or(f64::NAN));
     let gaps = field(&|r| (r.loss - r.gd_loss).abs());
     let cos = field(&|r| r.vs_gd.model_cos);
     let model_diff = field(&|r| r.vs_gd.model_diff);
     let preds_diff = field(&|r| r.vs_gd.preds_diff);
-    let untrained_cos: Vec<f64> = runs
-        .iter()
-        .map(|r| r.metrics.rows[0].vs_gd.model_cos)
-        .collect();
+    let untrained_cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].vs_gd.model_cos).collect();
     let untrained_loss: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].loss).collect();
     let eval_prompts = sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
     let zero_loss = eval_prompts.half_mse(&ndarray::Array2::zeros(eval_prompts.yq.raw_dim()));
@@ -223,22 +193,14 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     });
     let reports = &opts.reports_root;
     write_json_atomic(&reports.join(format!("{NAME}.json")), &summary)?;
-    write_atomic(
-        &reports.join(format!("{NAME}.md")),
-        markdown(&summary, opts).as_bytes(),
-    )?;
+    write_atomic(&reports.join(format!("{NAME}.md")), markdown(&summary, opts).as_bytes())?;
     Ok(summary)
 }
 
 fn markdown(s: &serde_json::Value, opts: &FigureOptions) -> String {
     let f = &s["final"];
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let (gd, tf, gap, cos) = (
-        num(&f["gd_loss"]),
-        num(&f["trained_loss"]),
-        num(&f["loss_gap"]),
-        num(&f["model_cos"]),
-    );
+    let (gd, tf, gap, cos) = (num(&f["gd_loss"]), num(&f["trained_loss"]), num(&f["loss_gap"]), num(&f["model_cos"]));
     let seeds = s["seeds"].as_array().map_or(0, Vec::len);
     let pass = |k: &str| {
         if s["gates"][k].as_bool() == Some(true) {
@@ -328,10 +290,7 @@ SVG versions sit beside each PNG.
 
 /// `path` relative to `base` when both are relative to the same folder (the usual layout).
 fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> String {
-    let depth = base
-        .components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .count();
+    let depth = base.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count();
     let up = "../".repeat(depth);
     format!("{up}{}", path.display())
 }

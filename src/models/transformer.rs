@@ -104,10 +104,7 @@ impl Attention {
         if softmax {
             pattern = (pattern / (k as f64).sqrt()).softmax(-1, q.kind());
         }
-        let mixed = pattern
-            .matmul(&values)
-            .transpose(1, 2)
-            .reshape([b, tq, h * k]); // (B, Tq, H·K)
+        let mixed = pattern.matmul(&values).transpose(1, 2).reshape([b, tq, h * k]); // (B, Tq, H·K)
         (mixed.matmul(&self.o), pattern)
     }
 }
@@ -120,10 +117,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn new(p: nn::Path, width: i64) -> Self {
-        Self {
-            scale: p.ones("scale", &[width]),
-            offset: p.zeros("offset", &[width]),
-        }
+        Self { scale: p.ones("scale", &[width]), offset: p.zeros("offset", &[width]) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         let width = self.scale.size()[0];
@@ -141,10 +135,7 @@ struct Mlp {
 impl Mlp {
     fn new(p: nn::Path, width: i64, hidden: i64) -> Self {
         // No biases: the official runs set `use_bias_p = False` everywhere.
-        Self {
-            w1: p.zeros("w1", &[width, hidden]),
-            w2: p.zeros("w2", &[hidden, width]),
-        }
+        Self { w1: p.zeros("w1", &[width, hidden]), w2: p.zeros("w2", &[hidden, width]) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         // jax.nn.gelu defaults to the tanh approximation.
@@ -179,10 +170,7 @@ pub struct ForwardOptions {
 
 impl Default for ForwardOptions {
     fn default() -> Self {
-        Self {
-            repeats: None,
-            dampening: 1.0,
-        }
+        Self { repeats: None, dampening: 1.0 }
     }
 }
 
@@ -196,32 +184,20 @@ impl Transformer {
             .map(|l| {
                 let p = root / "layers" / l;
                 // Pre-LN everywhere except the first of separate layers (spec A.9).
-                let ln_attn = (config.layer_norm && (config.recurrent || l > 0))
-                    .then(|| LayerNorm::new(&p / "ln_attn", width));
+                let ln_attn =
+                    (config.layer_norm && (config.recurrent || l > 0)).then(|| LayerNorm::new(&p / "ln_attn", width));
                 let mlp = config.mlp.then(|| {
-                    let ln = config
-                        .layer_norm
-                        .then(|| LayerNorm::new(&p / "ln_mlp", width));
+                    let ln = config.layer_norm.then(|| LayerNorm::new(&p / "ln_mlp", width));
                     (ln, Mlp::new(&p / "mlp", width, 4 * width))
                 });
                 Block {
-                    attn: Attention::new(
-                        &p / "attn",
-                        width,
-                        config.heads as i64,
-                        key_size,
-                        config.softmax,
-                    ),
+                    attn: Attention::new(&p / "attn", width, config.heads as i64, key_size, config.softmax),
                     ln_attn,
                     mlp,
                 }
             })
             .collect();
-        Self {
-            config: config.clone(),
-            dims,
-            blocks,
-        }
+        Self { config: config.clone(), dims, blocks }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -246,18 +222,13 @@ impl Transformer {
                     let fan_in = size[0].max(1) as f64;
                     // Constant from scipy.stats.truncnorm.std(a=-2, b=2), as in Haiku.
                     let sigma = (init_scale / fan_in).sqrt() / 0.879_625_661_034_239_8;
-                    (0..size[0] * size[1])
-                        .map(|_| sigma * truncated_normal(rng))
-                        .collect()
+                    (0..size[0] * size[1]).map(|_| sigma * truncated_normal(rng)).collect()
                 } else if name.ends_with(".scale") {
                     vec![1.0; size[0] as usize]
                 } else {
                     vec![0.0; size[0] as usize]
                 };
-                let t = Tensor::from_slice(&values)
-                    .view(size.as_slice())
-                    .to_kind(var.kind())
-                    .to_device(var.device());
+                let t = Tensor::from_slice(&values).view(size.as_slice()).to_kind(var.kind()).to_device(var.device());
                 var.copy_(&t);
             }
         });
@@ -289,9 +260,7 @@ impl Transformer {
                 format!("layers.{l}.resid_mid"),
                 format!("layers.{l}.resid_post"),
             ];
-            let wanted = cache
-                .as_deref()
-                .is_some_and(|c| names.iter().any(|n| c.wants(n)));
+            let wanted = cache.as_deref().is_some_and(|c| names.iter().any(|n| c.wants(n)));
             let all_rows = l + 1 < layers || wanted;
             let x = match &block.ln_attn {
                 Some(ln) => ln.forward(&h),
@@ -302,10 +271,7 @@ impl Transformer {
                 let (out, pattern) = block.attn.forward(&x, &context, block.attn.softmax);
                 (out, pattern, h)
             } else {
-                let (out, pattern) =
-                    block
-                        .attn
-                        .forward_query(&x.select(1, t - 1), &context, block.attn.softmax);
+                let (out, pattern) = block.attn.forward_query(&x.select(1, t - 1), &context, block.attn.softmax);
                 (out.unsqueeze(1), pattern, h.narrow(1, t - 1, 1)) // (B, 1, D)
             };
             h = self.residual(resid, &attn_out, opts.dampening);
@@ -334,11 +300,7 @@ impl Transformer {
     /// h + λ·update, then the optional token clipping (as the official `trans_block`, after
     /// attention and again after the MLP).
     fn residual(&self, h: Tensor, update: &Tensor, dampening: f64) -> Tensor {
-        let h = if dampening == 1.0 {
-            h + update
-        } else {
-            h + update * dampening
-        };
+        let h = if dampening == 1.0 { h + update } else { h + update * dampening };
         match self.config.token_clip {
             Some(c) => h.clamp(-c, c),
             None => h,
@@ -384,25 +346,15 @@ pub fn load_weights(vs: &nn::VarStore, weights: &NamedWeights) -> anyhow::Result
             let var = vars.get(name).with_context(|| {
                 let mut have: Vec<_> = vars.keys().cloned().collect();
                 have.sort();
-                format!(
-                    "the model has no parameter `{name}` (has: {})",
-                    have.join(", ")
-                )
+                format!("the model has no parameter `{name}` (has: {})", have.join(", "))
             })?;
             let want: Vec<usize> = var.size().iter().map(|&s| s as usize).collect();
-            let given = if want.len() == 1 {
-                vec![a.len()]
-            } else {
-                a.shape().to_vec()
-            };
+            let given = if want.len() == 1 { vec![a.len()] } else { a.shape().to_vec() };
             if want != given {
                 bail!("parameter `{name}`: shape {want:?}, given {:?}", a.shape());
             }
             let data: Vec<f64> = a.iter().copied().collect();
-            let t = Tensor::from_slice(&data)
-                .view(var.size().as_slice())
-                .to_kind(var.kind())
-                .to_device(var.device());
+            let t = Tensor::from_slice(&data).view(var.size().as_slice()).to_kind(var.kind()).to_device(var.device());
             var.shallow_clone().copy_(&t);
         }
         Ok(())

@@ -47,11 +47,7 @@ impl Prompts {
     }
     /// ½·mean over prompts of ‖ŷ − y_q‖², the loss every figure reports (von Oswald et al.'s `compute_loss`).
     pub fn half_mse(&self, predictions: &Array2<f64>) -> f64 {
-        assert_eq!(
-            predictions.dim(),
-            self.yq.dim(),
-            "predictions must be (B, o)"
-        );
+        assert_eq!(predictions.dim(), self.yq.dim(), "predictions must be (B, o)");
         0.5 * (predictions - &self.yq).mapv(|e| e * e).sum() / self.batch() as f64
     }
 }
@@ -84,9 +80,5 @@ pub enum TaskError {
     #[error("task.name: unknown task `{0}` (known: {1})")]
     Unknown(String, String),
     #[error("task.{field}: {message} (got {got})")]
-    Invalid {
-        field: &'static str,
-        message: &'static str,
-        got: String,
-    },
+    Invalid { field: &'static str, message: &'static str, got: String },
 }

@@ -64,61 +64,27 @@ pub fn build(config: &TaskConfig) -> Result<Box<dyn Task>, TaskError> {
 }
 
 fn check_common(c: &TaskConfig) -> Result<(), TaskError> {
-    let invalid = |field, message, got: String| {
-        Err(TaskError::Invalid {
-            field,
-            message,
-            got,
-        })
-    };
+    let invalid = |field, message, got: String| Err(TaskError::Invalid { field, message, got });
     if c.x_dim == 0 || c.x_dim > 4096 {
-        return invalid(
-            "x_dim",
-            "must be an integer in 1..=4096",
-            c.x_dim.to_string(),
-        );
+        return invalid("x_dim", "must be an integer in 1..=4096", c.x_dim.to_string());
     }
     if c.y_dim == 0 || c.y_dim > 4096 {
-        return invalid(
-            "y_dim",
-            "must be an integer in 1..=4096",
-            c.y_dim.to_string(),
-        );
+        return invalid("y_dim", "must be an integer in 1..=4096", c.y_dim.to_string());
     }
     if c.context_len == 0 || c.context_len > 100_000 {
-        return invalid(
-            "context_len",
-            "must be an integer in 1..=100000",
-            c.context_len.to_string(),
-        );
+        return invalid("context_len", "must be an integer in 1..=100000", c.context_len.to_string());
     }
     if !(c.input_range.is_finite() && c.input_range > 0.0) {
-        return invalid(
-            "input_range",
-            "must be a finite number > 0",
-            c.input_range.to_string(),
-        );
+        return invalid("input_range", "must be a finite number > 0", c.input_range.to_string());
     }
     if !(c.w_scale.is_finite() && c.w_scale >= 0.0) {
-        return invalid(
-            "w_scale",
-            "must be a finite number >= 0",
-            c.w_scale.to_string(),
-        );
+        return invalid("w_scale", "must be a finite number >= 0", c.w_scale.to_string());
     }
     if !(c.noise_std.is_finite() && c.noise_std >= 0.0) {
-        return invalid(
-            "noise_std",
-            "must be a finite number >= 0",
-            c.noise_std.to_string(),
-        );
+        return invalid("noise_std", "must be a finite number >= 0", c.noise_std.to_string());
     }
     if c.distractors > c.context_len {
-        return invalid(
-            "distractors",
-            "must be at most task.context_len",
-            c.distractors.to_string(),
-        );
+        return invalid("distractors", "must be at most task.context_len", c.distractors.to_string());
     }
     Ok(())
 }

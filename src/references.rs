@@ -1,0 +1,165 @@
+//! The reference learners a trained model is compared with, with their hyperparameters fitted
+//! (von Oswald et al. 2023 §3–4, A.10; official `pre_train_gd_hps`):
+//!
+//! - **GD**: K steps from W₀ = 0. One η for all steps, tuned on the official grid, when the
+//!   model is recurrent; one η per layer, fitted with Adam, when its layers are separate.
+//! - **GD++**: GD with the input preconditioning x ← (I − γ Σ x_i x_iᵀ) x, one (η, γ) shared or
+//!   per layer, fitted with Adam on fresh tasks.
+//!
+//! The fit runs the learners' token dynamics in tch (f64) for autograd; the numbers are then
+//! evaluated by the f64 references in `icl-probes` (`gd.rs`, `gdpp.rs`), and tests pin that both
+//! and the transformer constructions agree.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use icl_probes::gd::{self, LeastSquaresStats};
+use icl_probes::gdpp::gdpp_weights;
+use icl_tasks::{Prompts, TaskConfig};
+
+use crate::config::RunConfig;
+use crate::layout::array2_to_tensor;
+use crate::train::seeded_rng;
+
+/// A reference learner with its hyperparameters, one entry per *applied* layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// `gd` or `gd++`.
+    pub name: String,
+    pub etas: Vec<f64>,
+    /// All zero for GD.
+    pub gammas: Vec<f64>,
+    /// ½·MSE on the evaluation set after the last step.
+    pub loss: f64,
+}
+
+impl Reference {
+    /// Effective weights (B, o, d) after each step on `prompts`.
+    pub fn weights(&self, prompts: &Prompts) -> Vec<ndarray::Array3<f64>> {
+        if self.gammas.iter().all(|g| *g == 0.0) {
+            gd::gd_weights(&LeastSquaresStats::new(prompts), &self.etas)
+        } else {
+            gdpp_weights(prompts, &self.etas, &self.gammas)
+        }
+    }
+
+    /// The per-parameter-layer hyperparameters of a construction for a model with `param_layers`.
+    pub fn per_param_layer(&self, param_layers: usize) -> (Vec<f64>, Vec<f64>) {
+        (self.etas[..param_layers].to_vec(), self.gammas[..param_layers].to_vec())
+    }
+}
+
+/// How the GD/GD++ hyperparameters are fitted.
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self { steps: 1000, batch: 512, lr: 0.02, seed: 77 }
+    }
+}
+
+/// The references a run compares with: GD always, GD++ if `eval.gdpp`; evaluated on `eval`.
+pub fn references_for(config: &RunConfig, eval: &Prompts) -> anyhow::Result<Vec<Reference>> {
+    let fit = FitOptions { steps: config.eval.fit_steps, ..FitOptions::default() };
+    fit_selected(config, eval, fit, config.eval.gdpp)
+}
+
+/// GD and GD++ for a model config, evaluated on `eval` prompts.
+pub fn fit_references(config: &RunConfig, eval: &Prompts, fit: FitOptions) -> anyhow::Result<Vec<Reference>> {
+    fit_selected(config, eval, fit, true)
+}
+
+fn fit_selected(
+    config: &RunConfig,
+    eval: &Prompts,
+    fit: FitOptions,
+    with_gdpp: bool,
+) -> anyhow::Result<Vec<Reference>> {
+    let layers = config.model.layers;
+    let stats = LeastSquaresStats::new(eval);
+    let tuned = gd::tune_eta(eval, &stats, layers, &gd::official_eta_grid());
+    let shared = config.model.recurrent;
+    let gd_etas = if shared {
+        vec![tuned.eta; layers]
+    } else {
+        fit_hyperparameters(&config.task, layers, false, false, tuned.eta, fit)?.0
+    };
+    let mut learners = vec![("gd", gd_etas, vec![0.0; layers])];
+    if with_gdpp {
+        let (etas, gammas) = fit_hyperparameters(&config.task, layers, shared, true, tuned.eta, fit)?;
+        learners.push(("gd++", etas, gammas));
+    }
+    let mut out = Vec::new();
+    for (name, etas, gammas) in learners {
+        let mut r = Reference { name: name.into(), etas, gammas, loss: f64::NAN };
+        let w = r.weights(eval).pop().expect("layers >= 1");
+        r.loss = eval.half_mse(&gd::predict(&w, &eval.xq));
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Fits (η_l, γ_l) with Adam on fresh tasks (γ ≡ 0 unless `plus_plus`), starting from η = `eta0`,
+/// γ = 0. Returns one (η, γ) per applied layer.
+pub fn fit_hyperparameters(
+    task: &TaskConfig,
+    layers: usize,
+    shared: bool,
+    plus_plus: bool,
+    eta0: f64,
+    fit: FitOptions,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let sampler = icl_tasks::build(task)?;
+    let params = if shared { 1 } else { layers };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let eta = root.var_copy("eta", &Tensor::from_slice(&vec![eta0; params]).to_kind(Kind::Double));
+    let gamma = root.var_copy("gamma", &Tensor::zeros([params as i64], (Kind::Double, Device::Cpu)));
+    let mut opt = nn::Adam::default().build(&vs, fit.lr)?;
+    let mut rng = seeded_rng(fit.seed, 0);
+    let n = task.context_len as f64;
+    for _ in 0..fit.steps {
+        let p = sampler.sample(&mut rng, fit.batch);
+        let xs = array3(&p.xs); // (B, N, d)
+        let ys = array3(&p.ys); // (B, N, o)
+        let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
+        let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
+        let (mut x, mut y) = (xs, ys);
+        let mut yq = Tensor::zeros([fit.batch as i64, task.y_dim as i64, 1], (Kind::Double, Device::Cpu));
+        for l in 0..layers {
+            let i = if shared { 0 } else { l as i64 };
+            let step = eta.get(i) / n;
+            let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
+            let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
+            yq = yq - bm.matmul(&xq) * &step;
+            if plus_plus {
+                let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
+                let g = gamma.get(i);
+                xq = &xq - c.matmul(&xq) * &g;
+                x = &x - x.matmul(&c) * &g;
+            }
+            y = y_new;
+        }
+        let pred = -yq.squeeze_dim(2); // (B, o)
+        let loss = (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5;
+        opt.zero_grad();
+        loss.backward();
+        // For plain GD γ is not in the graph: its gradient stays undefined and Adam skips it.
+        opt.step();
+    }
+    let etas = Vec::<f64>::try_from(&eta.detach())?;
+    let gammas = Vec::<f64>::try_from(&gamma.detach())?;
+    let expand = |v: Vec<f64>| if shared { vec![v[0]; layers] } else { v };
+    Ok((expand(etas), expand(gammas)))
+}
+
+fn array3(a: &ndarray::Array3<f64>) -> Tensor {
+    let (b, n, d) = a.dim();
+    Tensor::from_slice(a.as_slice().expect("standard layout")).view([b as i64, n as i64, d as i64])
+}
