@@ -31,7 +31,7 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let mut run = |n: usize| -> anyhow::Result<()> {
         for _ in 0..n {
             let b = batches.recv().context("data thread stopped")?;
-            let (tokens, targets) = batch_tensors(&b, dims, device);
+            let (tokens, targets) = batch_tensors(&b, config.model.tokens, dims, device);
             let loss = trainer.step(&tokens, &targets);
             // The training loop reads every loss (divergence check): so does the benchmark.
             f64::try_from(loss)?;
@@ -49,7 +49,7 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let reps = 20;
     for _ in 0..reps {
         let p = task.sample(&mut rng, config.train.batch);
-        std::hint::black_box(crate::layout::token_buffer(&p, |x| x as f32));
+        std::hint::black_box(config.model.tokens.token_buffer(&p, |x| x as f32));
     }
     let data_ms_per_batch = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
     Ok(BenchLine {

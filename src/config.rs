@@ -58,6 +58,12 @@ pub struct ModelConfig {
     pub key_size: Option<usize>,
     /// Softmax attention with 1/√key_size scaling instead of linear self-attention.
     pub softmax: bool,
+    /// Softmax in the first layer only (the official `first_layer_sm`, Fig. 5).
+    pub first_layer_softmax: bool,
+    /// Token layout: `constructed` ((x_i, y_i) tokens) or `classic` (x_i and y_i as separate tokens).
+    pub tokens: crate::layout::TokenLayout,
+    /// Size of sinusoidal positional encodings concatenated to every token (0: none).
+    pub pos_enc: usize,
     /// Pre-LayerNorm before attention (none in the first of separate layers, spec A.9) and MLP.
     pub layer_norm: bool,
     /// A GELU MLP of width 4·(d+o) after each attention block.
@@ -76,6 +82,9 @@ impl Default for ModelConfig {
             heads: 1,
             key_size: None,
             softmax: false,
+            first_layer_softmax: false,
+            tokens: crate::layout::TokenLayout::Constructed,
+            pos_enc: 0,
             layer_norm: false,
             mlp: false,
             init_scale: None,
@@ -85,6 +94,11 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Width of the residual stream: the layout's token width plus the positional encoding.
+    pub fn width(&self, dims: icl_tasks::Dims) -> usize {
+        self.tokens.shape(dims).1 + self.pos_enc
+    }
+
     /// How many distinct parameter layers the model has.
     pub fn param_layers(&self) -> usize {
         if self.recurrent {
@@ -142,6 +156,8 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Also compare with GD++ (GD with learned input preconditioning, von Oswald et al. A.10).
     pub gdpp: bool,
+    /// Steps of the GD reference; defaults to the number of layers (Fig. 5 compares 2 layers with 1 step).
+    pub gd_steps: Option<usize>,
     /// Adam steps fitting the references' hyperparameters (GD++, and GD with per-layer η for
     /// separate layers); the official code uses 1,000 (recurrent) and 30,000 (separate layers).
     pub fit_steps: usize,
@@ -149,7 +165,7 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { every: 100, tasks: 10_000, seed: 10, gdpp: false, fit_steps: 1000 }
+        Self { every: 100, tasks: 10_000, seed: 10, gdpp: false, gd_steps: None, fit_steps: 1000 }
     }
 }
 
@@ -213,9 +229,10 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("a config always serialises")
     }
 
-    /// Token width d + o.
+    /// Width of the model's residual stream (d + o in the constructed layout).
     pub fn token_width(&self) -> usize {
-        self.task.x_dim + self.task.y_dim
+        let t = &self.task;
+        self.model.width(icl_tasks::Dims { x_dim: t.x_dim, y_dim: t.y_dim, context_len: t.context_len })
     }
 
     /// Fills derived defaults and checks every field.
@@ -230,7 +247,19 @@ impl RunConfig {
         )?;
         check((1..=1000).contains(&m.layers), "model.layers", "an integer in 1..=1000", m.layers)?;
         check((1..=64).contains(&m.heads), "model.heads", "an integer in 1..=64", m.heads)?;
-        let width = self.task.x_dim + self.task.y_dim;
+        let width = {
+            let t = &self.task;
+            m.width(icl_tasks::Dims { x_dim: t.x_dim, y_dim: t.y_dim, context_len: t.context_len })
+        };
+        check(m.pos_enc <= 4096, "model.pos_enc", "an integer in 0..=4096", m.pos_enc)?;
+        if m.tokens == crate::layout::TokenLayout::Classic {
+            check(
+                self.task.y_dim <= self.task.x_dim,
+                "task.y_dim",
+                "at most task.x_dim with model.tokens = \"classic\"",
+                self.task.y_dim,
+            )?;
+        }
         let key_size = *m.key_size.get_or_insert(width);
         check((1..=4096).contains(&key_size), "model.key_size", "an integer in 1..=4096", key_size)?;
         let init = *m.init_scale.get_or_insert(0.002 / m.layers as f64);

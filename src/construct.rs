@@ -31,8 +31,15 @@ pub fn gd_model(
     );
     let m = &config.model;
     anyhow::ensure!(
-        m.heads == 1 && !m.softmax && !m.layer_norm && !m.mlp && m.key_size == Some(config.token_width()),
-        "the GD construction needs one linear attention head with key_size = d+o, no LayerNorm, no MLP"
+        m.heads == 1
+            && !m.softmax
+            && !m.first_layer_softmax
+            && !m.layer_norm
+            && !m.mlp
+            && m.tokens == crate::layout::TokenLayout::Constructed
+            && m.pos_enc == 0
+            && m.key_size == Some(config.token_width()),
+        "the GD construction needs the constructed token layout and one linear attention head with key_size = d+o, no LayerNorm, no MLP"
     );
     let t = &config.task;
     let mut vs = nn::VarStore::new(device);
@@ -75,7 +82,7 @@ pub fn check_construction(
     let mut out = Vec::new();
     for kind in [Kind::Double, Kind::Float] {
         let (_vs, model) = gd_model(config, etas, kind, Device::Cpu)?;
-        let (tokens, _) = layout::tensors(&prompts, kind, Device::Cpu);
+        let (tokens, _) = layout::tensors(config.model.tokens, &prompts, kind, Device::Cpu);
         out.push(per_layer_predictions(&model, &tokens, ForwardOptions::default())?);
     }
     let per_layer: Vec<f64> =

@@ -62,6 +62,9 @@ pub fn interpolation_applies(config: &RunConfig) -> bool {
         && !m.mlp
         && m.recurrent
         && m.token_clip.is_none()
+        && !m.first_layer_softmax
+        && m.tokens == crate::layout::TokenLayout::Constructed
+        && m.pos_enc == 0
         && m.key_size == Some(config.token_width())
 }
 
@@ -97,7 +100,7 @@ impl Evaluator {
                 (gd::predict(&w, &prompts.xq), gd::sensitivity(&w))
             })
             .collect();
-        let (tokens, _) = layout::tensors(&prompts, kind, device);
+        let (tokens, _) = layout::tensors(config.model.tokens, &prompts, kind, device);
         let t = &config.task;
         let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &references[0].etas[..1]);
         let interp = interpolation_applies(config).then(|| {

@@ -176,3 +176,67 @@ where
         .map_err(err)?;
     Ok(())
 }
+
+/// A matrix drawn as a heatmap (diverging colours, symmetric around 0).
+#[derive(Clone, Debug)]
+pub struct Heatmap {
+    pub title: String,
+    /// Rows of the matrix, top to bottom.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Writes `<dir>/<stem>.png|svg`: heatmaps in a grid of `columns`, each scaled to its own max |value|.
+pub fn render_heatmaps(maps: &[Heatmap], columns: usize, dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
+    register_fonts();
+    let columns = columns.max(1);
+    let rows = maps.len().div_ceil(columns).max(1);
+    let size = (300 * columns as u32, 320 * rows as u32);
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    with_atomic_path(&png, |p| {
+        let root = BitMapBackend::new(p, size).into_drawing_area();
+        draw_heatmaps(&root, maps, (rows, columns))?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    with_atomic_path(&svg, |p| {
+        let root = SVGBackend::new(p, size).into_drawing_area();
+        draw_heatmaps(&root, maps, (rows, columns))?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    Ok(vec![png, svg])
+}
+
+fn draw_heatmaps<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    maps: &[Heatmap],
+    grid: (usize, usize),
+) -> anyhow::Result<()> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    for (map, area) in maps.iter().zip(root.split_evenly(grid).iter()) {
+        let n_rows = map.values.len();
+        let n_cols = map.values.first().map_or(0, Vec::len);
+        let scale = map.values.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{} (max |v| {})", map.title, tick(scale)), ("sans-serif", 13))
+            .margin(8)
+            .build_cartesian_2d(0..n_cols as i32, 0..n_rows as i32)
+            .map_err(err)?;
+        chart
+            .draw_series(map.values.iter().enumerate().flat_map(|(i, row)| {
+                row.iter().enumerate().map(move |(j, &v)| {
+                    let t = (v / scale).clamp(-1.0, 1.0);
+                    // white at 0, red for positive, blue for negative
+                    let color = if t >= 0.0 {
+                        RGBColor(255, (255.0 * (1.0 - t)) as u8, (255.0 * (1.0 - t)) as u8)
+                    } else {
+                        RGBColor((255.0 * (1.0 + t)) as u8, (255.0 * (1.0 + t)) as u8, 255)
+                    };
+                    let y = (n_rows - 1 - i) as i32;
+                    Rectangle::new([(j as i32, y), (j as i32 + 1, y + 1)], color.filled())
+                })
+            }))
+            .map_err(err)?;
+    }
+    Ok(())
+}

@@ -129,7 +129,7 @@ pub fn probe_model(
             crate::references::references_for(&c, &prompts)?
         }
     };
-    let (tokens, _) = crate::layout::tensors(&prompts, kind, device);
+    let (tokens, _) = crate::layout::tensors(config.model.tokens, &prompts, kind, device);
     let out = outputs_with_sensitivity(model, &tokens)?;
     let per_layer_loss =
         per_layer_predictions(model, &tokens, ForwardOptions::default())?.iter().map(|p| prompts.half_mse(p)).collect();

@@ -81,10 +81,11 @@ fn fit_selected(
     fit: FitOptions,
     with_gdpp: bool,
 ) -> anyhow::Result<Vec<Reference>> {
-    let layers = config.model.layers;
+    // GD takes as many steps as the model has layers, unless the config says otherwise (Fig. 5).
+    let layers = config.eval.gd_steps.unwrap_or(config.model.layers);
     let stats = LeastSquaresStats::new(eval);
     let tuned = gd::tune_eta(eval, &stats, layers, &gd::official_eta_grid());
-    let shared = config.model.recurrent;
+    let shared = config.model.recurrent || layers == 1;
     let gd_etas = if shared {
         vec![tuned.eta; layers]
     } else {

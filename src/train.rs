@@ -22,7 +22,6 @@ use icl_tasks::{Dims, TaskRng};
 use crate::config::RunConfig;
 use crate::evaluate::{EvalRow, Evaluator};
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
-use crate::layout::token_buffer;
 use crate::models::Transformer;
 
 /// RNG streams derived from a run's seed, so that changing one consumer never shifts another.
@@ -127,14 +126,16 @@ pub fn spawn_data_stream(
     config: &RunConfig,
 ) -> anyhow::Result<(mpsc::Receiver<HostBatch>, std::thread::JoinHandle<()>)> {
     let task = icl_tasks::build(&config.task)?;
-    let (batch, seed) = (config.train.batch, config.seed);
+    let (batch, seed, layout) = (config.train.batch, config.seed, config.model.tokens);
     let (tx, rx) = mpsc::sync_channel(4);
     let handle = std::thread::Builder::new().name("data".into()).spawn(move || {
         let mut rng = seeded_rng(seed, DATA_STREAM);
         loop {
             let p = task.sample(&mut rng, batch);
-            let b =
-                HostBatch { tokens: token_buffer(&p, |x| x as f32), targets: p.yq.iter().map(|&y| y as f32).collect() };
+            let b = HostBatch {
+                tokens: layout.token_buffer(&p, |x| x as f32),
+                targets: p.yq.iter().map(|&y| y as f32).collect(),
+            };
             if tx.send(b).is_err() {
                 return;
             }
@@ -143,10 +144,15 @@ pub fn spawn_data_stream(
     Ok((rx, handle))
 }
 
-pub fn batch_tensors(b: &HostBatch, dims: Dims, device: Device) -> (Tensor, Tensor) {
-    let t = (dims.context_len + 1) as i64;
-    let w = (dims.x_dim + dims.y_dim) as i64;
-    let tokens = Tensor::from_slice(&b.tokens).view([-1, t, w]).to_device(device); // (B, T, D)
+/// Host batch → tokens (B, T, W) and targets (B, o) on `device`, in `layout`.
+pub fn batch_tensors(
+    b: &HostBatch,
+    layout: crate::layout::TokenLayout,
+    dims: Dims,
+    device: Device,
+) -> (Tensor, Tensor) {
+    let (t, w) = layout.shape(dims);
+    let tokens = Tensor::from_slice(&b.tokens).view([-1, t as i64, w as i64]).to_device(device); // (B, T, W)
     let targets = Tensor::from_slice(&b.targets).view([-1, dims.y_dim as i64]).to_device(device); // (B, o)
     (tokens, targets)
 }
@@ -243,7 +249,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     }
     for step in 1..=steps {
         let batch = batches.recv().context("the data thread stopped")?;
-        let (tokens, targets) = batch_tensors(&batch, dims, device);
+        let (tokens, targets) = batch_tensors(&batch, config.model.tokens, dims, device);
         let loss = f64::try_from(trainer.step(&tokens, &targets))?;
         if !loss.is_finite() {
             metrics.steps_done = step;

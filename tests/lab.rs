@@ -90,7 +90,7 @@ fn cached_activations_agree_with_the_prediction() {
     let config = with_layers(2, true);
     let (_vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
     let prompts = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(0), 64);
-    let (tokens, _) = layout::tensors(&prompts, Kind::Double, Device::Cpu);
+    let (tokens, _) = layout::tensors(config.model.tokens, &prompts, Kind::Double, Device::Cpu);
     let plain = model.forward(&tokens, None);
     let mut cache = ActivationCache::all();
     let cached = model.forward(&tokens, Some(&mut cache));
@@ -340,7 +340,7 @@ fn gdpp_construction_is_exact_in_the_transformer() {
         vs.set_kind(Kind::Double);
         icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &etas, &gammas)).unwrap();
         let p = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(9), 300);
-        let (tokens, _) = layout::tensors(&p, Kind::Double, Device::Cpu);
+        let (tokens, _) = layout::tensors(config.model.tokens, &p, Kind::Double, Device::Cpu);
         let per_layer = icl_lab::probe::per_layer_predictions(&model, &tokens, Default::default()).unwrap();
         let applied = |v: &Vec<f64>| if recurrent { vec![v[0]; 3] } else { v.clone() };
         let refs = gdpp_weights(&p, &applied(&etas), &applied(&gammas));

@@ -2,7 +2,12 @@
 //! `figures/<name>/config.toml`) plus a function that trains the seeds it needs, probes them and
 //! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
 
+pub mod models;
+pub mod vo2023_all;
+pub mod vo2023_depth;
 pub mod vo2023_fig2;
+pub mod vo2023_rollout;
+pub mod vo2023_weights;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +26,8 @@ use crate::train::{progress_bar, train, RunOutcome, TrainOptions};
 pub struct FigureOptions {
     /// Seeds 0..n; `None`: the figure's default.
     pub seeds: Option<usize>,
+    /// Shortened training, minutes on a CPU; reports say so.
+    pub quick: bool,
     /// Parallel training jobs (one model per worker, one libtorch thread each).
     pub jobs: usize,
     pub force: bool,
@@ -42,12 +49,62 @@ pub struct Figure {
 }
 
 /// Every figure.
-pub const FIGURES: &[Figure] = &[Figure {
-    name: "vo2023-fig2",
-    about: "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
-    default_seeds: 1,
-    run: vo2023_fig2::reproduce,
-}];
+pub const FIGURES: &[Figure] = &[
+    Figure {
+        name: "vo2023-fig2",
+        about: "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
+        default_seeds: 1,
+        run: vo2023_fig2::reproduce,
+    },
+    Figure {
+        name: "vo2023-fig3",
+        about: "Fig. 3: recurrent 2- (and 3-) layer and 5 separate layers vs GD and GD++",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG3, o),
+    },
+    Figure {
+        name: "vo2023-fig6",
+        about: "Fig. 6: out of distribution (input and teacher scale) for 1, 2 and 5 layers",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG6, o),
+    },
+    Figure {
+        name: "vo2023-fig7",
+        about: "Fig. 7: 10 recurrent layers vs GD and GD++",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG7, o),
+    },
+    Figure {
+        name: "vo2023-fig9",
+        about: "Fig. 9: trained weight products (1 layer, 3 recurrent layers) beside the construction",
+        default_seeds: 5,
+        run: vo2023_weights::reproduce,
+    },
+    Figure {
+        name: "vo2023-fig10",
+        about: "Fig. 10: a trained layer rolled out 50 times with dampening, vs GD",
+        default_seeds: 5,
+        run: vo2023_rollout::reproduce,
+    },
+    Figure {
+        name: "vo2023-fig12",
+        about: "Fig. 12: softmax attention with 1 vs 2 heads",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG12, o),
+    },
+    Figure {
+        name: "vo2023-fig14",
+        about: "Fig. 14: LayerNorm with 1 and 2 layers",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG14, o),
+    },
+    Figure {
+        name: "vo2023-all",
+        about: "every figure above, and reports/vo2023.md indexing them",
+        default_seeds: 5,
+        run: vo2023_all::reproduce,
+    },
+];
 
 pub fn find(name: &str) -> anyhow::Result<&'static Figure> {
     FIGURES.iter().find(|f| f.name == name).with_context(|| {

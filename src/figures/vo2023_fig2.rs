@@ -58,7 +58,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         let prompts = sample_prompts(&task, OOD_TASKS, OOD_SEED + i as u64)?;
         let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_ref.eta]).pop().context("1 step")?;
         ood_gd.push((alpha, prompts.half_mse(&gd::predict(&w, &prompts.xq))));
-        let (tokens, _) = layout::tensors(&prompts, tch::Kind::Float, Device::Cpu);
+        let (tokens, _) = layout::tensors(config.model.tokens, &prompts, tch::Kind::Float, Device::Cpu);
         for (s, (_, model)) in models.iter().enumerate() {
             let preds = predictions(model, &tokens, Default::default())?;
             ood_tf[s].push((alpha, prompts.half_mse(&preds)));

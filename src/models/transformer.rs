@@ -166,11 +166,13 @@ pub struct ForwardOptions {
     pub repeats: Option<usize>,
     /// h ← h + λ·attn(h) (von Oswald et al.'s `dampening`, 1 in training).
     pub dampening: f64,
+    /// Update only the y-entries of every token (the official `y_update`, used for roll-outs).
+    pub y_update: bool,
 }
 
 impl Default for ForwardOptions {
     fn default() -> Self {
-        Self { repeats: None, dampening: 1.0 }
+        Self { repeats: None, dampening: 1.0, y_update: false }
     }
 }
 
@@ -178,7 +180,7 @@ impl Transformer {
     /// Creates the parameters under `root` (all zero; see [`Transformer::init`]).
     /// `config` must be resolved ([`crate::config::RunConfig::resolve`]).
     pub fn new(root: &nn::Path, config: &ModelConfig, dims: Dims) -> Self {
-        let width = (dims.x_dim + dims.y_dim) as i64;
+        let width = config.width(dims) as i64;
         let key_size = config.key_size.expect("resolved config") as i64;
         let blocks = (0..config.param_layers())
             .map(|l| {
@@ -191,7 +193,13 @@ impl Transformer {
                     (ln, Mlp::new(&p / "mlp", width, 4 * width))
                 });
                 Block {
-                    attn: Attention::new(&p / "attn", width, config.heads as i64, key_size, config.softmax),
+                    attn: Attention::new(
+                        &p / "attn",
+                        width,
+                        config.heads as i64,
+                        key_size,
+                        config.softmax || (config.first_layer_softmax && l == 0),
+                    ),
                     ln_attn,
                     mlp,
                 }
@@ -251,7 +259,7 @@ impl Transformer {
         if let Some(c) = cache.as_deref_mut() {
             c.record("tokens", tokens);
         }
-        let mut h = tokens.shallow_clone();
+        let mut h = self.with_positions(tokens);
         for l in 0..layers {
             let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
             let names = [
@@ -274,6 +282,7 @@ impl Transformer {
                 let (out, pattern) = block.attn.forward_query(&x.select(1, t - 1), &context, block.attn.softmax);
                 (out.unsqueeze(1), pattern, h.narrow(1, t - 1, 1)) // (B, 1, D)
             };
+            let attn_out = if opts.y_update { self.y_entries_only(&attn_out) } else { attn_out };
             h = self.residual(resid, &attn_out, opts.dampening);
             if let Some(c) = cache.as_deref_mut() {
                 c.record(names[0].clone(), &pattern);
@@ -307,10 +316,41 @@ impl Transformer {
         }
     }
 
-    /// ŷ = −(y-entries of the last token): (B, T, D) → (B, o).
+    /// Zeroes all but the last o entries (the y-entries) of an update (B, T, D).
+    fn y_entries_only(&self, update: &Tensor) -> Tensor {
+        let (w, o) = (update.size()[2], self.dims.y_dim as i64);
+        let x_part = update.narrow(2, 0, w - o).zeros_like();
+        Tensor::cat(&[x_part, update.narrow(2, w - o, o)], 2)
+    }
+
+    /// Concatenates the sinusoidal positional encodings (official `create_pos_encoding`,
+    /// `concat_pe=True`) to tokens (B, T, W) → (B, T, W + pos_enc); no-op without them.
+    fn with_positions(&self, tokens: &Tensor) -> Tensor {
+        let size = self.config.pos_enc;
+        if size == 0 {
+            return tokens.shallow_clone();
+        }
+        let (b, t, _) = tokens.size3().expect("tokens are (B, T, W)");
+        let mut pe = vec![0.0f64; t as usize * size];
+        for pos in 0..t as usize {
+            for (j, i) in (0..size).step_by(2).enumerate() {
+                let angle = pos as f64 * (-(10000f64.ln()) * (2 * j) as f64 / size as f64).exp();
+                pe[pos * size + i] = angle.sin();
+                if i + 1 < size {
+                    pe[pos * size + i + 1] = angle.cos();
+                }
+            }
+        }
+        let pe = Tensor::from_slice(&pe).view([1, t, size as i64]).to_kind(tokens.kind()).to_device(tokens.device());
+        Tensor::cat(&[tokens.shallow_clone(), pe.expand([b, t, size as i64], false)], 2)
+        // (B, T, W + P)
+    }
+
+    /// ŷ = −(last o entries of the last token): (B, T, D) → (B, o). In the constructed layout
+    /// those are the query's y-entries (the official `h[:, -1, -1]` for o = 1).
     pub fn readout(&self, h: &Tensor) -> Tensor {
-        let (d, o) = (self.dims.x_dim as i64, self.dims.y_dim as i64);
-        -h.select(1, -1).narrow(1, d, o)
+        let (w, o) = (h.size()[2], self.dims.y_dim as i64);
+        -h.select(1, -1).narrow(1, w - o, o)
     }
 }
 
