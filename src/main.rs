@@ -42,7 +42,7 @@ enum Command {
     },
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
-        /// The figure: vo2023-fig2, -fig3, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, or vo2023-all.
+        /// The figure: vo2023-fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, or vo2023-all.
         figure: String,
         /// Shortened training (minutes on a CPU); the report says so. Default: the paper's setting.
         #[arg(long)]

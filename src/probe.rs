@@ -207,3 +207,43 @@ pub fn probe_model(
         },
     })
 }
+
+/// The copy analysis of von Oswald et al. 2023 Fig. 5 (official `analyse_copy`): for each token k
+/// (all but the last two), the batch-mean gradient of the sum of the first layer's output at k with
+/// respect to every input token, reduced to a norm per input token; then the norm for token k
+/// itself (`own`), for k+1 (`next`), and the official average over the rest (`other`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CopyAnalysis {
+    pub own: Vec<f64>,
+    pub next: Vec<f64>,
+    pub other: Vec<f64>,
+}
+
+impl CopyAnalysis {
+    pub fn means(&self) -> (f64, f64, f64) {
+        let m = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (m(&self.own), m(&self.next), m(&self.other))
+    }
+}
+
+pub fn copy_analysis(model: &Transformer, tokens: &Tensor) -> anyhow::Result<CopyAnalysis> {
+    let input = tokens.detach().set_requires_grad(true);
+    let mut cache = ActivationCache::names(&["layers.0.resid_post"]);
+    let _ = model.forward(&input, Some(&mut cache));
+    let first = cache.tensor("layers.0.resid_post")?; // (B, T, W')
+    let t = first.size()[1];
+    let (mut own, mut next, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..t - 2 {
+        let target = first.select(1, k).sum(first.kind());
+        let grads = Tensor::run_backward(&[&target], &[&input], true, false);
+        // (B, T, W) → batch mean (T, W) → norm per input token (T)
+        let per_token = grads[0].mean_dim(0, false, grads[0].kind()).norm_scalaropt_dim(2.0, 1, false);
+        let g = Vec::<f64>::try_from(&per_token.to_kind(tch::Kind::Double))?;
+        let k = k as usize;
+        own.push(g[k]);
+        next.push(g[k + 1]);
+        let rest: f64 = g[..k].iter().sum::<f64>() + g[k + 1..].iter().sum::<f64>();
+        other.push(rest / (g.len() - 2) as f64);
+    }
+    Ok(CopyAnalysis { own, next, other })
+}

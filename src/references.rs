@@ -118,10 +118,11 @@ pub fn fit_hyperparameters(
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let sampler = icl_tasks::build(task)?;
     let params = if shared { 1 } else { layers };
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let eta = root.var_copy("eta", &Tensor::from_slice(&vec![eta0; params]).to_kind(Kind::Double));
+    let eta = root.var_copy("eta", &Tensor::from_slice(&vec![eta0; params]));
     let gamma = root.var_copy("gamma", &Tensor::zeros([params as i64], (Kind::Double, Device::Cpu)));
+    vs.set_kind(Kind::Double); // variables are created in f32; the fit runs in f64
     let mut opt = nn::Adam::default().build(&vs, fit.lr)?;
     let mut rng = seeded_rng(fit.seed, 0);
     let n = task.context_len as f64;

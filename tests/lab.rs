@@ -351,3 +351,47 @@ fn gdpp_construction_is_exact_in_the_transformer() {
         }
     }
 }
+
+#[test]
+fn a_rolled_out_construction_is_gd_with_the_dampened_rate() {
+    // Fig. 10's premise: repeating a GD layer with y-only updates and dampening λ is GD with λ·η.
+    let config = with_layers(1, true);
+    let (_vs, model) = gd_model(&config, &[6.0], Kind::Double, Device::Cpu).unwrap();
+    let p = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(4), 200);
+    let (tokens, _) = layout::tensors(config.model.tokens, &p, Kind::Double, Device::Cpu);
+    let opts = icl_lab::models::transformer::ForwardOptions { repeats: Some(7), dampening: 0.75, y_update: true };
+    let per_layer = icl_lab::probe::per_layer_predictions(&model, &tokens, opts).unwrap();
+    let gd = icl_probes::gd::gd_weights(&icl_probes::gd::LeastSquaresStats::new(&p), &[4.5; 7]);
+    assert_eq!(per_layer.len(), 7);
+    for (l, (got, w)) in per_layer.iter().zip(&gd).enumerate() {
+        let err = (got - &icl_probes::gd::predict(w, &p.xq)).iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        assert!(err <= 1e-12, "step {l}: {err:e}");
+    }
+}
+
+#[test]
+fn classic_tokens_with_positions_train_and_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-classic");
+    config.model.tokens = icl_lab::layout::TokenLayout::Classic;
+    config.model.pos_enc = 4;
+    config.model.layers = 2;
+    config.model.recurrent = false;
+    config.model.first_layer_softmax = true;
+    config.model.key_size = None;
+    config.model.init_scale = None;
+    config.train.steps = 100;
+    config.eval.gd_steps = Some(1);
+    let config = config.resolve().unwrap();
+    assert_eq!(config.model.key_size, Some(4 + 4), "width = d + positional encoding");
+    let out = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert_eq!(out.metrics.reference("gd").unwrap().etas.len(), 1, "compared with one GD step");
+    assert!(out.metrics.rows.last().unwrap().loss.is_finite());
+    let (_, net) = icl_lab::figures::load_run(&out.dir, &config, Device::Cpu).unwrap();
+    let p = icl_lab::evaluate::sample_prompts(&config.task, 50, 1).unwrap();
+    let (tokens, _) = layout::tensors(config.model.tokens, &p, Kind::Float, Device::Cpu);
+    assert_eq!(tokens.size(), [50, 17, 4], "2N+1 tokens of width d");
+    let copy = icl_lab::probe::copy_analysis(&net, &tokens).unwrap();
+    assert_eq!(copy.own.len(), 15);
+    assert!(copy.own.iter().chain(&copy.next).chain(&copy.other).all(|v| v.is_finite() && *v >= 0.0));
+}

@@ -152,3 +152,29 @@ mod tests {
         assert!((&pi.pv - &pc.pv).iter().all(|e| e.abs() < 1e-15));
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+
+    fn rounded(a: &Array2<f64>) -> Vec<Vec<f64>> {
+        a.outer_iter().map(|r| r.iter().map(|v| (v * 1e6).round() / 1e6 + 0.0).collect()).collect()
+    }
+
+    #[test]
+    fn weight_products_of_the_constructions() {
+        // d = 3, o = 1, N = 10: GD (η = 6) and GD++ (η = 13, γ = 0.17), and the interpolation of a
+        // rescaled GD++ layer (β = 2) with the GD construction.
+        let gd = gd_construction(3, 1, 10, &[6.0]);
+        let pp = gdpp_construction(3, 1, 10, &[13.0], &[0.17]);
+        let mut scaled = pp.clone();
+        scaled.get_mut("layers.0.attn.q").unwrap().mapv_inplace(|x| 2.0 * x);
+        let (g, p) = (weight_products(&gd, 0).unwrap(), weight_products(&pp, 0).unwrap());
+        let mixed = weight_products(&interpolate(&scaled, &gd, 3, 1).unwrap(), 0).unwrap();
+        insta::assert_yaml_snapshot!(serde_json::json!({
+            "gd": {"kq": rounded(&g.kq), "pv": rounded(&g.pv), "beta": kq_scale(&g, 3)},
+            "gdpp": {"kq": rounded(&p.kq), "pv": rounded(&p.pv), "beta": kq_scale(&p, 3)},
+            "interpolated_gdpp_beta2_with_gd": {"kq": rounded(&mixed.kq), "pv": rounded(&mixed.pv)},
+        }));
+    }
+}

@@ -6,6 +6,7 @@ pub mod models;
 pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig2;
+pub mod vo2023_fig5;
 pub mod vo2023_rollout;
 pub mod vo2023_weights;
 
@@ -61,6 +62,12 @@ pub const FIGURES: &[Figure] = &[
         about: "Fig. 3: recurrent 2- (and 3-) layer and 5 separate layers vs GD and GD++",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG3, o),
+    },
+    Figure {
+        name: "vo2023-fig5",
+        about: "Fig. 5: classic tokens, 2 layers with a softmax first layer, reach 1-step GD; copy analysis",
+        default_seeds: 5,
+        run: vo2023_fig5::reproduce,
     },
     Figure {
         name: "vo2023-fig6",

@@ -16,8 +16,18 @@ pub struct ModelSpec {
 }
 
 /// All model keys, for error messages.
-pub const KEYS: &[&str] =
-    &["lsa-1", "lsa-2-rec", "lsa-3-rec", "lsa-5-sep", "lsa-10-rec", "softmax-1h", "softmax-2h", "ln-1", "ln-2"];
+pub const KEYS: &[&str] = &[
+    "lsa-1",
+    "lsa-2-rec",
+    "lsa-3-rec",
+    "lsa-5-sep",
+    "lsa-10-rec",
+    "softmax-1h",
+    "softmax-2h",
+    "ln-1",
+    "ln-2",
+    "classic-2",
+];
 
 pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
     let mut c = RunConfig::preset("vo2023-fig2")?;
@@ -32,6 +42,7 @@ pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
         "softmax-2h" => ("softmax, 2 heads", 1, true, 5000, 3000),
         "ln-1" => ("LayerNorm, 1 layer", 1, true, 5000, 3000),
         "ln-2" => ("LayerNorm, 2 layers", 2, true, 5000, 3000),
+        "classic-2" => ("classic tokens, 2 layers", 2, false, 10_000, 3000),
         other => anyhow::bail!("unknown model `{other}` (known: {})", KEYS.join(", ")),
     };
     c.model.layers = layers;
@@ -53,6 +64,20 @@ pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
             c.model.heads = if key == "softmax-2h" { 2 } else { 1 };
         }
         "ln-1" | "ln-2" => c.model.layer_norm = true,
+        "classic-2" => {
+            // Spec §1.4, classic tokens: x and y as separate tokens with 10 concatenated sinusoidal
+            // positions (width 20, key size 20), softmax in the first layer, init 0.02/L, clip 10,
+            // 10,000 steps, evaluation every 500; compared with *one* GD step (Fig. 5).
+            c.model.tokens = crate::layout::TokenLayout::Classic;
+            c.model.pos_enc = 10;
+            c.model.key_size = None;
+            c.model.first_layer_softmax = true;
+            c.model.init_scale = Some(0.02 / 2.0);
+            c.train.grad_clip = Some(10.0);
+            c.eval.every = 500;
+            c.eval.gd_steps = Some(1);
+            c.eval.gdpp = false;
+        }
         _ => {}
     }
     // Names say what the model is, so that figures share runs; quick runs never mix with full ones.

@@ -67,7 +67,6 @@ fn markdown(s: &Value) -> String {
         out +=
             &format!("| [{name}]({name}.md) | {} | {} | {checks} |\n", r["about"].as_str().unwrap_or(""), r["seeds"]);
     }
-    out += "\nNot yet reproduced: Fig. 5 (classic token layout with a softmax first layer and the copy analysis), \
-            Fig. 4 (sine regression), Figs. 8, 11, 13, 15, 16.\n";
+    out += "\nNot yet reproduced: Fig. 4 (sine regression), Figs. 8, 11, 13, 15, 16.\n";
     out
 }
