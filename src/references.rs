@@ -139,7 +139,7 @@ pub fn fit_hyperparameters(
             let step = eta.get(i) / n;
             let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
             let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
-            yq = yq - bm.matmul(&xq) * &step;
+            yq -= bm.matmul(&xq) * &step;
             if plus_plus {
                 let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
                 let g = gamma.get(i);
