@@ -91,6 +91,11 @@ enum Command {
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
     /// Prints JSON and writes <run-dir>/probe.json.
     Probe { run_dir: PathBuf },
+    /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
+    Index {
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
     /// Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models.
     Bench {
         #[arg(long, default_value = "cpu")]
@@ -197,6 +202,10 @@ fn run() -> anyhow::Result<()> {
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Index { reports } => {
+            let index = icl_lab::figures::vo2023_all::write_index(&reports)?;
+            println!("{}", serde_json::to_string_pretty(&index)?);
         }
         Command::Bench { device, steps, threads } => {
             for cfg in icl_lab::bench::default_configs(&device, &threads)? {

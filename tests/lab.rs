@@ -286,7 +286,7 @@ fn the_cli_reports_bad_configs_without_panicking() {
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["train", "reproduce", "construct", "probe", "bench"] {
+    for cmd in ["train", "reproduce", "construct", "probe", "index", "bench"] {
         let out = icl_lab(&[cmd, "--help"], dir.path());
         assert!(out.status.success(), "{cmd}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd}");
