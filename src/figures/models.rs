@@ -37,7 +37,7 @@ pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
         "lsa-2-rec" => ("2 recurrent layers", 2, true, 5000, 3000),
         "lsa-3-rec" => ("3 recurrent layers", 3, true, 5000, 3000),
         "lsa-5-sep" => ("5 separate layers", 5, false, 50_000, 3000),
-        "lsa-10-rec" => ("10 recurrent layers", 10, true, 5000, 1500),
+        "lsa-10-rec" => ("10 recurrent layers", 10, true, 5000, 3000),
         "softmax-1h" => ("softmax, 1 head", 1, true, 5000, 3000),
         "softmax-2h" => ("softmax, 2 heads", 1, true, 5000, 3000),
         "ln-1" => ("LayerNorm, 1 layer", 1, true, 5000, 3000),
@@ -86,7 +86,7 @@ pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
     } else {
         format!("vo2023-{key}{}", if quick { "-quick" } else { "" })
     };
-    if key == "lsa-1" {
+    if layers == 1 {
         c.eval.gdpp = false; // one layer: GD++ equals GD (the y-update uses the inputs before preconditioning)
     }
     Ok(ModelSpec { key: leak(key), label: label.into(), config: c.resolve()? })
