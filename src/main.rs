@@ -21,7 +21,8 @@ enum Command {
         /// A TOML run config (tables [task], [model], [train], [eval]; every key optional).
         #[arg(long, conflicts_with = "preset")]
         config: Option<PathBuf>,
-        /// A named preset instead of a file (vo2023-fig2, tiny).
+        /// A named preset instead of a file: vo2023-fig2, tiny, or a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
+        /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2).
         #[arg(long)]
         preset: Option<String>,
         /// Override the config's seed.
@@ -130,7 +131,13 @@ fn run() -> anyhow::Result<()> {
         Command::Train { config, preset, seed, device, steps, runs, force } => {
             let mut cfg = match (config, preset) {
                 (Some(path), _) => RunConfig::from_file(&path)?,
-                (None, Some(name)) => RunConfig::preset(&name)?,
+                (None, Some(name)) => match RunConfig::preset(&name) {
+                    Ok(c) => c,
+                    // The figures' models are presets too (full setting), e.g. `lsa-2-rec`.
+                    Err(e) => icl_lab::figures::models::model(&name, false).map(|m| m.config).map_err(|_| {
+                        anyhow::anyhow!("{e}; figure models: {}", icl_lab::figures::models::KEYS.join(", "))
+                    })?,
+                },
                 (None, None) => anyhow::bail!("give --config <file.toml> or --preset <name>"),
             };
             if let Some(s) = seed {
