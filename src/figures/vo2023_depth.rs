@@ -398,8 +398,9 @@ fn differences(models: &[Value], quick: bool) -> String {
         }
     }
     out += "- GD++ and per-layer GD hyperparameters are fitted with Adam on fresh tasks (batch 512, lr 0.02, from the tuned \
-            GD η and γ = 0); the official code trains them similarly (`pre_train_gd_hps`) but its learning rate is not \
-            documented, so our (η, γ) can differ where the loss is flat in them.\n";
+            GD η and γ = 0, `eval.fit_steps` steps); the official `pre_train_gd_hps` uses Adam with lr 1e-3 for 1,000 \
+            (recurrent) or 30,000 (separate layers) steps. Where the loss is flat in (η, γ), as for separate layers, our \
+            fitted values can differ from theirs without changing the loss much.\n";
     out += "- Out-of-distribution curves use 2,000 tasks per scale (official code: 1,000; paper: 10,000).\n";
     out
 }
