@@ -174,6 +174,22 @@ pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Resul
     Ok((vs, model))
 }
 
+/// Writes `reports/<name>.json` (the summary) and `reports/<name>.md` (its Markdown rendering).
+pub fn write_report(
+    reports_root: &Path,
+    name: &str,
+    summary: &serde_json::Value,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    crate::io::write_json_atomic(&reports_root.join(format!("{name}.json")), summary)?;
+    crate::io::write_atomic(&reports_root.join(format!("{name}.md")), markdown.as_bytes())
+}
+
+/// Paths of rendered files, for a report's `figures` list.
+pub fn file_list(files: &[PathBuf]) -> Vec<String> {
+    files.iter().map(|f| f.display().to_string()).collect()
+}
+
 /// Mean over seeds with a min–max band, for curves sampled at the same x in every seed.
 pub fn mean_band(label: &str, color: usize, per_seed: &[Vec<(f64, f64)>]) -> Series {
     let n = per_seed.iter().map(Vec::len).min().unwrap_or(0);

@@ -8,7 +8,6 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::{find, FigureOptions};
-use crate::io::{write_atomic, write_json_atomic};
 
 pub const NAME: &str = "vo2023-all";
 
@@ -58,8 +57,7 @@ pub fn write_index(reports_root: &Path) -> anyhow::Result<Value> {
         });
     }
     let index = json!({ "figure": NAME, "figures": rows });
-    write_json_atomic(&reports_root.join("vo2023.json"), &index)?;
-    write_atomic(&reports_root.join("vo2023.md"), markdown(&index).as_bytes())?;
+    super::write_report(reports_root, "vo2023", &index, &markdown(&index))?;
     Ok(index)
 }
 

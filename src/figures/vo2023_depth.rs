@@ -13,9 +13,8 @@ use tch::Device;
 use icl_probes::gd;
 
 use super::models::{model, ModelSpec};
-use super::{load_run, mean, mean_band, std, train_seeds, FigureOptions};
+use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::{sample_prompts, EvalRow};
-use crate::io::{write_atomic, write_json_atomic};
 use crate::layout;
 use crate::plot::{render, Chart, Panel, Series};
 use crate::probe::{per_layer_predictions, predictions};
@@ -346,10 +345,9 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
         "models": model_json,
         "gates": gates,
         "paper": fig.paper,
-        "figures": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "figures": file_list(&files),
     });
-    write_json_atomic(&opts.reports_root.join(format!("{}.json", fig.name)), &summary)?;
-    write_atomic(&opts.reports_root.join(format!("{}.md", fig.name)), markdown(fig, &summary, opts).as_bytes())?;
+    write_report(&opts.reports_root, fig.name, &summary, &markdown(fig, &summary, opts))?;
     Ok(summary)
 }
 

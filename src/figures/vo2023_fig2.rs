@@ -11,10 +11,9 @@ use tch::Device;
 
 use icl_probes::gd::{self, LeastSquaresStats};
 
-use super::{load_run, mean, mean_band, std, train_seeds, FigureOptions};
+use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
 use crate::evaluate::sample_prompts;
-use crate::io::{write_atomic, write_json_atomic};
 use crate::layout;
 use crate::plot::{render, Chart, Panel, Series};
 use crate::probe::predictions;
@@ -189,11 +188,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             "model_cos_ge_0.995": cos.iter().all(|c| *c >= GATE_COS),
             "gd_loss_within_0.006_of_0.2047": (gd_ref.loss - PAPER_GD_LOSS).abs() <= 0.006,
         },
-        "figures": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "figures": file_list(&files),
     });
     let reports = &opts.reports_root;
-    write_json_atomic(&reports.join(format!("{NAME}.json")), &summary)?;
-    write_atomic(&reports.join(format!("{NAME}.md")), markdown(&summary, opts).as_bytes())?;
+    write_report(reports, NAME, &summary, &markdown(&summary, opts))?;
     Ok(summary)
 }
 

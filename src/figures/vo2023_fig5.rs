@@ -12,9 +12,8 @@ use tch::Device;
 use icl_probes::gd::{self, LeastSquaresStats};
 
 use super::models::model;
-use super::{load_run, mean, mean_band, std, train_seeds, FigureOptions};
+use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
-use crate::io::{write_atomic, write_json_atomic};
 use crate::layout;
 use crate::plot::{render, Chart, Panel, Series};
 use crate::probe::copy_analysis;
@@ -114,10 +113,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
             "not_below_2_step_gd": mean(&finals) > gd2.loss,
             "next_token_gradient_over_twice_other": means.iter().all(|m| m.1 > 2.0 * m.2),
         },
-        "figures": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "figures": file_list(&files),
     });
-    write_json_atomic(&opts.reports_root.join(format!("{NAME}.json")), &summary)?;
-    write_atomic(&opts.reports_root.join(format!("{NAME}.md")), markdown(&summary).as_bytes())?;
+    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)
 }
 

@@ -12,9 +12,8 @@ use icl_probes::construct::{kq_scale, weight_products};
 use icl_probes::gd::{self, LeastSquaresStats};
 
 use super::models::model;
-use super::{load_run, mean_band, train_seeds, FigureOptions};
+use super::{file_list, load_run, mean_band, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
-use crate::io::{write_atomic, write_json_atomic};
 use crate::layout;
 use crate::models::transformer::{named_weights, ForwardOptions};
 use crate::plot::{render, Chart, Panel, Series};
@@ -110,10 +109,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         "trained_eta_seed0": eta_trained,
         "tuned_eta": eta,
         "rollouts": rows,
-        "figures": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "figures": file_list(&files),
     });
-    write_json_atomic(&opts.reports_root.join(format!("{NAME}.json")), &summary)?;
-    write_atomic(&opts.reports_root.join(format!("{NAME}.md")), markdown(&summary).as_bytes())?;
+    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)
 }
 

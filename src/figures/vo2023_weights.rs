@@ -12,8 +12,7 @@ use tch::Device;
 use icl_probes::construct::{gdpp_construction, kq_scale, weight_products};
 
 use super::models::model;
-use super::{load_run, train_seeds, FigureOptions};
-use crate::io::{write_atomic, write_json_atomic};
+use super::{file_list, load_run, train_seeds, write_report, FigureOptions};
 use crate::models::transformer::named_weights;
 use crate::plot::{render_heatmaps, Heatmap};
 
@@ -75,10 +74,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         "seeds": opts.seed_count(),
         "wall_seconds": start.elapsed().as_secs_f64(),
         "models": rows,
-        "figures": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "figures": file_list(&files),
     });
-    write_json_atomic(&opts.reports_root.join(format!("{NAME}.json")), &summary)?;
-    write_atomic(&opts.reports_root.join(format!("{NAME}.md")), markdown(&summary).as_bytes())?;
+    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)
 }
 
