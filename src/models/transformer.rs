@@ -8,10 +8,13 @@
 //! - keys and values come from the N context tokens only; queries from every token;
 //! - residual update h ← h + attn(h), optionally pre-LayerNorm and a GELU MLP;
 //! - `recurrent`: one parameter layer applied `layers` times (the official `deq=True`);
-//! - prediction ŷ = −(y-entries of the last token).
+//! - softmax in the first layer only (`first_layer_softmax`, Fig. 5), sinusoidal positional
+//!   encodings concatenated to the tokens (`pos_enc`), token clipping (`token_clip`);
+//! - prediction ŷ = −(last o entries of the last token): the query's y-entries in the constructed
+//!   layout (the official `h[:, -1, -1]`).
 //!
 //! Parameters are named `layers.{l}.attn.{q,k,v,o}`, `layers.{l}.ln_attn.{scale,offset}`,
-//! `layers.{l}.ln_mlp.{scale,offset}`, `layers.{l}.mlp.{w1,b1,w2,b2}` (l = parameter layer).
+//! `layers.{l}.ln_mlp.{scale,offset}`, `layers.{l}.mlp.{w1,w2}` (l = parameter layer).
 //! Activations (see [`crate::cache`]) are named per applied layer l:
 //! `layers.{l}.attn.pattern` (B, H, T, N), `layers.{l}.attn.out` (B, T, D),
 //! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.resid_post` (B, T, D), and `tokens`.
@@ -256,6 +259,10 @@ impl Transformer {
         let (_, t, _) = tokens.size3().expect("tokens are (B, T, D)");
         let n_ctx = t - 1;
         let layers = opts.repeats.unwrap_or(self.config.layers);
+        assert!(
+            self.config.recurrent || layers <= self.blocks.len(),
+            "a model with separate layers cannot be applied {layers} times"
+        );
         if let Some(c) = cache.as_deref_mut() {
             c.record("tokens", tokens);
         }
