@@ -144,9 +144,24 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
             c.resolve()
         })
         .collect::<anyhow::Result<_>>()?;
-    // The references depend on the config and the evaluation set, not on the seed: fit once.
-    let eval = crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
-    let references = Some(crate::references::references_for(&configs[0], &eval)?);
+    // The references depend on the config and the evaluation set, not on the seed: fit once,
+    // or take them from a complete run when every seed is reused anyway.
+    let stored = (!opts.force)
+        .then(|| {
+            let runs: Option<Vec<_>> = configs
+                .iter()
+                .map(|c| crate::train::load_complete_run(&crate::train::run_dir(&opts.runs_root, c), c))
+                .collect();
+            runs.and_then(|r| r.into_iter().next()).map(|m| m.references)
+        })
+        .flatten();
+    let references = match stored {
+        Some(r) => Some(r),
+        None => {
+            let eval = crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
+            Some(crate::references::references_for(&configs[0], &eval)?)
+        }
+    };
     let bars = MultiProgress::new();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
     pool.install(|| {
