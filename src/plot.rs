@@ -24,6 +24,13 @@ pub struct Series {
     pub color: usize,
 }
 
+impl Series {
+    /// A dashed horizontal line at `y` from x = 0 to `x1` (a reference learner's loss).
+    pub fn flat(label: impl Into<String>, y: f64, x1: f64, color: usize) -> Self {
+        Series { label: label.into(), points: vec![(0.0, y), (x1, y)], dashed: true, color, ..Default::default() }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Chart {
     pub title: String,

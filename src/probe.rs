@@ -114,7 +114,7 @@ pub fn probe_model(
     model: &Transformer,
     references: Option<Vec<crate::references::Reference>>,
 ) -> anyhow::Result<ProbeReport> {
-    use icl_probes::construct::{gd_construction, interpolate, kq_scale, weight_products};
+    use icl_probes::construct::{compare_with_construction, gd_construction, interpolate, kq_scale, weight_products};
     use icl_probes::gd;
     use icl_probes::metrics::alignment;
 
@@ -158,11 +158,9 @@ pub fn probe_model(
             let p = weight_products(&trained, layer)?;
             let c = weight_products(&construction, layer)?;
             let beta = kq_scale(&p, t.x_dim);
-            let fro = |a: &ndarray::Array2<f64>| a.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let (kq_residual, pv_residual) = if p.kq.dim() == c.kq.dim() {
-                (fro(&(&p.kq / beta - &c.kq)), fro(&(&p.pv * beta - &c.pv)))
-            } else {
-                (f64::NAN, f64::NAN)
+            let (kq_residual, pv_residual) = match compare_with_construction(&p, &c, t.x_dim) {
+                Ok(cmp) => (cmp.kq_residual, cmp.pv_residual),
+                Err(_) => (f64::NAN, f64::NAN), // key_size ≠ token width: no construction to compare with
             };
             let rows = |a: &ndarray::Array2<f64>| a.outer_iter().map(|r| r.to_vec()).collect();
             weight_products_out.push(LayerProducts {

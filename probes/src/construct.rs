@@ -91,6 +91,38 @@ pub fn kq_scale(products: &WeightProducts, x_dim: usize) -> f64 {
     (0..x_dim).map(|i| products.kq[[i, i]]).sum::<f64>() / x_dim as f64
 }
 
+/// A trained layer's products after the scalar correction, and their distance to a construction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaledComparison {
+    pub beta: f64,
+    /// KQ/β
+    pub kq: Array2<f64>,
+    /// PV·β
+    pub pv: Array2<f64>,
+    /// ‖KQ/β − KQ_c‖_F and ‖PV·β − PV_c‖_F
+    pub kq_residual: f64,
+    pub pv_residual: f64,
+}
+
+/// Rescales `trained` by its β (see [`kq_scale`]) and measures it against `construction`.
+pub fn compare_with_construction(
+    trained: &WeightProducts,
+    construction: &WeightProducts,
+    x_dim: usize,
+) -> Result<ScaledComparison, ProbeError> {
+    if trained.kq.dim() != construction.kq.dim() || trained.pv.dim() != construction.pv.dim() {
+        return Err(ProbeError::Unsupported("comparing products needs equal shapes (key_size = token width)".into()));
+    }
+    let beta = kq_scale(trained, x_dim);
+    let (kq, pv) = (&trained.kq / beta, &trained.pv * beta);
+    let (kq_residual, pv_residual) = (frobenius(&(&kq - &construction.kq)), frobenius(&(&pv - &construction.pv)));
+    Ok(ScaledComparison { beta, kq, pv, kq_residual, pv_residual })
+}
+
+pub fn frobenius(a: &Array2<f64>) -> f64 {
+    a.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
 /// The interpolated model of von Oswald et al. A.3: for every parameter layer, rescale the trained
 /// products by β, average them with the construction's, and express the result as weights with
 /// W_k = W_v = I (so W_q = KQ and W_o = PV). Needs one head, attention only, square weights.

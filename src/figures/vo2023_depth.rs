@@ -140,10 +140,6 @@ impl ModelResult {
     }
 }
 
-fn flat(label: &str, y: f64, x1: f64, color: usize) -> Series {
-    Series { label: label.into(), points: vec![(0.0, y), (x1, y)], dashed: true, color, ..Default::default() }
-}
-
 pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value> {
     let start = Instant::now();
     let mut results = Vec::new();
@@ -166,9 +162,10 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
         let steps = c.train.steps as f64;
         let gd = m.reference("gd").context("GD reference")?;
         let gdpp = m.reference("gd++");
-        let mut series = vec![mean_band("Trained TF", 0, &m.curve(&|r| Some(r.loss))), flat("GD", gd.loss, steps, 1)];
+        let mut series =
+            vec![mean_band("Trained TF", 0, &m.curve(&|r| Some(r.loss))), Series::flat("GD", gd.loss, steps, 1)];
         if let Some(pp) = gdpp {
-            series.push(flat("GD++", pp.loss, steps, 2));
+            series.push(Series::flat("GD++", pp.loss, steps, 2));
         }
         loss_charts.push(Chart {
             title: m.spec.label.clone(),

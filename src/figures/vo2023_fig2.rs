@@ -69,13 +69,6 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         runs.iter().map(|r| r.metrics.rows.iter().map(|row| (row.step as f64, f(row))).collect()).collect()
     };
     let steps = config.train.steps as f64;
-    let flat = |label: &str, y: f64, color: usize| Series {
-        label: label.into(),
-        points: vec![(0.0, y), (steps, y)],
-        dashed: true,
-        color,
-        ..Default::default()
-    };
     let loss_top = 0.5;
     let mut interp = mean_band("Interpolated", 2, &curve(&|r| r.interp_loss.unwrap_or(f64::NAN)));
     // The interpolation divides by the trained KQ scale, which is ~0 before training takes off:
@@ -90,7 +83,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             y_range: Some((0.0, loss_top)),
             series: vec![
                 mean_band("Trained TF", 0, &curve(&|r| r.loss)),
-                flat(&format!("GD (η = {:.2})", gd_ref.eta), gd_ref.loss, 1),
+                Series::flat(format!("GD (η = {:.2})", gd_ref.eta), gd_ref.loss, steps, 1),
                 interp,
             ],
             ..Default::default()

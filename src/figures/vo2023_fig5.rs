@@ -34,13 +34,6 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         runs.iter().map(|r| r.metrics.rows.iter().map(|row| (row.step as f64, f(row))).collect()).collect()
     };
     let steps = c.train.steps as f64;
-    let flat = |label: String, y: f64, color: usize| Series {
-        label,
-        points: vec![(0.0, y), (steps, y)],
-        dashed: true,
-        color,
-        ..Default::default()
-    };
     let loss = Chart {
         title: "Loss: classic tokens, 2 layers".into(),
         x_label: "training steps".into(),
@@ -48,8 +41,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         y_range: Some((0.0, 0.5)),
         series: vec![
             mean_band("Trained TF", 0, &curve(&|r| r.loss)),
-            flat(format!("1-step GD (η = {:.2})", gd1.etas[0]), gd1.loss, 1),
-            flat(format!("2-step GD (η = {:.2})", gd2.eta), gd2.loss, 2),
+            Series::flat(format!("1-step GD (η = {:.2})", gd1.etas[0]), gd1.loss, steps, 1),
+            Series::flat(format!("2-step GD (η = {:.2})", gd2.eta), gd2.loss, steps, 2),
         ],
         ..Default::default()
     };

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tch::Device;
 
-use icl_probes::construct::{gdpp_construction, kq_scale, weight_products};
+use icl_probes::construct::{compare_with_construction, frobenius, gdpp_construction, weight_products};
 
 use super::models::model;
 use super::{file_list, load_run, train_seeds, write_report, FigureOptions};
@@ -36,26 +36,24 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         let mut per_seed = Vec::new();
         for (s, run) in runs.iter().enumerate() {
             let (vs, _) = load_run(&run.dir, c, Device::Cpu)?;
-            let p = weight_products(&named_weights(&vs)?, 0)?;
-            let beta = kq_scale(&p, t.x_dim);
-            let (kq, pv) = (&p.kq / beta, &p.pv * beta);
-            let fro = |a: &ndarray::Array2<f64>| a.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let cmp = compare_with_construction(&weight_products(&named_weights(&vs)?, 0)?, &cp, t.x_dim)?;
+            let (beta, kq, pv) = (cmp.beta, &cmp.kq, &cmp.pv);
             per_seed.push(json!({
                 "seed": s,
                 "beta": beta,
-                "kq_residual": fro(&(&kq - &cp.kq)),
-                "pv_residual": fro(&(&pv - &cp.pv)),
-                "kq_construction_norm": fro(&cp.kq),
-                "pv_construction_norm": fro(&cp.pv),
+                "kq_residual": cmp.kq_residual,
+                "pv_residual": cmp.pv_residual,
+                "kq_construction_norm": frobenius(&cp.kq),
+                "pv_construction_norm": frobenius(&cp.pv),
             }));
             if s == 0 {
                 let rows_of = |a: &ndarray::Array2<f64>| a.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>();
-                maps.push(Heatmap { title: format!("{}: KQ/β (β = {beta:.3})", spec.label), values: rows_of(&kq) });
+                maps.push(Heatmap { title: format!("{}: KQ/β (β = {beta:.3})", spec.label), values: rows_of(kq) });
                 maps.push(Heatmap {
                     title: format!("{} construction: KQ", reference.name.to_uppercase()),
                     values: rows_of(&cp.kq),
                 });
-                maps.push(Heatmap { title: format!("{}: PV·β", spec.label), values: rows_of(&pv) });
+                maps.push(Heatmap { title: format!("{}: PV·β", spec.label), values: rows_of(pv) });
                 maps.push(Heatmap {
                     title: format!("{} construction: PV", reference.name.to_uppercase()),
                     values: rows_of(&cp.pv),
