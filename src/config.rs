@@ -161,11 +161,23 @@ pub struct EvalConfig {
     /// Adam steps fitting the references' hyperparameters (GD++, and GD with per-layer η for
     /// separate layers); the official code uses 1,000 (recurrent) and 30,000 (separate layers).
     pub fit_steps: usize,
+    /// Adam learning rate and batch of that fit (deep models need a smaller rate and larger batch).
+    pub fit_lr: f64,
+    pub fit_batch: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { every: 100, tasks: 10_000, seed: 10, gdpp: false, gd_steps: None, fit_steps: 1000 }
+        Self {
+            every: 100,
+            tasks: 10_000,
+            seed: 10,
+            gdpp: false,
+            gd_steps: None,
+            fit_steps: 1000,
+            fit_lr: 0.02,
+            fit_batch: 512,
+        }
     }
 }
 
@@ -281,6 +293,12 @@ impl RunConfig {
         let e = &self.eval;
         check(e.every >= 1, "eval.every", "an integer >= 1", e.every)?;
         check((1..=10_000_000).contains(&e.tasks), "eval.tasks", "an integer in 1..=10000000", e.tasks)?;
+        check((1..=1_000_000).contains(&e.fit_steps), "eval.fit_steps", "an integer in 1..=1000000", e.fit_steps)?;
+        check(positive_finite(e.fit_lr), "eval.fit_lr", "a finite number > 0", e.fit_lr)?;
+        check((1..=1_000_000).contains(&e.fit_batch), "eval.fit_batch", "an integer in 1..=1000000", e.fit_batch)?;
+        if let Some(k) = e.gd_steps {
+            check((1..=1000).contains(&k), "eval.gd_steps", "an integer in 1..=1000", k)?;
+        }
         Ok(self)
     }
 }

@@ -66,7 +66,8 @@ impl Default for FitOptions {
 
 /// The references a run compares with: GD always, GD++ if `eval.gdpp`; evaluated on `eval`.
 pub fn references_for(config: &RunConfig, eval: &Prompts) -> anyhow::Result<Vec<Reference>> {
-    let fit = FitOptions { steps: config.eval.fit_steps, ..FitOptions::default() };
+    let e = &config.eval;
+    let fit = FitOptions { steps: e.fit_steps, lr: e.fit_lr, batch: e.fit_batch, ..FitOptions::default() };
     fit_selected(config, eval, fit, config.eval.gdpp)
 }
 

@@ -254,6 +254,9 @@ fn bad_configs_are_one_line_errors_naming_the_field() {
         ("[model]\nheads = 0", "model.heads"),
         ("[eval]\nevery = 0", "eval.every"),
         ("[train]\ndevice = \"gpu\"", "train.device"),
+        ("[eval]\nfit_lr = 0.0", "eval.fit_lr"),
+        ("[eval]\ngd_steps = 0", "eval.gd_steps"),
+        ("[eval]\nfit_steps = 0", "eval.fit_steps"),
     ];
     for (toml, field) in cases {
         let err = format!("{:#}", RunConfig::from_toml_str(toml).unwrap_err());

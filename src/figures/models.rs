@@ -54,6 +54,13 @@ pub fn model(key: &str, quick: bool) -> anyhow::Result<ModelSpec> {
         c.train.lr = 5e-4;
         c.model.token_clip = Some(10.0);
     }
+    if key == "lsa-10-rec" {
+        // Ten GD++ steps: the optimum η is far from the GD start (≈ 22 vs 5) and noisy batches of 512
+        // at lr 0.02 wander around the start; 3,000 steps at lr 0.01 with batches of 1,024 get there.
+        c.eval.fit_steps = 3000;
+        c.eval.fit_lr = 0.01;
+        c.eval.fit_batch = 1024;
+    }
     if !recurrent {
         // Per-layer η (and γ) for separate layers: the official fit runs 30,000 steps.
         c.eval.fit_steps = if quick { 2000 } else { 30_000 };

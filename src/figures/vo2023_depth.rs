@@ -396,8 +396,9 @@ fn differences(models: &[Value], quick: bool) -> String {
             );
         }
     }
-    out += "- GD++ and per-layer GD hyperparameters are fitted with Adam on fresh tasks (batch 512, lr 0.02, from the tuned \
-            GD η and γ = 0, `eval.fit_steps` steps); the official `pre_train_gd_hps` uses Adam with lr 1e-3 for 1,000 \
+    out += "- GD++ and per-layer GD hyperparameters are fitted with Adam on fresh tasks from the tuned GD η and γ = 0 \
+            (1,000 steps at lr 0.02 with batches of 512; 3,000 steps at lr 0.01 with batches of 1,024 for 10 layers; \
+            `eval.fit_steps`, `eval.fit_lr`, `eval.fit_batch`); the official `pre_train_gd_hps` uses Adam with lr 1e-3 for 1,000 \
             (recurrent) or 30,000 (separate layers) steps. Where the loss is flat in (η, γ), as for separate layers, our \
             fitted values can differ from theirs without changing the loss much.\n";
     out += "- Out-of-distribution curves use 2,000 tasks per scale (official code: 1,000; paper: 10,000).\n";
