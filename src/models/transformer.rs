@@ -269,13 +269,19 @@ impl Transformer {
         let mut h = self.with_positions(tokens);
         for l in 0..layers {
             let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
-            let names = [
-                format!("layers.{l}.attn.pattern"),
-                format!("layers.{l}.attn.out"),
-                format!("layers.{l}.resid_mid"),
-                format!("layers.{l}.resid_post"),
-            ];
-            let wanted = cache.as_deref().is_some_and(|c| names.iter().any(|n| c.wants(n)));
+            // Activation names are only built when there is a cache to record into (not in training).
+            let names = cache.is_some().then(|| {
+                [
+                    format!("layers.{l}.attn.pattern"),
+                    format!("layers.{l}.attn.out"),
+                    format!("layers.{l}.resid_mid"),
+                    format!("layers.{l}.resid_post"),
+                ]
+            });
+            let wanted = match (cache.as_deref(), &names) {
+                (Some(c), Some(names)) => names.iter().any(|n| c.wants(n)),
+                _ => false,
+            };
             let all_rows = l + 1 < layers || wanted;
             let x = match &block.ln_attn {
                 Some(ln) => ln.forward(&h),
@@ -291,12 +297,12 @@ impl Transformer {
             };
             let attn_out = if opts.y_update { self.y_entries_only(&attn_out) } else { attn_out };
             h = self.residual(resid, &attn_out, opts.dampening);
-            if let Some(c) = cache.as_deref_mut() {
+            if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
                 c.record(names[0].clone(), &pattern);
                 c.record(names[1].clone(), &attn_out);
             }
             if let Some((ln, mlp)) = &block.mlp {
-                if let Some(c) = cache.as_deref_mut() {
+                if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
                     c.record(names[2].clone(), &h);
                 }
                 let x = match ln {
@@ -306,7 +312,7 @@ impl Transformer {
                 let mlp_out = mlp.forward(&x);
                 h = self.residual(h, &mlp_out, opts.dampening);
             }
-            if let Some(c) = cache.as_deref_mut() {
+            if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
                 c.record(names[3].clone(), &h);
             }
         }
