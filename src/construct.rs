@@ -42,9 +42,7 @@ pub fn gd_model(
         "the GD construction needs the constructed token layout and one linear attention head with key_size = d+o, no LayerNorm, no MLP"
     );
     let t = &config.task;
-    let mut vs = nn::VarStore::new(device);
-    let model = Transformer::new(&vs.root(), &config.model, icl_tasks::build(t)?.dims());
-    vs.set_kind(kind);
+    let (vs, model) = Transformer::new_in_store(&config.model, icl_tasks::build(t)?.dims(), kind, device);
     load_weights(&vs, &gd_construction(t.x_dim, t.y_dim, t.context_len, etas))?;
     Ok((vs, model))
 }

@@ -103,12 +103,9 @@ impl Evaluator {
         let (tokens, _) = layout::tensors(config.model.tokens, &prompts, kind, device);
         let t = &config.task;
         let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &references[0].etas[..1]);
-        let interp = interpolation_applies(config).then(|| {
-            let mut vs = nn::VarStore::new(device);
-            let model = Transformer::new(&vs.root(), &config.model, icl_tasks::build(t).expect("checked").dims());
-            vs.set_kind(kind);
-            (vs, model)
-        });
+        let dims = icl_tasks::build(t)?.dims();
+        let interp =
+            interpolation_applies(config).then(|| Transformer::new_in_store(&config.model, dims, kind, device));
         Ok(Self { prompts, tokens, references, reference_outputs, construction, interp })
     }
 

@@ -174,18 +174,14 @@ pub fn probe_model(
         }
     }
     let interpolated_loss = if crate::evaluate::interpolation_applies(config) {
-        let mut ivs = tch::nn::VarStore::new(device);
-        let imodel = Transformer::new(&ivs.root(), &config.model, model.dims());
-        ivs.set_kind(kind);
+        let (ivs, imodel) = Transformer::new_in_store(&config.model, model.dims(), kind, device);
         crate::models::transformer::load_weights(&ivs, &interpolate(&trained, &construction, t.x_dim, 1)?)?;
         Some(prompts.half_mse(&predictions(&imodel, &tokens, ForwardOptions::default())?))
     } else {
         None
     };
 
-    let mut cvs = tch::nn::VarStore::new(device);
-    let control = Transformer::new(&cvs.root(), &config.model, model.dims());
-    cvs.set_kind(kind);
+    let (cvs, control) = Transformer::new_in_store(&config.model, model.dims(), kind, device);
     Transformer::init(
         &cvs,
         config.model.init_scale.unwrap_or(0.0),

@@ -334,13 +334,8 @@ fn gdpp_construction_is_exact_in_the_transformer() {
         [(true, vec![13.0], vec![0.17]), (false, vec![6.0, 9.0, 12.0], vec![0.1, 0.2, 0.05])]
     {
         let config = with_layers(3, recurrent);
-        let mut vs = tch::nn::VarStore::new(Device::Cpu);
-        let model = icl_lab::models::Transformer::new(
-            &vs.root(),
-            &config.model,
-            icl_tasks::build(&config.task).unwrap().dims(),
-        );
-        vs.set_kind(Kind::Double);
+        let dims = icl_tasks::build(&config.task).unwrap().dims();
+        let (vs, model) = icl_lab::models::Transformer::new_in_store(&config.model, dims, Kind::Double, Device::Cpu);
         icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &etas, &gammas)).unwrap();
         let p = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(9), 300);
         let (tokens, _) = layout::tensors(config.model.tokens, &p, Kind::Double, Device::Cpu);

@@ -211,6 +211,20 @@ impl Transformer {
         Self { config: config.clone(), dims, blocks }
     }
 
+    /// A model with its own parameter store of `kind` (Float or Double) on `device`; all
+    /// parameters zero until initialised or loaded.
+    pub fn new_in_store(
+        config: &ModelConfig,
+        dims: Dims,
+        kind: tch::Kind,
+        device: tch::Device,
+    ) -> (nn::VarStore, Transformer) {
+        let mut vs = nn::VarStore::new(device);
+        let model = Transformer::new(&vs.root(), config, dims);
+        vs.set_kind(kind);
+        (vs, model)
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
