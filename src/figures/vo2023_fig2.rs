@@ -20,12 +20,6 @@ use crate::probe::predictions;
 
 pub const NAME: &str = "vo2023-fig2";
 
-/// The 1-step GD reference: its η and loss on the evaluation set.
-struct TunedEta {
-    eta: f64,
-    loss: f64,
-}
-
 /// The paper's numbers (spec §6): the official notebook's 1-step GD loss, the zero predictor.
 const PAPER_GD_LOSS: f64 = 0.2047;
 const PAPER_ETA: f64 = 6.0;
@@ -47,7 +41,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let runs = train_seeds(&config, opts)?;
     let train_wall: f64 = runs.iter().map(|r| r.metrics.wall_s).sum();
     let gd_ref = runs[0].metrics.reference("gd").context("no GD reference")?;
-    let gd_ref = TunedEta { eta: gd_ref.etas[0], loss: gd_ref.loss };
+    let gd_eta = gd_ref.etas[0]; // one step: one η
 
     // Out-of-distribution input scales: the trained models and GD with the η tuned in distribution.
     let models: Vec<_> = runs.iter().map(|r| load_run(&r.dir, &config, Device::Cpu)).collect::<anyhow::Result<_>>()?;
@@ -55,7 +49,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     for (i, &alpha) in ood_alphas().iter().enumerate() {
         let task = icl_tasks::TaskConfig { input_range: alpha, ..config.task.clone() };
         let prompts = sample_prompts(&task, OOD_TASKS, OOD_SEED + i as u64)?;
-        let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_ref.eta]).pop().context("1 step")?;
+        let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_eta]).pop().context("1 step")?;
         ood_gd.push((alpha, prompts.half_mse(&gd::predict(&w, &prompts.xq))));
         let (tokens, _) = layout::tensors(config.model.tokens, &prompts, tch::Kind::Float, Device::Cpu);
         for (s, (_, model)) in models.iter().enumerate() {
@@ -83,7 +77,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             y_range: Some((0.0, loss_top)),
             series: vec![
                 mean_band("Trained TF", 0, &curve(&|r| r.loss)),
-                Series::flat(format!("GD (η = {:.2})", gd_ref.eta), gd_ref.loss, steps, 1),
+                Series::flat(format!("GD (η = {:.2})", gd_eta), gd_ref.loss, steps, 1),
                 interp,
             ],
             ..Default::default()
@@ -153,7 +147,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         "wall_seconds": wall_s,
         "training_seconds_summed_over_seeds": train_wall,
         "reused_runs": runs.iter().filter(|r| r.reused).count(),
-        "gd": { "eta": gd_ref.eta, "eta_over_n": gd_ref.eta / config.task.context_len as f64, "loss": gd_ref.loss },
+        "gd": { "eta": gd_eta, "eta_over_n": gd_eta / config.task.context_len as f64, "loss": gd_ref.loss },
         "final": {
             "trained_loss": mean(&tf_loss),
             "trained_loss_std": std(&tf_loss),
