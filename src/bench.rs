@@ -24,7 +24,7 @@ pub struct BenchLine {
 pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::Result<BenchLine> {
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
-    let task = icl_tasks::build(&config.task)?;
+    let task = config.task();
     let dims = task.dims();
     let mut trainer = Trainer::new(config, dims, device)?;
     let (batches, _thread) = spawn_data_stream(config)?;
@@ -44,7 +44,7 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let ms_per_step = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
     drop(batches);
 
-    let mut rng = crate::train::seeded_rng(config.seed, 99);
+    let mut rng = crate::rng::seeded_rng(config.seed, 99);
     let start = Instant::now();
     let reps = 20;
     for _ in 0..reps {

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use icl_tasks::TaskConfig;
+use icl_tasks::{Dims, Task, TaskConfig};
 
 /// Named presets, each the config of a figure (stored beside the figure it makes).
 pub const PRESETS: &[(&str, &str)] = &[
@@ -241,15 +241,26 @@ impl RunConfig {
         toml::to_string_pretty(self).expect("a config always serialises")
     }
 
+    /// The task this config trains on (the config is resolved, so it builds).
+    pub fn task(&self) -> Box<dyn Task> {
+        icl_tasks::build(&self.task).expect("a resolved config's task builds")
+    }
+
+    pub fn dims(&self) -> Dims {
+        self.task().dims()
+    }
+
     /// Width of the model's residual stream (d + o in the constructed layout).
     pub fn token_width(&self) -> usize {
-        let t = &self.task;
-        self.model.width(icl_tasks::Dims { x_dim: t.x_dim, y_dim: t.y_dim, context_len: t.context_len })
+        self.model.width(self.dims())
     }
 
     /// Fills derived defaults and checks every field.
     pub fn resolve(mut self) -> anyhow::Result<Self> {
-        icl_tasks::build(&self.task)?;
+        // The task checks its own keys; its resolved parameters (defaults filled in) are stored.
+        let task = icl_tasks::build(&self.task)?;
+        let dims = task.dims();
+        self.task = task.config();
         let m = &mut self.model;
         check(
             !self.name.is_empty() && !self.name.contains(['/', '\\']),
@@ -259,17 +270,14 @@ impl RunConfig {
         )?;
         check((1..=1000).contains(&m.layers), "model.layers", "an integer in 1..=1000", m.layers)?;
         check((1..=64).contains(&m.heads), "model.heads", "an integer in 1..=64", m.heads)?;
-        let width = {
-            let t = &self.task;
-            m.width(icl_tasks::Dims { x_dim: t.x_dim, y_dim: t.y_dim, context_len: t.context_len })
-        };
+        let width = m.width(dims);
         check(m.pos_enc <= 4096, "model.pos_enc", "an integer in 0..=4096", m.pos_enc)?;
         if m.tokens == crate::layout::TokenLayout::Classic {
             check(
-                self.task.y_dim <= self.task.x_dim,
+                dims.y_dim <= dims.x_dim,
                 "task.y_dim",
                 "at most task.x_dim with model.tokens = \"classic\"",
-                self.task.y_dim,
+                dims.y_dim,
             )?;
         }
         let key_size = *m.key_size.get_or_insert(width);

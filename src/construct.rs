@@ -2,13 +2,11 @@
 //! transformer type that is trained, and checking them against the f64 reference learners.
 //! Proposition 1 of von Oswald et al. 2023: one linear self-attention layer = one GD step.
 
-use rand::SeedableRng;
 use serde::Serialize;
 use tch::{nn, Device, Kind};
 
 use icl_probes::construct::gd_construction;
 use icl_probes::gd::{self, LeastSquaresStats};
-use icl_tasks::TaskRng;
 
 use crate::config::RunConfig;
 use crate::layout;
@@ -41,9 +39,9 @@ pub fn gd_model(
             && m.key_size == Some(config.token_width()),
         "the GD construction needs the constructed token layout and one linear attention head with key_size = d+o, no LayerNorm, no MLP"
     );
-    let t = &config.task;
-    let (vs, model) = Transformer::new_in_store(&config.model, icl_tasks::build(t)?.dims(), kind, device);
-    load_weights(&vs, &gd_construction(t.x_dim, t.y_dim, t.context_len, etas))?;
+    let dims = config.dims();
+    let (vs, model) = Transformer::new_in_store(&config.model, dims, kind, device);
+    load_weights(&vs, &gd_construction(dims.x_dim, dims.y_dim, dims.context_len, etas))?;
     Ok((vs, model))
 }
 
@@ -72,7 +70,7 @@ pub fn check_construction(
 ) -> anyhow::Result<ConstructionCheck> {
     let layers = config.model.layers;
     let step_etas: Vec<f64> = (0..layers).map(|l| if config.model.recurrent { etas[0] } else { etas[l] }).collect();
-    let prompts = icl_tasks::build(&config.task)?.sample(&mut TaskRng::seed_from_u64(seed), tasks);
+    let prompts = crate::rng::prompts(config.task().as_ref(), tasks, seed);
     let stats = LeastSquaresStats::new(&prompts);
     let gd_per_step = gd::predictions_per_step(&stats, &prompts.xq, &step_etas); // (K, B, o)
     let max_diff =

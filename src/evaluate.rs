@@ -3,7 +3,6 @@
 //! K-step GD with a tuned constant η, the interpolated model's loss, and the alignment metrics.
 
 use ndarray::Array2;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -13,7 +12,7 @@ use icl_probes::gd::{self, LeastSquaresStats, TunedGd};
 use crate::references::{references_for, Reference};
 use icl_probes::metrics::{alignment, Alignment};
 use icl_probes::NamedWeights;
-use icl_tasks::{Prompts, TaskConfig, TaskRng};
+use icl_tasks::{Prompts, TaskConfig};
 
 use crate::config::RunConfig;
 use crate::layout;
@@ -41,10 +40,9 @@ pub struct EvalRow {
     pub wall_s: f64,
 }
 
-/// Samples `tasks` prompts of `task` from a dedicated seed.
+/// Samples `tasks` prompts of `task` from a dedicated seed (see [`crate::rng::prompts`]).
 pub fn sample_prompts(task: &TaskConfig, tasks: usize, seed: u64) -> anyhow::Result<Prompts> {
-    let task = icl_tasks::build(task)?;
-    Ok(task.sample(&mut TaskRng::seed_from_u64(seed), tasks))
+    Ok(crate::rng::prompts(icl_tasks::build(task)?.as_ref(), tasks, seed))
 }
 
 /// The GD reference for a model config: K = layers steps from W₀ = 0, one η tuned on `prompts`
@@ -101,9 +99,8 @@ impl Evaluator {
             })
             .collect();
         let (tokens, _) = layout::tensors(config.model.tokens, &prompts, kind, device);
-        let t = &config.task;
-        let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &references[0].etas[..1]);
-        let dims = icl_tasks::build(t)?.dims();
+        let dims = config.dims();
+        let construction = gd_construction(dims.x_dim, dims.y_dim, dims.context_len, &references[0].etas[..1]);
         let interp =
             interpolation_applies(config).then(|| Transformer::new_in_store(&config.model, dims, kind, device));
         Ok(Self { prompts, tokens, references, reference_outputs, construction, interp })

@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn classic_tokens_alternate_x_and_y() {
-        let cfg = TaskConfig { x_dim: 3, context_len: 2, ..TaskConfig::default() };
+        let cfg = TaskConfig::default().with("x_dim", 3).with("context_len", 2);
         let p = build(&cfg).unwrap().sample(&mut TaskRng::seed_from_u64(0), 1);
         let buf = TokenLayout::Classic.token_buffer(&p, |x| x);
         assert_eq!(buf.len(), 5 * 3);
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn query_token_is_last_with_zero_label() {
-        let cfg = TaskConfig { x_dim: 3, context_len: 4, ..TaskConfig::default() };
+        let cfg = TaskConfig::default().with("x_dim", 3).with("context_len", 4);
         let p = build(&cfg).unwrap().sample(&mut TaskRng::seed_from_u64(0), 2);
         let buf = token_buffer(&p, |x| x);
         // prompt 1, context token 2: (x, y)

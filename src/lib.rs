@@ -17,4 +17,5 @@ pub mod models;
 pub mod plot;
 pub mod probe;
 pub mod references;
+pub mod rng;
 pub mod train;

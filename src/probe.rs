@@ -148,7 +148,7 @@ pub fn probe_model(
     }
     let (gd_preds, gd_sens) = gd_outputs.expect("GD is always a reference");
 
-    let t = &config.task;
+    let t = config.dims();
     let gd_eta = references[0].etas[0];
     let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &vec![gd_eta; config.model.param_layers()]);
     let trained = crate::models::transformer::named_weights(vs)?;
@@ -185,7 +185,7 @@ pub fn probe_model(
     Transformer::init(
         &cvs,
         config.model.init_scale.unwrap_or(0.0),
-        &mut crate::train::seeded_rng(config.seed, crate::train::INIT_STREAM),
+        &mut crate::rng::seeded_rng(config.seed, crate::rng::INIT_STREAM),
     );
     let c_out = outputs_with_sensitivity(&control, &tokens)?;
 

@@ -17,9 +17,10 @@ use icl_probes::gd::{self, LeastSquaresStats};
 use icl_probes::gdpp::gdpp_weights;
 use icl_tasks::{Prompts, TaskConfig};
 
+
 use crate::config::RunConfig;
 use crate::layout::array2_to_tensor;
-use crate::train::seeded_rng;
+use crate::rng::{seeded_rng, REFERENCE_FIT_SEED};
 
 /// A reference learner with its hyperparameters, one entry per *applied* layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +61,7 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        Self { steps: 1000, batch: 512, lr: 0.02, seed: 77 }
+        Self { steps: 1000, batch: 512, lr: 0.02, seed: REFERENCE_FIT_SEED }
     }
 }
 
@@ -118,6 +119,7 @@ pub fn fit_hyperparameters(
     fit: FitOptions,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let sampler = icl_tasks::build(task)?;
+    let dims = sampler.dims();
     let params = if shared { 1 } else { layers };
     let mut vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
@@ -126,7 +128,7 @@ pub fn fit_hyperparameters(
     vs.set_kind(Kind::Double); // variables are created in f32; the fit runs in f64
     let mut opt = nn::Adam::default().build(&vs, fit.lr)?;
     let mut rng = seeded_rng(fit.seed, 0);
-    let n = task.context_len as f64;
+    let n = dims.context_len as f64;
     for _ in 0..fit.steps {
         let p = sampler.sample(&mut rng, fit.batch);
         let xs = array3(&p.xs); // (B, N, d)
@@ -134,7 +136,7 @@ pub fn fit_hyperparameters(
         let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
         let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
         let (mut x, mut y) = (xs, ys);
-        let mut yq = Tensor::zeros([fit.batch as i64, task.y_dim as i64, 1], (Kind::Double, Device::Cpu));
+        let mut yq = Tensor::zeros([fit.batch as i64, dims.y_dim as i64, 1], (Kind::Double, Device::Cpu));
         for l in 0..layers {
             let i = if shared { 0 } else { l as i64 };
             let step = eta.get(i) / n;

@@ -13,26 +13,18 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use icl_tasks::{Dims, TaskRng};
+use icl_tasks::Dims;
+
+use crate::rng::{seeded_rng, DATA_STREAM, INIT_STREAM};
 
 use crate::config::RunConfig;
 use crate::evaluate::{EvalRow, Evaluator};
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Transformer;
 
-/// RNG streams derived from a run's seed, so that changing one consumer never shifts another.
-pub const DATA_STREAM: u64 = 0;
-pub const INIT_STREAM: u64 = 1;
-
-pub fn seeded_rng(seed: u64, stream: u64) -> TaskRng {
-    let mut rng = TaskRng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -196,7 +188,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     }
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
-    let dims = icl_tasks::build(&config.task)?.dims();
+    let dims = config.dims();
     write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
     let _ = std::fs::remove_file(dir.join("metrics.json"));
 

@@ -73,9 +73,9 @@ fn separate_layers_are_gd_steps_with_per_layer_eta() {
 fn construction_on_other_shapes() {
     // d = 3, o = 2, N = 25: the construction is not tied to the paper's sizes.
     let mut c = with_layers(2, true);
-    c.task.x_dim = 3;
-    c.task.y_dim = 2;
-    c.task.context_len = 25;
+    c.task.set("x_dim", 3);
+    c.task.set("y_dim", 2);
+    c.task.set("context_len", 25);
     c.model.key_size = None;
     let c = c.resolve().unwrap();
     let check = check_construction(&c, &[2.0], 300, 5).unwrap();

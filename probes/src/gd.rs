@@ -24,7 +24,8 @@ impl LeastSquaresStats {
         let (b, n, d, o) = (p.batch(), p.context_len(), p.x_dim(), p.y_dim());
         let mut xx = Array3::zeros((b, d, d));
         let mut yx = Array3::zeros((b, o, d));
-        let inv_n = 1.0 / n as f64;
+        // No context pairs: the loss is 0 everywhere and so are its statistics.
+        let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
         Zip::from(xx.outer_iter_mut()).and(yx.outer_iter_mut()).and(p.xs.outer_iter()).and(p.ys.outer_iter()).for_each(
             |mut xx_b, mut yx_b, xs_b, ys_b| {
                 // (d, N)·(N, d) and (o, N)·(N, d)

@@ -1,4 +1,8 @@
-//! Reference learners, hard-coded constructions and comparison metrics for icl-lab, in f64 `ndarray`.
+//! Reference learners, hard-coded constructions, comparison metrics, learning curves and
+//! measurement rows for icl-lab, in f64 `ndarray`.
+//!
+//! Every in-context learner implements [`learner::Learner`]; the reference algorithms live in
+//! [`learners`] and are built by name from a task's learner specs ([`learner::fit`]).
 //!
 //! Nothing here knows libtorch. A construction is a set of named weight matrices
 //! ([`NamedWeights`]) that the model crate loads into its transformer through the parameter
@@ -10,10 +14,15 @@
 //! e = (x, y), prediction = −(y-entries of the query token), losses ½·MSE.
 
 pub mod construct;
+pub mod curve;
 pub mod gd;
 pub mod gdpp;
+pub mod learner;
+pub mod learners;
+pub mod measure;
 pub mod metrics;
 pub mod ridge;
+pub mod tune;
 
 use std::collections::BTreeMap;
 

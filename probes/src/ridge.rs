@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn ols_recovers_a_noise_free_teacher_and_many_gd_steps_converge_to_it() {
-        let cfg = TaskConfig { context_len: 40, ..TaskConfig::default() };
+        let cfg = TaskConfig::default().with("context_len", 40);
         let p = build(&cfg).unwrap().sample(&mut TaskRng::seed_from_u64(4), 8);
         let stats = LeastSquaresStats::new(&p);
         let ols = ols_weights(&stats, 40).unwrap();

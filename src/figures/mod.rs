@@ -181,7 +181,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
 
 /// Loads a run's final weights into a fresh model on `device`.
 pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
-    let dims = icl_tasks::build(&config.task)?.dims();
+    let dims = config.dims();
     let (mut vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
     let path = dir.join("weights.safetensors");
     vs.load(&path).with_context(|| format!("loading {}", path.display()))?;

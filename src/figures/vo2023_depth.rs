@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tch::Device;
 
 use icl_probes::gd;
+use icl_tasks::{Shift, ShiftKind};
 
 use super::models::{model, ModelSpec};
 use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
@@ -193,13 +194,9 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             let mut out = Sweep { trained: vec![Vec::new(); models.len()], references: Vec::new() };
             let mut ref_curves: Vec<Vec<(f64, f64)>> = vec![Vec::new(); refs.len()];
             for (i, &a) in scales.iter().enumerate() {
-                let mut task = c.task.clone();
-                if teacher {
-                    task.w_scale = a;
-                } else {
-                    task.input_range = a;
-                }
-                let p = sample_prompts(&task, OOD_TASKS, OOD_SEED + i as u64)?;
+                let kind = if teacher { ShiftKind::TeacherScale } else { ShiftKind::InputScale };
+                let task = c.task().shifted(Shift { kind, value: a })?;
+                let p = crate::rng::prompts(task.as_ref(), OOD_TASKS, OOD_SEED + i as u64);
                 for (j, r) in refs.iter().enumerate() {
                     let w = r.weights(&p).pop().expect("layers >= 1");
                     ref_curves[j].push((a, p.half_mse(&gd::predict(&w, &p.xq))));

@@ -10,6 +10,7 @@ use serde_json::json;
 use tch::Device;
 
 use icl_probes::gd::{self, LeastSquaresStats};
+use icl_tasks::{Shift, ShiftKind};
 
 use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
@@ -47,8 +48,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let models: Vec<_> = runs.iter().map(|r| load_run(&r.dir, &config, Device::Cpu)).collect::<anyhow::Result<_>>()?;
     let (mut ood_gd, mut ood_tf) = (Vec::new(), vec![Vec::new(); runs.len()]);
     for (i, &alpha) in ood_alphas().iter().enumerate() {
-        let task = icl_tasks::TaskConfig { input_range: alpha, ..config.task.clone() };
-        let prompts = sample_prompts(&task, OOD_TASKS, OOD_SEED + i as u64)?;
+        let task = config.task().shifted(Shift { kind: ShiftKind::InputScale, value: alpha })?;
+        let prompts = crate::rng::prompts(task.as_ref(), OOD_TASKS, OOD_SEED + i as u64);
         let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_eta]).pop().context("1 step")?;
         ood_gd.push((alpha, prompts.half_mse(&gd::predict(&w, &prompts.xq))));
         let (tokens, _) = layout::tensors(config.model.tokens, &prompts, tch::Kind::Float, Device::Cpu);
@@ -147,7 +148,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         "wall_seconds": wall_s,
         "training_seconds_summed_over_seeds": train_wall,
         "reused_runs": runs.iter().filter(|r| r.reused).count(),
-        "gd": { "eta": gd_eta, "eta_over_n": gd_eta / config.task.context_len as f64, "loss": gd_ref.loss },
+        "gd": { "eta": gd_eta, "eta_over_n": gd_eta / config.dims().context_len as f64, "loss": gd_ref.loss },
         "final": {
             "trained_loss": mean(&tf_loss),
             "trained_loss_std": std(&tf_loss),

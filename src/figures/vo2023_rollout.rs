@@ -37,9 +37,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
     // The learning rate the trained layer itself implements (seed 0): with KQ/β ≈ the construction's,
     // its y→y entry of PV·β is −η/N.
     let products = weight_products(&named_weights(&nets[0].0)?, 0)?;
-    let beta = kq_scale(&products, c.task.x_dim);
+    let dims = c.dims();
+    let beta = kq_scale(&products, dims.x_dim);
     let width = products.pv.nrows();
-    let eta_trained = -(products.pv[[width - 1, width - 1]] * beta) * c.task.context_len as f64;
+    let eta_trained = -(products.pv[[width - 1, width - 1]] * beta) * dims.context_len as f64;
     let mut charts = Vec::new();
     let mut rows = Vec::new();
     for lambda in DAMPENING {

@@ -29,7 +29,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         // The construction to compare with: GD for one layer, GD++ for several.
         let reference = runs[0].metrics.reference(if c.model.layers > 1 { "gd++" } else { "gd" }).cloned();
         let reference = reference.ok_or_else(|| anyhow::anyhow!("{key}: reference missing"))?;
-        let t = &c.task;
+        let t = c.dims();
         let construction =
             gdpp_construction(t.x_dim, t.y_dim, t.context_len, &reference.etas[..1], &reference.gammas[..1]);
         let cp = weight_products(&construction, 0)?;

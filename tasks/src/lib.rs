@@ -1,35 +1,51 @@
 //! Synthetic in-context learning tasks for icl-lab.
 //!
-//! A [`Task`] samples a batch of prompts from a seeded RNG: N context pairs (x_i, y_i),
-//! a query x_q and its target y_q. Tasks know nothing of tokens or models: the model crate lays
-//! prompts out as tokens, and the probes crate runs reference learners on them.
+//! A [`Task`] samples a batch of prompts from a seeded RNG: n context pairs (x_i, y_i), a query
+//! x_q and its target y_q, and — where the task has one — the hidden function (the teacher w of a
+//! linear task) so that probes can target it. Any number of context pairs can be drawn, so one
+//! trained model can be evaluated at every n. A task owns its parameters (a typed struct, parsed
+//! and checked from the `[task]` table of a run config), names the reference learners that make
+//! sense for it and the out-of-distribution shifts it supports. Tasks know nothing of tokens,
+//! models or learners: the model crate lays prompts out as tokens, the probes crate runs learners.
 //!
-//! Adding a task (after Garg et al. 2022, `tasks.py`): write `src/<name>.rs` with a struct
-//! implementing [`Task`], and add one line to [`registry::REGISTRY`].
+//! Adding a task (after Garg et al. 2022, `tasks.py`): write `src/<name>.rs` with a parameter
+//! struct and a struct implementing [`Task`], and add one line to [`registry::REGISTRY`].
 
+pub mod decision_tree;
+pub mod gaussian_linear;
 pub mod linear;
+pub mod params;
 pub mod registry;
+pub mod relu_net;
+pub mod sparse_linear;
 
-use ndarray::{Array2, Array3};
+use ndarray::{s, Array2, Array3};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use registry::{build, names, TaskConfig};
+pub use params::{LearnerSpec, Params};
+pub use registry::{build, names, register, TaskConfig, TaskEntry};
 
 /// The RNG every task samples from; seeded with `rand::SeedableRng::seed_from_u64`.
 pub type TaskRng = ChaCha8Rng;
 
+/// The most context pairs one prompt may hold (sampling more is an error, not an abort).
+pub const MAX_CONTEXT: usize = 100_000;
+
 /// A batch of prompts, in f64 so that reference learners can be exact.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompts {
-    /// Context inputs, (B, N, d).
+    /// Context inputs, (B, n, d).
     pub xs: Array3<f64>,
-    /// Context labels, (B, N, o).
+    /// Context labels, (B, n, o).
     pub ys: Array3<f64>,
     /// Query inputs, (B, d).
     pub xq: Array2<f64>,
     /// Query targets, (B, o).
     pub yq: Array2<f64>,
+    /// The hidden linear function of each prompt, (B, o, d) with y = W x (+ noise), for tasks that
+    /// have one (`None` for trees and networks).
+    pub w: Option<Array3<f64>>,
 }
 
 impl Prompts {
@@ -45,10 +61,30 @@ impl Prompts {
     pub fn y_dim(&self) -> usize {
         self.ys.shape()[2]
     }
-    /// ½·mean over prompts of ‖ŷ − y_q‖², the loss every figure reports (von Oswald et al.'s `compute_loss`).
-    pub fn half_mse(&self, predictions: &Array2<f64>) -> f64 {
+
+    /// The same prompts with only their first `n` context pairs (same queries and hidden
+    /// functions): the prompts a learner sees after n in-context examples.
+    pub fn prefix(&self, n: usize) -> Prompts {
+        assert!(n <= self.context_len(), "prefix of {n} pairs from prompts of {}", self.context_len());
+        Prompts {
+            xs: self.xs.slice(s![.., ..n, ..]).to_owned(),
+            ys: self.ys.slice(s![.., ..n, ..]).to_owned(),
+            xq: self.xq.clone(),
+            yq: self.yq.clone(),
+            w: self.w.clone(),
+        }
+    }
+
+    /// Per prompt, ‖ŷ − y_q‖² summed over outputs, (B).
+    pub fn squared_errors(&self, predictions: &Array2<f64>) -> Vec<f64> {
         assert_eq!(predictions.dim(), self.yq.dim(), "predictions must be (B, o)");
-        0.5 * (predictions - &self.yq).mapv(|e| e * e).sum() / self.batch() as f64
+        (predictions - &self.yq).outer_iter().map(|r| r.dot(&r)).collect()
+    }
+
+    /// ½·mean over prompts of ‖ŷ − y_q‖², the loss every von Oswald et al. figure reports
+    /// (their `compute_loss`).
+    pub fn half_mse(&self, predictions: &Array2<f64>) -> f64 {
+        0.5 * self.squared_errors(predictions).iter().sum::<f64>() / self.batch() as f64
     }
 }
 
@@ -59,19 +95,81 @@ pub struct Dims {
     pub x_dim: usize,
     /// Output dimension o.
     pub y_dim: usize,
-    /// Number of context pairs N.
+    /// Number of context pairs N a prompt has by default (the training length).
     pub context_len: usize,
+}
+
+/// A kind of distribution shift between training and evaluation prompts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShiftKind {
+    /// Inputs (context and query) multiplied by α.
+    InputScale,
+    /// The hidden function's weights multiplied by α.
+    TeacherScale,
+    /// Gaussian label noise of standard deviation α on the context labels.
+    LabelNoise,
+    /// Input covariance with condition number α (eigenvalues geometric from 1 to 1/α, rescaled
+    /// to the training trace).
+    ConditionNumber,
+}
+
+impl ShiftKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ShiftKind::InputScale => "input scale",
+            ShiftKind::TeacherScale => "teacher scale",
+            ShiftKind::LabelNoise => "label noise σ",
+            ShiftKind::ConditionNumber => "condition number κ",
+        }
+    }
+}
+
+/// One shifted evaluation distribution: a kind and its value (the training distribution has the
+/// kind's `training_value`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shift {
+    pub kind: ShiftKind,
+    pub value: f64,
+}
+
+/// A shift a task supports, with the values an evaluation sweeps by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShiftSweep {
+    pub kind: ShiftKind,
+    /// The value that leaves the task unchanged.
+    pub training_value: f64,
+    pub values: Vec<f64>,
 }
 
 /// A family of in-context learning problems.
 pub trait Task: Send + Sync {
     /// The registry name.
     fn name(&self) -> &'static str;
+    /// The task's resolved parameters (every default filled in), as written to a run's config.
+    fn params(&self) -> Params;
     fn dims(&self) -> Dims;
-    /// Samples `batch` independent prompts (each with its own hidden function).
-    fn sample(&self, rng: &mut TaskRng, batch: usize) -> Prompts;
-    /// Reference learners (by the names the probes crate uses) that make sense for this task.
-    fn references(&self) -> &'static [&'static str];
+    /// Samples `batch` independent prompts of `n_context` pairs each (each with its own hidden
+    /// function). `n_context` ≤ [`MAX_CONTEXT`].
+    fn sample_n(&self, rng: &mut TaskRng, batch: usize, n_context: usize) -> Prompts;
+    /// Samples `batch` prompts of the task's own context length.
+    fn sample(&self, rng: &mut TaskRng, batch: usize) -> Prompts {
+        self.sample_n(rng, batch, self.dims().context_len)
+    }
+    /// Expected ‖y_q‖² (summed over outputs): the error of the zero predictor, by which
+    /// normalised errors are divided (Garg et al.'s ÷d for linear, ÷k for sparse, ÷1 for trees).
+    fn zero_error(&self) -> f64;
+    /// The reference learners that make sense for this task, with their fixed settings.
+    fn learners(&self) -> Vec<LearnerSpec>;
+    /// The distribution shifts this task supports, with default sweeps.
+    fn shifts(&self) -> Vec<ShiftSweep>;
+    /// This task under `shift`; an error for a kind it does not support.
+    fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError>;
+
+    /// The config that rebuilds this task.
+    fn config(&self) -> TaskConfig {
+        TaskConfig { name: self.name().to_string(), params: self.params() }
+    }
 }
 
 /// A task configuration that cannot be used, naming the field and the allowed range.
@@ -80,5 +178,72 @@ pub enum TaskError {
     #[error("task.name: unknown task `{0}` (known: {1})")]
     Unknown(String, String),
     #[error("task.{field}: {message} (got {got})")]
-    Invalid { field: &'static str, message: &'static str, got: String },
+    Invalid { field: String, message: String, got: String },
+    #[error("task.{key}: unknown key for task `{task}` ({expected})")]
+    UnknownKey { key: String, task: &'static str, expected: String },
+    #[error("task `{task}` has no shift `{kind:?}` (it has: {have})")]
+    UnsupportedShift { task: &'static str, kind: ShiftKind, have: String },
+}
+
+impl TaskError {
+    pub fn invalid(field: &str, message: &str, got: impl std::fmt::Display) -> Self {
+        TaskError::Invalid { field: field.into(), message: message.into(), got: got.to_string() }
+    }
+
+    /// The error for a shift `task` does not list in its [`Task::shifts`].
+    pub fn unsupported_shift(task: &dyn Task, kind: ShiftKind) -> Self {
+        let have: Vec<String> = task.shifts().iter().map(|s| format!("{:?}", s.kind)).collect();
+        TaskError::UnsupportedShift { task: task.name(), kind, have: have.join(", ") }
+    }
+}
+
+/// Checks a count against an allowed range, naming the field.
+pub(crate) fn check_count(field: &str, value: usize, range: std::ops::RangeInclusive<usize>) -> Result<(), TaskError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        let message = format!("must be an integer in {}..={}", range.start(), range.end());
+        Err(TaskError::invalid(field, &message, value))
+    }
+}
+
+/// Checks a real number is finite and ≥ `min` (or > `min` when `strict`).
+pub(crate) fn check_real(field: &str, value: f64, min: f64, strict: bool) -> Result<(), TaskError> {
+    let ok = value.is_finite() && if strict { value > min } else { value >= min };
+    if ok {
+        Ok(())
+    } else {
+        let message = format!("must be a finite number {} {min}", if strict { ">" } else { ">=" });
+        Err(TaskError::invalid(field, &message, value))
+    }
+}
+
+/// Rejects prompt sizes whose buffers would not fit in memory, before any allocation.
+pub(crate) fn check_sample_size(batch: usize, n_context: usize, width: usize) {
+    assert!(n_context <= MAX_CONTEXT, "n_context {n_context} exceeds {MAX_CONTEXT}");
+    let elements = batch.saturating_mul(n_context.saturating_add(1)).saturating_mul(width);
+    assert!(elements <= 1 << 34, "a batch of {batch} prompts × {n_context} pairs × width {width} is too large");
+}
+
+/// x·y for two slices of the same length.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Builds [`Prompts`] from flat row-major buffers (xs (B, n, d), ys (B, n, o), xq (B, d), yq (B, o)).
+pub(crate) fn prompts_from(
+    (batch, n, d, o): (usize, usize, usize, usize),
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    xq: Vec<f64>,
+    yq: Vec<f64>,
+    w: Option<Vec<f64>>,
+) -> Prompts {
+    Prompts {
+        xs: Array3::from_shape_vec((batch, n, d), xs).expect("sizes match"),
+        ys: Array3::from_shape_vec((batch, n, o), ys).expect("sizes match"),
+        xq: Array2::from_shape_vec((batch, d), xq).expect("sizes match"),
+        yq: Array2::from_shape_vec((batch, o), yq).expect("sizes match"),
+        w: w.map(|w| Array3::from_shape_vec((batch, o, d), w).expect("sizes match")),
+    }
 }

@@ -1,0 +1,173 @@
+//! The in-context learning curve (Garg et al. 2022, Fig. 2): normalised error against the number of
+//! in-context examples n, for any task and any learners, as measurement rows.
+//!
+//! Evaluation prompts are drawn once at the largest n and cut to each n (so every n sees the same
+//! prompts, as Garg et al.'s prefixes do); tuning prompts for the learners' open hyperparameters
+//! come from a separate RNG stream of the training distribution and are cut the same way, so η, λ,
+//! γ and P are tuned per n and never on the evaluation prompts. The normalised error of a prompt is
+//! ‖ŷ − y_q‖² divided by the task's zero-predictor error (so predicting 0 scores 1); each row holds
+//! the mean and a 90% bootstrap interval over prompts.
+
+use icl_tasks::{LearnerSpec, Prompts, Shift, Task, TaskRng};
+use rand::SeedableRng;
+
+use crate::learner::{family, fit, Learner};
+use crate::measure::{bootstrap_mean, Measurement};
+use crate::ProbeError;
+
+/// RNG streams of a curve's seed.
+pub const EVAL_STREAM: u64 = 0;
+pub const TUNING_STREAM: u64 = 1;
+
+/// How a curve is measured.
+#[derive(Clone, Debug)]
+pub struct CurveOptions {
+    /// Evaluation prompts (Garg et al.: 1,280).
+    pub prompts: usize,
+    /// Prompts for tuning hyperparameters, per n.
+    pub tuning_prompts: usize,
+    /// The numbers of in-context examples to evaluate at.
+    pub n_values: Vec<usize>,
+    pub seed: u64,
+    /// Evaluate under this shift (tuning stays on the training distribution).
+    pub shift: Option<Shift>,
+    /// Level of the bootstrap interval and its resamples.
+    pub level: f64,
+    pub resamples: usize,
+}
+
+impl Default for CurveOptions {
+    fn default() -> Self {
+        Self {
+            prompts: 1280,
+            tuning_prompts: 4096,
+            n_values: (0..=10).collect(),
+            seed: 0,
+            shift: None,
+            level: 0.9,
+            resamples: 1000,
+        }
+    }
+}
+
+/// A learner on the curve: a reference learner fitted per n from its spec, or a fixed learner
+/// (a trained model read out at some layer) with the run it comes from.
+pub enum CurveMember<'a> {
+    Reference(LearnerSpec),
+    Fixed { learner: &'a dyn Learner, model: Option<String>, seed: Option<u64>, layer: Option<usize> },
+}
+
+pub fn stream_rng(seed: u64, stream: u64) -> TaskRng {
+    let mut rng = TaskRng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// Rows of metric `normalised_error`, one per member and n (in `members` order, then n).
+/// `on_progress` is called once per member and n with a short description.
+pub fn learning_curve(
+    task: &dyn Task,
+    members: &[CurveMember],
+    opts: &CurveOptions,
+    on_progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Measurement>, ProbeError> {
+    let n_max = opts.n_values.iter().copied().max().unwrap_or(0);
+    let eval_task: Box<dyn Task>;
+    let eval_source = match opts.shift {
+        Some(shift) => {
+            eval_task = task.shifted(shift).map_err(|e| ProbeError::Unsupported(e.to_string()))?;
+            eval_task.as_ref()
+        }
+        None => task,
+    };
+    let eval = eval_source.sample_n(&mut stream_rng(opts.seed, EVAL_STREAM), opts.prompts, n_max);
+    let needs_tuning = members.iter().any(|m| match m {
+        CurveMember::Reference(spec) => family(&spec.name).map(|f| f.needs_tuning(spec)).unwrap_or(false),
+        CurveMember::Fixed { .. } => false,
+    });
+    let tuning = needs_tuning.then(|| task.sample_n(&mut stream_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max));
+    let zero = eval_source.zero_error();
+    let mut rows = Vec::new();
+    for member in members {
+        for &n in &opts.n_values {
+            let prompts = eval.prefix(n);
+            let (label, learner_owned);
+            let (learner, model, seed, layer): (&dyn Learner, _, _, _) = match member {
+                CurveMember::Reference(spec) => {
+                    label = spec.label();
+                    on_progress(&format!("{label}, n = {n}"));
+                    let tuning_n = tuning.as_ref().map(|t| t.prefix(n));
+                    learner_owned = fit(spec, tuning_n.as_ref())?;
+                    (learner_owned.as_ref(), None, None, None)
+                }
+                CurveMember::Fixed { learner, model, seed, layer } => {
+                    label = learner.label();
+                    on_progress(&format!("{label}, n = {n}"));
+                    (*learner, model.clone(), *seed, *layer)
+                }
+            };
+            let errors = normalised_errors(learner, &prompts, zero)?;
+            let (value, lo, hi) = bootstrap_mean(&errors, opts.level, opts.resamples, opts.seed ^ n as u64);
+            rows.push(Measurement {
+                task: task.name().to_string(),
+                learner: learner.name().to_string(),
+                params: learner.params(),
+                model,
+                seed,
+                layer,
+                n_context: Some(n),
+                shift: opts.shift,
+                metric: "normalised_error".into(),
+                value,
+                lo: Some(lo),
+                hi: Some(hi),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Per prompt, ‖ŷ − y_q‖² / `zero_error`.
+pub fn normalised_errors(learner: &dyn Learner, prompts: &Prompts, zero_error: f64) -> Result<Vec<f64>, ProbeError> {
+    let preds = learner.predict(prompts)?.preds;
+    Ok(prompts.squared_errors(&preds).into_iter().map(|e| e / zero_error).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icl_tasks::TaskConfig;
+
+    #[test]
+    fn isotropic_curves_follow_their_closed_forms() {
+        // d = 5, x, w ~ N(0, I), noise-free (tasks-learners-probes.md §2): least squares
+        // (d − n)/d, averaging (d + 1)/n, the best single GD step (d + 1)/(n + d + 1); the zero
+        // predictor 1.
+        let d = 5;
+        let task = TaskConfig::new("gaussian_linear").with("x_dim", d).with("context_len", 10).build().unwrap();
+        let opts = CurveOptions { prompts: 4000, n_values: vec![1, 3, 5, 8], ..Default::default() };
+        let members: Vec<CurveMember> = ["least_squares", "averaging", "gd", "zero"]
+            .iter()
+            .map(|name| CurveMember::Reference(LearnerSpec::new(name)))
+            .collect();
+        let rows = learning_curve(task.as_ref(), &members, &opts, &|_| ()).unwrap();
+        assert_eq!(rows.len(), 16);
+        for row in &rows {
+            let n = row.n_context.unwrap() as f64;
+            let d = d as f64;
+            let closed = match row.learner.as_str() {
+                "least_squares" => ((d - n) / d).max(0.0),
+                "averaging" => (d + 1.0) / n,
+                "gd" => (d + 1.0) / (n + d + 1.0),
+                _ => 1.0,
+            };
+            let (lo, hi) = (row.lo.unwrap(), row.hi.unwrap());
+            assert!(lo <= row.value && row.value <= hi);
+            // within the sampling error (the intervals are 90%; allow a few standard errors)
+            let slack = 2.0 * (hi - lo).max(1e-9);
+            assert!((row.value - closed).abs() <= slack, "{} at n = {n}: {} vs {closed} [{lo}, {hi}]", row.learner, row.value);
+        }
+        let gd3 = rows.iter().find(|r| r.learner == "gd" && r.n_context == Some(3)).unwrap();
+        assert!(gd3.params.contains_key("eta"), "tuned η is recorded: {:?}", gd3.params);
+    }
+}

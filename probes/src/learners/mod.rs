@@ -1,0 +1,67 @@
+//! The reference learners (tasks-learners-probes.md §2), each a [`LearnerFamily`] that builds a
+//! [`Learner`](crate::learner::Learner) from a spec:
+//!
+//! | name | learner | hyperparameters (tuned when not given) |
+//! |---|---|---|
+//! | `zero` | ŷ = 0 | — |
+//! | `averaging` | ŷ = x_qᵀ (1/n) Σ yᵢxᵢ (Garg et al.) | — |
+//! | `gd` | k steps of GD from W₀ = 0 on ½‖Xw − y‖²/n (von Oswald et al.) | steps (1), η |
+//! | `gd++` | GD with input preconditioning x ← (I − γ Σ xᵢxᵢᵀ) x (von Oswald et al. A.10) | steps (1), η, γ |
+//! | `precond_gd` | k steps w ← w − P (Aw − b) (Ahn et al.; Zhang, Frei & Bartlett) | steps (1), P |
+//! | `newton` | Newton–Schulz iterations for (XᵀX)⁻¹ (Fu et al.) | steps (5) |
+//! | `ridge` | (XᵀX + λI)⁻¹Xᵀy (Akyürek et al.) | λ |
+//! | `least_squares` | min-norm least squares X⁺y | — |
+//! | `knn` | mean label of the k nearest context inputs | k (3) |
+//! | `lasso` | ℓ₁-regularised least squares, coordinate descent (linfa-elasticnet) | α (0.01) |
+//! | `tree` | greedy regression tree (gbdt) | max_depth (4; null: unlimited) |
+//! | `boosting` | gradient-boosted regression trees (gbdt) | trees, learning_rate, max_depth |
+//!
+//! Tuning prompts come from the training distribution at the evaluation n (see `learner.rs`).
+
+mod closed_form;
+mod gradient;
+mod local;
+mod trees;
+
+pub use closed_form::{LeastSquares, Newton, Ridge};
+pub use gradient::{Gd, GdPlusPlus, PrecondGd};
+pub use local::{Averaging, Knn, Zero};
+pub use trees::{Boosting, Lasso, Tree};
+
+use crate::learner::LearnerFamily;
+
+/// The built-in families, by name.
+pub static BUILT_IN: &[&dyn LearnerFamily] = &[
+    &local::ZeroFamily,
+    &local::AveragingFamily,
+    &local::KnnFamily,
+    &gradient::GdFamily,
+    &gradient::GdPlusPlusFamily,
+    &gradient::PrecondGdFamily,
+    &closed_form::NewtonFamily,
+    &closed_form::RidgeFamily,
+    &closed_form::LeastSquaresFamily,
+    &trees::LassoFamily,
+    &trees::TreeFamily,
+    &trees::BoostingFamily,
+];
+
+use ndarray::{Array2, Array3};
+use rayon::prelude::*;
+
+/// Runs `per_prompt` on every prompt b in parallel and stacks the (o-vector) answers into (B, o).
+pub(crate) fn per_prompt_predictions(
+    batch: usize,
+    o: usize,
+    per_prompt: impl Fn(usize) -> Result<Vec<f64>, crate::ProbeError> + Sync + Send,
+) -> Result<Array2<f64>, crate::ProbeError> {
+    let rows: Vec<Vec<f64>> = (0..batch).into_par_iter().map(per_prompt).collect::<Result<_, _>>()?;
+    Ok(Array2::from_shape_vec((batch, o), rows.concat()).expect("one o-vector per prompt"))
+}
+
+/// Stacks per-prompt weight matrices (o, d) into (B, o, d).
+pub(crate) fn stack_weights(ws: Vec<Array2<f64>>, o: usize, d: usize) -> Array3<f64> {
+    let batch = ws.len();
+    let flat: Vec<f64> = ws.into_iter().flat_map(|w| w.into_iter()).collect();
+    Array3::from_shape_vec((batch, o, d), flat).expect("one (o, d) matrix per prompt")
+}

@@ -1,0 +1,329 @@
+//! Linear regression with Gaussian inputs of a chosen covariance (Garg et al. 2022's
+//! `LinearRegression` with `GaussianSampler`; Ahn et al. 2023 and Zhang, Frei & Bartlett 2023's
+//! non-isotropic setting): x ~ N(0, Σ)·input_scale with Σ = I, diag(λ), or U diag(λ) Uᵀ for a
+//! seeded random rotation U; w ~ N(0, I)·w_scale; y = wᵀx, plus N(0, σ²) noise on the context
+//! labels only (the query target stays noise-free).
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::params::{parse, to_params};
+use crate::registry::TaskEntry;
+use crate::{
+    check_count, check_real, check_sample_size, dot, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift,
+    ShiftKind, ShiftSweep, Task, TaskError, TaskRng,
+};
+
+pub const ENTRY: TaskEntry = TaskEntry {
+    name: "gaussian_linear",
+    about: "linear regression with x ~ N(0, Σ): identity, a diagonal spectrum or a rotated one (Garg; Ahn)",
+    build: GaussianLinear::build,
+};
+
+/// The input covariance Σ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Covariance {
+    /// Σ = I.
+    #[default]
+    Identity,
+    /// Σ = diag(spectrum).
+    Diagonal,
+    /// Σ = U diag(spectrum) Uᵀ with U a random rotation drawn from `rotation_seed`.
+    Rotated,
+}
+
+/// `[task] name = "gaussian_linear"`: Garg et al.'s linear regression by default (d = 20, 40 pairs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GaussianLinearParams {
+    pub x_dim: usize,
+    pub y_dim: usize,
+    pub context_len: usize,
+    pub covariance: Covariance,
+    /// Eigenvalues of Σ (d positive numbers) for `diagonal` and `rotated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spectrum: Option<Vec<f64>>,
+    /// Seed of the rotation U for `rotated`.
+    pub rotation_seed: u64,
+    /// Inputs are multiplied by this (1 in training; the input-scale shift changes it).
+    pub input_scale: f64,
+    /// w ~ N(0, I)·w_scale.
+    pub w_scale: f64,
+    /// Standard deviation σ of the label noise on context labels.
+    pub noise_std: f64,
+}
+
+impl Default for GaussianLinearParams {
+    fn default() -> Self {
+        Self {
+            x_dim: 20,
+            y_dim: 1,
+            context_len: 40,
+            covariance: Covariance::Identity,
+            spectrum: None,
+            rotation_seed: 0,
+            input_scale: 1.0,
+            w_scale: 1.0,
+            noise_std: 0.0,
+        }
+    }
+}
+
+impl GaussianLinearParams {
+    fn check(&self) -> Result<(), TaskError> {
+        check_count("x_dim", self.x_dim, 1..=4096)?;
+        check_count("y_dim", self.y_dim, 1..=4096)?;
+        check_count("context_len", self.context_len, 1..=crate::MAX_CONTEXT)?;
+        check_real("input_scale", self.input_scale, 0.0, true)?;
+        check_real("w_scale", self.w_scale, 0.0, false)?;
+        check_real("noise_std", self.noise_std, 0.0, false)?;
+        match (self.covariance, &self.spectrum) {
+            (Covariance::Identity, Some(_)) => {
+                Err(TaskError::invalid("spectrum", "is only used with covariance = \"diagonal\" or \"rotated\"", "a list"))
+            }
+            (Covariance::Identity, None) => Ok(()),
+            (_, None) => Err(TaskError::invalid("spectrum", "is required with this covariance", "none")),
+            (_, Some(s)) if s.len() != self.x_dim => {
+                Err(TaskError::invalid("spectrum", "must hold x_dim numbers", format!("{} numbers", s.len())))
+            }
+            (_, Some(s)) => match s.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                Some(v) => Err(TaskError::invalid("spectrum", "must hold finite numbers > 0", v)),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The eigenvalues of Σ.
+    pub fn eigenvalues(&self) -> Vec<f64> {
+        self.spectrum.clone().unwrap_or_else(|| vec![1.0; self.x_dim])
+    }
+}
+
+/// Gaussian linear regression; `factor` is L with Σ = L Lᵀ (None for Σ = I).
+#[derive(Clone, Debug)]
+pub struct GaussianLinear {
+    pub params: GaussianLinearParams,
+    factor: Option<Array2<f64>>,
+}
+
+impl GaussianLinear {
+    pub fn new(params: GaussianLinearParams) -> Result<Self, TaskError> {
+        params.check()?;
+        let factor = match params.covariance {
+            Covariance::Identity => None,
+            kind => {
+                let sqrt = Array2::from_diag(&ndarray::Array1::from(params.eigenvalues()).mapv(f64::sqrt));
+                Some(if kind == Covariance::Rotated { random_rotation(params.x_dim, params.rotation_seed).dot(&sqrt) } else { sqrt })
+            }
+        };
+        Ok(Self { params, factor })
+    }
+
+    pub fn build(params: &Params) -> Result<Box<dyn Task>, TaskError> {
+        Ok(Box::new(Self::new(parse(ENTRY.name, params)?)?))
+    }
+
+    /// The input covariance Σ (without input_scale), d × d.
+    pub fn covariance(&self) -> Array2<f64> {
+        match &self.factor {
+            Some(l) => l.dot(&l.t()),
+            None => Array2::eye(self.params.x_dim),
+        }
+    }
+}
+
+/// A Haar-random rotation: Gram–Schmidt on the columns of a Gaussian matrix (seeded).
+pub fn random_rotation(d: usize, seed: u64) -> Array2<f64> {
+    let mut rng = TaskRng::seed_from_u64(seed);
+    let mut q = Array2::<f64>::zeros((d, d));
+    for j in 0..d {
+        let mut v: Vec<f64> = (0..d).map(|_| rng.sample(StandardNormal)).collect();
+        for k in 0..j {
+            let col = q.column(k);
+            let proj: f64 = v.iter().zip(col.iter()).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(col.iter()).for_each(|(a, b)| *a -= proj * b);
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        q.column_mut(j).iter_mut().zip(&v).for_each(|(e, a)| *e = a / norm);
+    }
+    q
+}
+
+impl Task for GaussianLinear {
+    fn name(&self) -> &'static str {
+        ENTRY.name
+    }
+
+    fn params(&self) -> Params {
+        to_params(&self.params)
+    }
+
+    fn dims(&self) -> Dims {
+        let p = &self.params;
+        Dims { x_dim: p.x_dim, y_dim: p.y_dim, context_len: p.context_len }
+    }
+
+    fn zero_error(&self) -> f64 {
+        // E[(wᵀx)²] = w_scale²·tr(Σ)·input_scale² per output (w isotropic); the query is noise-free.
+        let p = &self.params;
+        let trace: f64 = p.eigenvalues().iter().sum();
+        p.y_dim as f64 * p.w_scale.powi(2) * p.input_scale.powi(2) * trace
+    }
+
+    fn learners(&self) -> Vec<LearnerSpec> {
+        vec![
+            LearnerSpec::new("zero"),
+            LearnerSpec::new("least_squares"),
+            LearnerSpec::new("ridge"),
+            LearnerSpec::new("averaging"),
+            LearnerSpec::new("knn").with("k", 3),
+            LearnerSpec::new("gd").with("steps", 1),
+            LearnerSpec::new("precond_gd").with("steps", 1),
+            LearnerSpec::new("newton").with("steps", 5),
+        ]
+    }
+
+    fn shifts(&self) -> Vec<ShiftSweep> {
+        let scales = vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0]; // Garg et al. §4
+        vec![
+            ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: scales.clone() },
+            ShiftSweep { kind: ShiftKind::TeacherScale, training_value: 1.0, values: scales },
+            ShiftSweep { kind: ShiftKind::LabelNoise, training_value: self.params.noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+            ShiftSweep { kind: ShiftKind::ConditionNumber, training_value: 1.0, values: vec![1.0, 10.0, 100.0] },
+        ]
+    }
+
+    fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError> {
+        let mut p = self.params.clone();
+        match shift.kind {
+            ShiftKind::InputScale => p.input_scale *= shift.value,
+            ShiftKind::TeacherScale => p.w_scale *= shift.value,
+            ShiftKind::LabelNoise => p.noise_std = shift.value,
+            ShiftKind::ConditionNumber => {
+                check_real("condition number", shift.value, 1.0, false)?;
+                // Eigenvalues geometric from 1 to 1/κ, rescaled to the training trace.
+                let d = p.x_dim;
+                let trace: f64 = p.eigenvalues().iter().sum();
+                let raw: Vec<f64> =
+                    (0..d).map(|i| shift.value.powf(-(i as f64) / (d.max(2) - 1) as f64)).collect();
+                let sum: f64 = raw.iter().sum();
+                p.spectrum = Some(raw.iter().map(|v| v * trace / sum).collect());
+                if p.covariance == Covariance::Identity {
+                    p.covariance = Covariance::Diagonal;
+                }
+            }
+        }
+        Ok(Box::new(Self::new(p)?))
+    }
+
+    fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
+        let GaussianLinearParams { x_dim: d, y_dim: o, input_scale, w_scale, noise_std, .. } = self.params;
+        check_sample_size(batch, n, d + o);
+        let mut xs = vec![0.0; batch * n * d];
+        let mut ys = vec![0.0; batch * n * o];
+        let mut xq = vec![0.0; batch * d];
+        let mut yq = vec![0.0; batch * o];
+        let mut ws = vec![0.0; batch * o * d];
+        let mut z = vec![0.0; d];
+        // x = input_scale · L z with z ~ N(0, I).
+        let mut draw_x = |rng: &mut TaskRng, out: &mut [f64]| {
+            z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
+            match &self.factor {
+                None => out.iter_mut().zip(&z).for_each(|(x, v)| *x = input_scale * v),
+                Some(l) => {
+                    for (i, x) in out.iter_mut().enumerate() {
+                        *x = input_scale * l.row(i).iter().zip(&z).map(|(a, b)| a * b).sum::<f64>();
+                    }
+                }
+            }
+        };
+        for b in 0..batch {
+            let w = &mut ws[b * o * d..(b + 1) * o * d];
+            w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+            for i in 0..n {
+                draw_x(rng, &mut xs[(b * n + i) * d..(b * n + i + 1) * d]);
+            }
+            draw_x(rng, &mut xq[b * d..(b + 1) * d]);
+            for (k, w_k) in w.chunks_exact(d).enumerate() {
+                for i in 0..n {
+                    let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
+                    ys[(b * n + i) * o + k] = dot(w_k, &xs[(b * n + i) * d..(b * n + i + 1) * d]) + noise;
+                }
+                yq[b * o + k] = dot(w_k, &xq[b * d..(b + 1) * d]);
+            }
+        }
+        prompts_from((batch, n, d, o), xs, ys, xq, yq, Some(ws))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{build, TaskConfig};
+
+    fn second_moment(p: &Prompts) -> Array2<f64> {
+        let (b, n, d) = p.xs.dim();
+        let flat = p.xs.to_shape((b * n, d)).unwrap().to_owned();
+        flat.t().dot(&flat) / (b * n) as f64
+    }
+
+    #[test]
+    fn inputs_have_the_requested_covariance() {
+        let cfg = TaskConfig::new("gaussian_linear")
+            .with("x_dim", 3)
+            .with("covariance", "rotated")
+            .with("spectrum", vec![4.0, 1.0, 0.25])
+            .with("rotation_seed", 5);
+        let task = GaussianLinear::new(parse(ENTRY.name, &cfg.params).unwrap()).unwrap();
+        let p = task.sample_n(&mut TaskRng::seed_from_u64(0), 4000, 10);
+        let err = (&second_moment(&p) - &task.covariance()).iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        assert!(err < 0.08, "empirical covariance off by {err}");
+        // U is a rotation and Σ has the given eigenvalues: tr Σ = 5.25, tr Σ² = 16 + 1 + 1/16.
+        let s = task.covariance();
+        assert!((s.diag().sum() - 5.25).abs() < 1e-12);
+        assert!((s.dot(&s).diag().sum() - 17.0625).abs() < 1e-12);
+        assert!((task.zero_error() - 5.25).abs() < 1e-12);
+        let q = random_rotation(4, 1);
+        assert!((&q.t().dot(&q) - &Array2::<f64>::eye(4)).iter().all(|e| e.abs() < 1e-12));
+    }
+
+    #[test]
+    fn noise_only_on_context_labels() {
+        let cfg = TaskConfig::new("gaussian_linear").with("x_dim", 4).with("noise_std", 0.5);
+        let p = build(&cfg).unwrap().sample_n(&mut TaskRng::seed_from_u64(1), 2000, 5);
+        let w = p.w.as_ref().unwrap();
+        let mut resid = 0.0;
+        for b in 0..p.batch() {
+            let wb = w.index_axis(ndarray::Axis(0), b);
+            assert!((wb.dot(&p.xq.row(b))[0] - p.yq[[b, 0]]).abs() < 1e-12, "query is noise-free");
+            for i in 0..5 {
+                let r = p.ys[[b, i, 0]] - wb.dot(&p.xs.slice(ndarray::s![b, i, ..]))[0];
+                resid += r * r;
+            }
+        }
+        let var = resid / (2000.0 * 5.0);
+        assert!((var - 0.25).abs() < 0.02, "{var}");
+    }
+
+    #[test]
+    fn condition_number_shift_keeps_the_trace() {
+        let task = build(&TaskConfig::new("gaussian_linear").with("x_dim", 5)).unwrap();
+        let shifted = task.shifted(Shift { kind: ShiftKind::ConditionNumber, value: 100.0 }).unwrap();
+        let s: Vec<f64> = serde_json::from_value(shifted.params()["spectrum"].clone()).unwrap();
+        assert!((s.iter().sum::<f64>() - 5.0).abs() < 1e-12);
+        assert!((s[0] / s[4] - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_spectra_are_named() {
+        let e = |c: TaskConfig| build(&c).err().unwrap().to_string();
+        let base = TaskConfig::new("gaussian_linear").with("x_dim", 2);
+        assert!(e(base.clone().with("covariance", "diagonal")).starts_with("task.spectrum: is required"));
+        assert!(e(base.clone().with("covariance", "diagonal").with("spectrum", vec![1.0])).contains("x_dim numbers"));
+        assert!(e(base.clone().with("covariance", "diagonal").with("spectrum", vec![1.0, -1.0])).contains("> 0"));
+        assert!(e(base.clone().with("covariance", "sideways")).starts_with("task.covariance:"));
+    }
+}
