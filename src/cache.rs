@@ -12,6 +12,26 @@ use anyhow::Context;
 use ndarray::ArrayD;
 use tch::{Kind, Tensor};
 
+/// The hook names every model family records, per applied layer l (0-based): use these instead of
+/// formatting names by hand.
+pub const TOKENS: &str = "tokens";
+/// (B, H, T, N): attention weights of layer l.
+pub fn attn_pattern(l: usize) -> String {
+    format!("layers.{l}.attn.pattern")
+}
+/// (B, T, D): what layer l's attention adds to the residual stream.
+pub fn attn_out(l: usize) -> String {
+    format!("layers.{l}.attn.out")
+}
+/// (B, T, D): the residual stream between attention and MLP (models with an MLP).
+pub fn resid_mid(l: usize) -> String {
+    format!("layers.{l}.resid_mid")
+}
+/// (B, T, D): the residual stream after layer l.
+pub fn resid_post(l: usize) -> String {
+    format!("layers.{l}.resid_post")
+}
+
 pub struct ActivationCache {
     filter: Box<dyn Fn(&str) -> bool>,
     entries: BTreeMap<String, Tensor>,

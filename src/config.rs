@@ -164,6 +164,19 @@ pub struct EvalConfig {
     /// Adam learning rate and batch of that fit (deep models need a smaller rate and larger batch).
     pub fit_lr: f64,
     pub fit_batch: usize,
+    /// How GD's constant η is tuned: `grid` — the official `scan_lrs` grid arange(0.001, 25, 0.1)
+    /// on the evaluation set, as von Oswald et al.'s code does (it suits their x ~ U(−0.5, 0.5));
+    /// `search` — a search that adapts to the data's scale, on fresh prompts from
+    /// [`crate::rng::REFERENCE_FIT_SEED`], never the evaluation set. Default: `grid` for the
+    /// `linear` task (their setting), `search` for every other task.
+    pub gd_tuning: Option<GdTuning>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GdTuning {
+    Grid,
+    Search,
 }
 
 impl Default for EvalConfig {
@@ -177,6 +190,7 @@ impl Default for EvalConfig {
             fit_steps: 1000,
             fit_lr: 0.02,
             fit_batch: 512,
+            gd_tuning: None,
         }
     }
 }
@@ -298,7 +312,9 @@ impl RunConfig {
         check(positive_finite(clip), "train.grad_clip", "a finite number > 0", clip)?;
         crate::device::parse_device(&t.device).context("train.device")?;
         check((1..=1024).contains(&t.threads), "train.threads", "an integer in 1..=1024", t.threads)?;
-        let e = &self.eval;
+        let task_name = self.task.name.clone();
+        let e = &mut self.eval;
+        e.gd_tuning.get_or_insert(if task_name == "linear" { GdTuning::Grid } else { GdTuning::Search });
         check(e.every >= 1, "eval.every", "an integer >= 1", e.every)?;
         check((1..=10_000_000).contains(&e.tasks), "eval.tasks", "an integer in 1..=10000000", e.tasks)?;
         check((1..=1_000_000).contains(&e.fit_steps), "eval.fit_steps", "an integer in 1..=1000000", e.fit_steps)?;

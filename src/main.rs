@@ -89,6 +89,57 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The in-context learning curve: normalised error (zero predictor = 1) against the number of
+    /// in-context examples, for a task's reference learners and any trained runs, with 90% bootstrap
+    /// intervals. Writes <out>/curve.{json,png,svg} and prints a summary.
+    Curve {
+        /// Task by registry name (see `icl-lab list`), with its default parameters unless --set.
+        #[arg(long, conflicts_with = "config")]
+        task: Option<String>,
+        /// A task parameter as KEY=VALUE (repeatable), e.g. --set x_dim=5 --set covariance=diagonal.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Take the task from a run config file's [task] table.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `default` (the task's own learners), `none`, or a list such as
+        /// "least_squares,gd(steps=2),lasso(alpha=0.1),tree(max_depth=none)".
+        #[arg(long, default_value = "default")]
+        learners: String,
+        /// A trained run directory to put on the curve (repeatable); its task is used when neither
+        /// --task nor --config is given.
+        #[arg(long = "run", value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Also read every run out after each of its layers.
+        #[arg(long)]
+        per_layer: bool,
+        /// Largest number of in-context examples (default: the task's context length).
+        #[arg(long)]
+        n_max: Option<usize>,
+        /// Step between the numbers of in-context examples evaluated (0, step, 2·step, …).
+        #[arg(long, default_value_t = 1)]
+        n_step: usize,
+        /// Evaluation prompts (Garg et al.: 1,280).
+        #[arg(long, default_value_t = 1280)]
+        prompts: usize,
+        /// Prompts the learners' step sizes, λ and P are tuned on, per n (never the evaluation prompts).
+        #[arg(long, default_value_t = 4096)]
+        tuning_prompts: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Evaluate under a distribution shift, KIND=VALUE: input_scale, teacher_scale, label_noise
+        /// or condition_number (tuning stays on the training distribution).
+        #[arg(long, value_name = "KIND=VALUE")]
+        shift: Option<String>,
+        /// Output folder (default: curves/<task>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print every row as JSON instead of the summary table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered tasks (with their parameters and default learners) and learners.
+    List,
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
     /// Prints JSON and writes <run-dir>/probe.json.
     Probe { run_dir: PathBuf },
@@ -122,6 +173,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    icl_probes::learners::serial_blas();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -209,6 +261,116 @@ fn run() -> anyhow::Result<()> {
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Curve {
+            task,
+            set,
+            config,
+            learners,
+            runs,
+            per_layer,
+            n_max,
+            n_step,
+            prompts,
+            tuning_prompts,
+            seed,
+            shift,
+            out,
+            json,
+        } => {
+            icl_lab::learners::register();
+            let runs: Vec<icl_lab::curve::RunOnCurve> =
+                runs.iter().map(|d| icl_lab::curve::RunOnCurve::load(d)).collect::<anyhow::Result<_>>()?;
+            let mut task_config = match (task, config) {
+                (Some(name), _) => icl_tasks::TaskConfig::new(&name),
+                (None, Some(path)) => RunConfig::from_file(&path)?.task,
+                (None, None) => match runs.first() {
+                    Some(r) => r.config.task.clone(),
+                    None => anyhow::bail!("give --task <name>, --config <run.toml> or --run <run-dir>"),
+                },
+            };
+            for kv in &set {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set: `{kv}` is not KEY=VALUE"))?;
+                task_config.set(k.trim(), icl_lab::curve::parse_value(v.trim())?);
+            }
+            let task = icl_tasks::build(&task_config)?;
+            let learners = match learners.as_str() {
+                "default" => task.learners(),
+                "none" => Vec::new(),
+                list => icl_lab::curve::parse_learners(list)?,
+            };
+            let shift = shift
+                .map(|s| -> anyhow::Result<icl_tasks::Shift> {
+                    let (k, v) = s.split_once('=').with_context(|| format!("--shift: `{s}` is not KIND=VALUE"))?;
+                    let kind: icl_tasks::ShiftKind = serde_json::from_value(serde_json::Value::String(k.trim().into()))
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "--shift: unknown kind `{k}` (known: input_scale, teacher_scale, label_noise, condition_number)"
+                            )
+                        })?;
+                    let value: f64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--shift: `{v}` is not a number"))?;
+                    task.shifted(icl_tasks::Shift { kind, value })?;
+                    Ok(icl_tasks::Shift { kind, value })
+                })
+                .transpose()?;
+            let n_max = n_max.unwrap_or(task.dims().context_len);
+            anyhow::ensure!(n_step >= 1, "--n-step: must be at least 1");
+            anyhow::ensure!((1..=1_000_000).contains(&prompts), "--prompts: must be in 1..=1000000 (got {prompts})");
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&tuning_prompts),
+                "--tuning-prompts: must be in 1..=1000000 (got {tuning_prompts})"
+            );
+            let width = task.dims().x_dim + task.dims().y_dim;
+            let cells = prompts.max(tuning_prompts) as u128 * (n_max as u128 + 1) * width as u128;
+            anyhow::ensure!(
+                n_max <= icl_tasks::MAX_CONTEXT && cells <= 1 << 31,
+                "--n-max {n_max} with {prompts} prompts of width {width} is too large to hold in memory"
+            );
+            let opts = icl_probes::curve::CurveOptions {
+                prompts,
+                tuning_prompts,
+                n_values: (0..=n_max).step_by(n_step).collect(),
+                seed,
+                shift,
+                ..Default::default()
+            };
+            let rows = icl_lab::curve::measure(task.as_ref(), &learners, &runs, per_layer, &opts)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("curves").join(task.name()));
+            let file = icl_lab::curve::CurveFile {
+                task: task.config(),
+                prompts,
+                tuning_prompts,
+                seed,
+                shift,
+                runs: runs.iter().map(|r| r.dir.display().to_string()).collect(),
+                measurements: rows,
+            };
+            let title = format!("{}: in-context learning curve", task.name());
+            let files = icl_lab::curve::write(&out, &file, &title)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&file.measurements)?);
+            } else {
+                println!("{} — normalised error (zero predictor = 1), mean over {prompts} prompts", task.name());
+                print!("{}", icl_lab::curve::summary(&file.measurements, 6));
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("wrote {}", names.join(", "));
+            }
+        }
+        Command::List => {
+            icl_lab::learners::register();
+            println!("tasks ([task] name = …; keys with their defaults):");
+            for entry in icl_tasks::registry::entries() {
+                let task = icl_tasks::build(&icl_tasks::TaskConfig::new(entry.name))?;
+                let keys: Vec<String> = task.params().iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                let learners: Vec<String> = task.learners().iter().map(|l| l.label()).collect();
+                println!("  {:<16} {}", entry.name, entry.about);
+                println!("  {:<16} keys: {}", "", keys.join(", "));
+                println!("  {:<16} learners: {}", "", learners.join(", "));
+            }
+            println!("learners:");
+            for f in icl_probes::learner::families() {
+                println!("  {:<16} {}", f.name(), f.about());
+            }
         }
         Command::Index { reports } => {
             let index = icl_lab::figures::vo2023_all::write_index(&reports)?;

@@ -46,15 +46,21 @@ pub struct Chart {
 #[derive(Clone, Debug, Default)]
 pub struct Panel {
     pub charts: Vec<Chart>,
+    /// Pixels per chart (width, height); default 560 × 420.
+    pub chart_size: Option<(u32, u32)>,
 }
 
-const PALETTE: [RGBColor; 6] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(80, 80, 80),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn register_fonts() {
@@ -68,7 +74,8 @@ fn register_fonts() {
 /// Writes `<dir>/<stem>.png` and `<dir>/<stem>.svg` (atomically) and returns both paths.
 pub fn render(panel: &Panel, dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts();
-    let size = (560 * panel.charts.len().max(1) as u32, 420);
+    let (w, h) = panel.chart_size.unwrap_or((560, 420));
+    let size = (w * panel.charts.len().max(1) as u32, h);
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     with_atomic_path(&png, |p| {
@@ -182,6 +189,66 @@ where
         .draw()
         .map_err(err)?;
     Ok(())
+}
+
+/// Normalised error against the number of in-context examples, one series per learner (and per
+/// model and layer) with its 90% band, from curve rows; points above `y_top` are left out (Garg
+/// et al. cut their plots the same way) and the zero predictor's 1 is a dashed line.
+pub fn curve_chart(rows: &[icl_probes::measure::Measurement], title: &str, y_top: f64) -> Chart {
+    let mut series: Vec<Series> = Vec::new();
+    let key = |m: &icl_probes::measure::Measurement| -> String {
+        match (&m.model, m.layer) {
+            (Some(run), Some(l)) => format!("{run} (layer {l})"),
+            (Some(run), None) => run.clone(),
+            _ => curve_label(m),
+        }
+    };
+    for m in rows.iter().filter(|m| m.metric == "normalised_error") {
+        let label = key(m);
+        let i = match series.iter().position(|s| s.label == label) {
+            Some(i) => i,
+            None => {
+                // Grey (5) is kept for the zero predictor's line.
+                let color = if series.len() >= 5 { series.len() + 1 } else { series.len() };
+                series.push(Series { label, color, ..Default::default() });
+                series.len() - 1
+            }
+        };
+        let n = m.n_context.unwrap_or(0) as f64;
+        if m.value.is_finite() && m.value <= y_top {
+            series[i].points.push((n, m.value));
+            if let (Some(lo), Some(hi)) = (m.lo, m.hi) {
+                series[i].band.push((n, lo, hi.min(y_top)));
+            }
+        }
+    }
+    let n_max = rows.iter().filter_map(|m| m.n_context).max().unwrap_or(1) as f64;
+    series.retain(|s| !s.points.is_empty());
+    series.push(Series { label: "1 (zero predictor, expected)".into(), points: vec![(0.0, 1.0), (n_max, 1.0)], dashed: true, color: 5, ..Default::default() });
+    Chart {
+        title: title.into(),
+        x_label: "in-context examples n".into(),
+        y_label: "normalised squared error".into(),
+        y_range: Some((0.0, y_top)),
+        series,
+        ..Default::default()
+    }
+}
+
+/// A reference learner's legend entry: its name and its fixed, scalar settings (tuned values
+/// such as η change with n and are left out).
+pub fn curve_label(m: &icl_probes::measure::Measurement) -> String {
+    let fixed: Vec<String> = m
+        .params
+        .iter()
+        .filter(|(k, v)| !v.is_array() && !v.is_object() && !matches!(k.as_str(), "eta" | "lambda" | "gamma" | "p"))
+        .map(|(k, v)| format!("{k}={}", if v.is_null() { "none".to_string() } else { v.to_string() }))
+        .collect();
+    if fixed.is_empty() {
+        m.learner.clone()
+    } else {
+        format!("{}({})", m.learner, fixed.join(", "))
+    }
 }
 
 /// A matrix drawn as a heatmap (diverging colours, symmetric around 0).

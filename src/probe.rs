@@ -2,7 +2,7 @@
 //! into f64 arrays. Sensitivities ∂ŷ/∂x_q come from autograd on the input tokens; per-layer
 //! readouts come from the activation cache.
 
-use ndarray::{s, Array2, Ix2};
+use ndarray::{Array2, Ix2};
 use tch::Tensor;
 
 use crate::cache::{tensor_to_array, ActivationCache};
@@ -35,25 +35,20 @@ pub fn predictions(model: &Transformer, tokens: &Tensor, opts: ForwardOptions) -
     Ok(tensor_to_array(&preds)?.into_dimensionality::<Ix2>()?)
 }
 
-/// The prediction read out after every applied layer, (B, o) each: ŷ_l = −(y-entries of the
-/// query token in `layers.{l}.resid_post`).
+/// The prediction read out after every applied layer, (B, o) each: the model's one readout
+/// ([`Transformer::readout`]) applied to `layers.{l}.resid_post`.
 pub fn per_layer_predictions(
     model: &Transformer,
     tokens: &Tensor,
     opts: ForwardOptions,
 ) -> anyhow::Result<Vec<Array2<f64>>> {
     let layers = opts.repeats.unwrap_or(model.config().layers);
-    let names: Vec<String> = (0..layers).map(|l| format!("layers.{l}.resid_post")).collect();
+    let names: Vec<String> = (0..layers).map(crate::cache::resid_post).collect();
     let mut cache = ActivationCache::names(&names);
     let _ = tch::no_grad(|| model.forward_with(tokens, Some(&mut cache), opts));
-    let d = model.dims().x_dim;
     names
         .iter()
-        .map(|n| {
-            let h = cache.array(n)?; // (B, T, D)
-            let t = h.shape()[1];
-            Ok(h.slice(s![.., t - 1, d..]).mapv(|v| -v))
-        })
+        .map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?))
         .collect()
 }
 
@@ -222,9 +217,10 @@ impl CopyAnalysis {
 
 pub fn copy_analysis(model: &Transformer, tokens: &Tensor) -> anyhow::Result<CopyAnalysis> {
     let input = tokens.detach().set_requires_grad(true);
-    let mut cache = ActivationCache::names(&["layers.0.resid_post"]);
+    let name = crate::cache::resid_post(0);
+    let mut cache = ActivationCache::names(&[name.as_str()]);
     let _ = model.forward(&input, Some(&mut cache));
-    let first = cache.tensor("layers.0.resid_post")?; // (B, T, W')
+    let first = cache.tensor(&name)?; // (B, T, W')
     let t = first.size()[1];
     let (mut own, mut next, mut other) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..t - 2 {

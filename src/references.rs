@@ -18,7 +18,7 @@ use icl_probes::gdpp::gdpp_weights;
 use icl_tasks::{Prompts, TaskConfig};
 
 
-use crate::config::RunConfig;
+use crate::config::{GdTuning, RunConfig};
 use crate::layout::array2_to_tensor;
 use crate::rng::{seeded_rng, REFERENCE_FIT_SEED};
 
@@ -85,17 +85,22 @@ fn fit_selected(
 ) -> anyhow::Result<Vec<Reference>> {
     // GD takes as many steps as the model has layers, unless the config says otherwise (Fig. 5).
     let layers = config.eval.gd_steps.unwrap_or(config.model.layers);
-    let stats = LeastSquaresStats::new(eval);
-    let tuned = gd::tune_eta(eval, &stats, layers, &gd::official_eta_grid());
+    let tuned_eta = match config.eval.gd_tuning.unwrap_or(GdTuning::Grid) {
+        GdTuning::Grid => gd::tune_eta(eval, &LeastSquaresStats::new(eval), layers, &gd::official_eta_grid()).eta,
+        GdTuning::Search => {
+            let tuning = crate::rng::prompts(config.task().as_ref(), config.eval.tasks, REFERENCE_FIT_SEED);
+            icl_probes::learners::tune_gd_eta(&tuning, layers)
+        }
+    };
     let shared = config.model.recurrent || layers == 1;
     let gd_etas = if shared {
-        vec![tuned.eta; layers]
+        vec![tuned_eta; layers]
     } else {
-        fit_hyperparameters(&config.task, layers, false, false, tuned.eta, fit)?.0
+        fit_hyperparameters(&config.task, layers, false, false, tuned_eta, fit)?.0
     };
     let mut learners = vec![("gd", gd_etas, vec![0.0; layers])];
     if with_gdpp {
-        let (etas, gammas) = fit_hyperparameters(&config.task, layers, shared, true, tuned.eta, fit)?;
+        let (etas, gammas) = fit_hyperparameters(&config.task, layers, shared, true, tuned_eta, fit)?;
         learners.push(("gd++", etas, gammas));
     }
     let mut out = Vec::new();
@@ -162,6 +167,51 @@ pub fn fit_hyperparameters(
     let gammas = Vec::<f64>::try_from(&gamma.detach())?;
     let expand = |v: Vec<f64>| if shared { vec![v[0]; layers] } else { v };
     Ok((expand(etas), expand(gammas)))
+}
+
+/// Fits L-step preconditioned GD (one P_l per step; Ahn et al. 2023, whose critical points of L
+/// separate layers are such steps) with Adam on fresh prompts of `task`, from P_l = η₀·I:
+/// W ← W − (W A − B) P_lᵀ from W = 0, A = XᵀX/n, B = YᵀX/n, prediction W x_q, loss ½·MSE.
+pub fn fit_preconditioners(
+    task: &dyn icl_tasks::Task,
+    steps: usize,
+    eta0: f64,
+    fit: FitOptions,
+) -> anyhow::Result<Vec<ndarray::Array2<f64>>> {
+    let dims = task.dims();
+    let d = dims.x_dim as i64;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let init = Tensor::eye(d, (Kind::Double, Device::Cpu)).unsqueeze(0).repeat([steps as i64, 1, 1]) * eta0;
+    let p = vs.root().var_copy("p", &init); // (L, d, d)
+    vs.set_kind(Kind::Double);
+    let mut opt = nn::Adam::default().build(&vs, fit.lr)?;
+    let mut rng = seeded_rng(fit.seed, 1);
+    let n = dims.context_len as f64;
+    for _ in 0..fit.steps {
+        let prompts = task.sample(&mut rng, fit.batch);
+        let xs = array3(&prompts.xs); // (B, N, d)
+        let ys = array3(&prompts.ys); // (B, N, o)
+        let xq = array2_to_tensor(&prompts.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
+        let target = array2_to_tensor(&prompts.yq, Kind::Double, Device::Cpu);
+        let a = xs.transpose(1, 2).matmul(&xs) / n; // (B, d, d)
+        let b = ys.transpose(1, 2).matmul(&xs) / n; // (B, o, d)
+        let mut w = b.zeros_like();
+        for l in 0..steps as i64 {
+            w = &w - (w.matmul(&a) - &b).matmul(&p.get(l).tr()); // (B, o, d)
+        }
+        let pred = w.matmul(&xq).squeeze_dim(2); // (B, o)
+        let loss = (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5;
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    }
+    (0..steps as i64)
+        .map(|l| {
+            let t = p.get(l).detach().contiguous();
+            let values = Vec::<f64>::try_from(&t.view(-1))?;
+            Ok(ndarray::Array2::from_shape_vec((d as usize, d as usize), values)?)
+        })
+        .collect()
 }
 
 fn array3(a: &ndarray::Array3<f64>) -> Tensor {

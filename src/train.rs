@@ -188,6 +188,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     }
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
+    icl_probes::learners::serial_blas();
     let dims = config.dims();
     write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
     let _ = std::fs::remove_file(dir.join("metrics.json"));

@@ -71,6 +71,17 @@ pub fn learning_curve(
     opts: &CurveOptions,
     on_progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Measurement>, ProbeError> {
+    Ok(learning_curve_with_errors(task, members, opts, on_progress)?.into_iter().map(|(row, _)| row).collect())
+}
+
+/// [`learning_curve`], each row with the per-prompt normalised errors it summarises (the same
+/// prompts, in the same order, at every n), for joint statistics across n.
+pub fn learning_curve_with_errors(
+    task: &dyn Task,
+    members: &[CurveMember],
+    opts: &CurveOptions,
+    on_progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(Measurement, Vec<f64>)>, ProbeError> {
     let n_max = opts.n_values.iter().copied().max().unwrap_or(0);
     let eval_task: Box<dyn Task>;
     let eval_source = match opts.shift {
@@ -108,7 +119,7 @@ pub fn learning_curve(
             };
             let errors = normalised_errors(learner, &prompts, zero)?;
             let (value, lo, hi) = bootstrap_mean(&errors, opts.level, opts.resamples, opts.seed ^ n as u64);
-            rows.push(Measurement {
+            rows.push((Measurement {
                 task: task.name().to_string(),
                 learner: learner.name().to_string(),
                 params: learner.params(),
@@ -121,7 +132,7 @@ pub fn learning_curve(
                 value,
                 lo: Some(lo),
                 hi: Some(hi),
-            });
+            }, errors));
         }
     }
     Ok(rows)

@@ -79,6 +79,42 @@ pub fn bootstrap_mean(values: &[f64], level: f64, resamples: usize, seed: u64) -
     (mean, q((1.0 - level) / 2.0), q((1.0 + level) / 2.0))
 }
 
+/// A simultaneous `level` band for several means computed on the same prompts (one sample per
+/// statistic, each indexed by prompt; e.g. one learner's errors at every n): the "max-t" bootstrap.
+/// Prompts are resampled jointly across statistics; for each resample, the largest standardised
+/// deviation of any statistic from its mean is recorded; the band is mean ± c·se with c the
+/// `level` quantile of that maximum. A curve lies inside the band at *every* point with
+/// probability `level`, which a pointwise interval does not promise. Returns (mean, lo, hi) each.
+pub fn simultaneous_band(samples: &[Vec<f64>], level: f64, resamples: usize, seed: u64) -> Vec<(f64, f64, f64)> {
+    let k = samples.len();
+    let n = samples.first().map_or(0, Vec::len);
+    assert!(samples.iter().all(|s| s.len() == n), "every statistic on the same prompts");
+    if n == 0 || k == 0 {
+        return vec![(f64::NAN, f64::NAN, f64::NAN); k];
+    }
+    let means: Vec<f64> = samples.iter().map(|s| s.iter().sum::<f64>() / n as f64).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let replicates: Vec<Vec<f64>> = (0..resamples)
+        .map(|_| {
+            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+            samples.iter().map(|s| idx.iter().map(|&i| s[i]).sum::<f64>() / n as f64).collect()
+        })
+        .collect();
+    let se: Vec<f64> = (0..k)
+        .map(|j| {
+            let var = replicates.iter().map(|r| (r[j] - means[j]).powi(2)).sum::<f64>() / resamples as f64;
+            var.sqrt()
+        })
+        .collect();
+    let mut max_t: Vec<f64> = replicates
+        .iter()
+        .map(|r| (0..k).filter(|&j| se[j] > 0.0).map(|j| (r[j] - means[j]).abs() / se[j]).fold(0.0, f64::max))
+        .collect();
+    max_t.sort_by(f64::total_cmp);
+    let c = max_t[((level * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    (0..k).map(|j| (means[j], means[j] - c * se[j], means[j] + c * se[j])).collect()
+}
+
 /// Mean with the min–max over a handful of values (seeds).
 pub fn mean_min_max(values: &[f64]) -> (f64, f64, f64) {
     let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
@@ -107,6 +143,20 @@ mod tests {
         let (_, lo2, hi2) = bootstrap_mean(&large, 0.9, 1000, 0);
         assert!(hi2 - lo2 < (hi - lo) / 5.0);
         assert_eq!(bootstrap_mean(&small, 0.9, 1000, 0), (m, lo, hi), "seeded");
+    }
+
+    #[test]
+    fn a_simultaneous_band_is_wider_than_pointwise_intervals() {
+        // 20 independent statistics on 400 prompts: the joint band must be wider than each
+        // pointwise 90% interval, and cover a constant curve at its true mean.
+        let samples: Vec<Vec<f64>> =
+            (0..20).map(|j| (0..400).map(|i| (((i * 7 + j * 13) % 11) as f64) - 5.0).collect()).collect();
+        let band = simultaneous_band(&samples, 0.9, 2000, 1);
+        for (j, s) in samples.iter().enumerate() {
+            let (m, lo, hi) = bootstrap_mean(s, 0.9, 2000, 1);
+            assert!((band[j].0 - m).abs() < 1e-12);
+            assert!(band[j].2 - band[j].1 > 1.2 * (hi - lo), "{j}: {band:?} vs [{lo}, {hi}]");
+        }
     }
 
     #[test]

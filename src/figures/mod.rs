@@ -2,6 +2,8 @@
 //! `figures/<name>/config.toml`) plus a function that trains the seeds it needs, probes them and
 //! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
 
+pub mod ahn2023;
+pub mod garg2022_baselines;
 pub mod models;
 pub mod vo2023_all;
 pub mod vo2023_depth;
@@ -15,10 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use indicatif::MultiProgress;
 use rayon::prelude::*;
-use tch::{nn, Device};
 
 use crate::config::RunConfig;
-use crate::models::Transformer;
 use crate::plot::Series;
 use crate::train::{progress_bar, train, RunOutcome, TrainOptions};
 
@@ -106,6 +106,18 @@ pub const FIGURES: &[Figure] = &[
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG14, o),
     },
     Figure {
+        name: "garg2022-baselines",
+        about: "Garg et al. 2022: every reference learner on linear, sparse, tree and ReLU-net tasks (d = 20), with closed forms",
+        default_seeds: 1,
+        run: garg2022_baselines::reproduce,
+    },
+    Figure {
+        name: "ahn2023",
+        about: "Ahn et al. 2023 / Zhang, Frei & Bartlett 2023: LSA on non-isotropic inputs learns preconditioned GD (Γ⁻¹)",
+        default_seeds: 3,
+        run: ahn2023::reproduce,
+    },
+    Figure {
         name: "vo2023-all",
         about: "every figure above, and reports/vo2023.md indexing them",
         default_seeds: 5,
@@ -179,14 +191,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
     })
 }
 
-/// Loads a run's final weights into a fresh model on `device`.
-pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
-    let dims = config.dims();
-    let (mut vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
-    let path = dir.join("weights.safetensors");
-    vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
-    Ok((vs, model))
-}
+pub use crate::runs::load_run;
 
 /// Writes `reports/<name>.json` (the summary) and `reports/<name>.md` (its Markdown rendering).
 pub fn write_report(

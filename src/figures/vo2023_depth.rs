@@ -11,14 +11,17 @@ use serde_json::{json, Value};
 use tch::Device;
 
 use icl_probes::gd;
-use icl_tasks::{Shift, ShiftKind};
+use icl_probes::learner::Learner;
+use icl_tasks::ShiftKind;
 
 use super::models::{model, ModelSpec};
-use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
+use super::{file_list, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::{sample_prompts, EvalRow};
 use crate::layout;
 use crate::plot::{render, Chart, Panel, Series};
-use crate::probe::{per_layer_predictions, predictions};
+use crate::learners::ModelLearner;
+use crate::measure::{curve_of, run_rows, shift_sweep, shift_value, Swept};
+use crate::probe::per_layer_predictions;
 use crate::references::Reference;
 use crate::train::RunOutcome;
 
@@ -95,14 +98,6 @@ pub const FIG14: Comparison = Comparison {
 const OOD_TASKS: usize = 2000;
 const OOD_SEED: u64 = 2000;
 
-fn input_scales() -> Vec<f64> {
-    (0..=50).map(|i| 0.5 + 0.03 * i as f64).collect()
-}
-
-fn teacher_scales() -> Vec<f64> {
-    (0..=45).map(|i| 0.5 + 0.1 * i as f64).collect()
-}
-
 /// Our independent f64 computation of K-step GD with tuned η (spec §6 row 4, COMPUTED).
 fn spec_gd_loss(layers: usize) -> Option<f64> {
     match layers {
@@ -113,12 +108,6 @@ fn spec_gd_loss(layers: usize) -> Option<f64> {
         10 => Some(0.086),
         _ => None,
     }
-}
-
-/// Losses over a sweep of scales: per trained seed, and per reference (name, curve).
-struct Sweep {
-    trained: Vec<Vec<(f64, f64)>>,
-    references: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 struct ModelResult {
@@ -158,6 +147,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
     let mut ood_charts = Vec::new();
     let mut teacher_charts = Vec::new();
     let mut layer_charts = Vec::new();
+    let mut measurements = Vec::new();
     for m in &results {
         let c = &m.spec.config;
         let steps = c.train.steps as f64;
@@ -188,40 +178,37 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             ..Default::default()
         });
 
-        let models: Vec<_> = m.runs.iter().map(|r| load_run(&r.dir, c, Device::Cpu)).collect::<anyhow::Result<_>>()?;
+        let task = c.task();
+        measurements.extend(m.runs.iter().flat_map(|r| run_rows(r, task.name())));
+        let models: Vec<ModelLearner> = m
+            .runs
+            .iter()
+            .map(|r| Ok(ModelLearner::from_outcome(r, c)?.without_sensitivity()))
+            .collect::<anyhow::Result<_>>()?;
         let refs: Vec<&Reference> = [Some(gd), gdpp].into_iter().flatten().collect();
-        let sweep = |scales: &[f64], teacher: bool| -> anyhow::Result<Sweep> {
-            let mut out = Sweep { trained: vec![Vec::new(); models.len()], references: Vec::new() };
-            let mut ref_curves: Vec<Vec<(f64, f64)>> = vec![Vec::new(); refs.len()];
-            for (i, &a) in scales.iter().enumerate() {
-                let kind = if teacher { ShiftKind::TeacherScale } else { ShiftKind::InputScale };
-                let task = c.task().shifted(Shift { kind, value: a })?;
-                let p = crate::rng::prompts(task.as_ref(), OOD_TASKS, OOD_SEED + i as u64);
-                for (j, r) in refs.iter().enumerate() {
-                    let w = r.weights(&p).pop().expect("layers >= 1");
-                    ref_curves[j].push((a, p.half_mse(&gd::predict(&w, &p.xq))));
-                }
-                let (tokens, _) = layout::tensors(c.model.tokens, &p, tch::Kind::Float, Device::Cpu);
-                for (s, (_, net)) in models.iter().enumerate() {
-                    out.trained[s].push((a, p.half_mse(&predictions(net, &tokens, Default::default())?)));
-                }
-            }
-            out.references = refs.iter().map(|r| r.name.clone()).zip(ref_curves).collect();
-            Ok(out)
-        };
         let mut entry = json!({});
-        for (enabled, teacher, charts, key, x_label) in [
-            (fig.ood_input, false, &mut ood_charts, "ood_input_scale", "α (x ~ U(−α/2, α/2); training α = 1)"),
-            (fig.ood_teacher, true, &mut teacher_charts, "ood_teacher_scale", "α (w ~ N(0, α²I); training α = 1)"),
+        for (enabled, kind, charts, key, x_label) in [
+            (fig.ood_input, ShiftKind::InputScale, &mut ood_charts, "ood_input_scale", "α (x ~ U(−α/2, α/2); training α = 1)"),
+            (fig.ood_teacher, ShiftKind::TeacherScale, &mut teacher_charts, "ood_teacher_scale", "α (w ~ N(0, α²I); training α = 1)"),
         ] {
             if !enabled {
                 continue;
             }
-            let scales = if teacher { teacher_scales() } else { input_scales() };
-            let curves = sweep(&scales, teacher)?;
-            let tf = &curves.trained;
+            // The task's own sweep (the official ranges for input and teacher scale).
+            let scales = task.shifts().into_iter().find(|s| s.kind == kind).context("the task's sweep")?.values;
+            let mut swept: Vec<Swept> = refs.iter().map(|r| Swept::reference(*r as &dyn Learner)).collect();
+            swept.extend(models.iter().map(Swept::model));
+            let rows = shift_sweep(task.as_ref(), kind, &scales, &swept, OOD_TASKS, OOD_SEED)?;
+            let tf: Vec<Vec<(f64, f64)>> =
+                models.iter().map(|net| curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, shift_value)).collect();
+            let references: Vec<(String, Vec<(f64, f64)>)> = refs
+                .iter()
+                .map(|r| (r.name.clone(), curve_of(&rows, |row| row.model.is_none() && row.learner == r.name, shift_value)))
+                .collect();
+            measurements.extend(rows);
+            let tf = &tf;
             let mut series = vec![mean_band("Trained TF", 0, tf)];
-            for (k, (name, curve)) in curves.references.iter().enumerate() {
+            for (k, (name, curve)) in references.iter().enumerate() {
                 let name = if name == "gd" { "GD" } else { "GD++" };
                 series.push(Series {
                     label: name.into(),
@@ -242,7 +229,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             entry[key] = json!({
                 "alpha": scales,
                 "trained_loss_mean": (0..scales.len()).map(|i| mean(&tf.iter().map(|c| c[i].1).collect::<Vec<_>>())).collect::<Vec<_>>(),
-                "references": curves.references.iter().map(|(n, c)| json!({"name": n, "loss": c.iter().map(|p| p.1).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+                "references": references.iter().map(|(n, c)| json!({"name": n, "loss": c.iter().map(|p| p.1).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             });
         }
 
@@ -251,9 +238,11 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             let (tokens, _) = layout::tensors(c.model.tokens, &eval, tch::Kind::Float, Device::Cpu);
             let per_seed: Vec<Vec<(f64, f64)>> = models
                 .iter()
-                .map(|(_, net)| {
-                    let preds = per_layer_predictions(net, &tokens, Default::default())?;
-                    Ok(preds.iter().enumerate().map(|(l, p)| ((l + 1) as f64, eval.half_mse(p))).collect())
+                .map(|net| {
+                    let preds = net.with_model(|_, model| per_layer_predictions(model, &tokens, Default::default()))?;
+                    let losses: Vec<f64> = preds.iter().map(|p| eval.half_mse(p)).collect();
+                    measurements.extend(crate::measure::per_layer_rows(task.name(), net, &losses));
+                    Ok(losses.iter().enumerate().map(|(l, v)| ((l + 1) as f64, *v)).collect())
                 })
                 .collect::<anyhow::Result<_>>()?;
             let mut series = vec![mean_band("Trained TF (readout after layer)", 0, &per_seed)];
@@ -265,6 +254,12 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
                     .enumerate()
                     .map(|(l, w)| ((l + 1) as f64, eval.half_mse(&gd::predict(w, &eval.xq))))
                     .collect();
+                for &(step, loss) in &losses {
+                    // The reference after `step` of its steps, with the hyperparameters of those steps.
+                    let mut params = Learner::params(*r);
+                    params.insert("after_step".into(), (step as usize).into());
+                    measurements.push(icl_probes::measure::Measurement::new(task.name(), &r.name, params, "loss", loss));
+                }
                 let name = if r.name == "gd" { "GD (after step)" } else { "GD++ (after step)" };
                 ref_json.push(json!({"name": r.name, "loss": losses.iter().map(|p| p.1).collect::<Vec<_>>()}));
                 series.push(Series {
@@ -330,7 +325,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
         (layer_charts, "per_layer"),
     ] {
         if !charts.is_empty() {
-            files.extend(render(&Panel { charts }, &fig_dir, stem)?);
+            files.extend(render(&Panel { charts, ..Default::default() }, &fig_dir, stem)?);
         }
     }
     let gates = gates(fig, &model_json);
@@ -344,6 +339,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
         "gates": gates,
         "paper": fig.paper,
         "figures": file_list(&files),
+        "measurements": measurements,
     });
     write_report(&opts.reports_root, fig.name, &summary, &markdown(fig, &summary, opts))?;
     Ok(summary)

@@ -7,17 +7,16 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::json;
-use tch::Device;
 
-use icl_probes::gd::{self, LeastSquaresStats};
-use icl_tasks::{Shift, ShiftKind};
+use icl_probes::measure::Measurement;
+use icl_tasks::ShiftKind;
 
-use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
+use super::{file_list, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
 use crate::evaluate::sample_prompts;
-use crate::layout;
+use crate::learners::ModelLearner;
+use crate::measure::{curve_of, run_rows, shift_sweep, shift_value, Swept};
 use crate::plot::{render, Chart, Panel, Series};
-use crate::probe::predictions;
 
 pub const NAME: &str = "vo2023-fig2";
 
@@ -29,10 +28,6 @@ const ZERO_PREDICTOR: (f64, f64) = (0.416, 0.421);
 const GATE_LOSS_GAP: f64 = 0.003;
 const GATE_COS: f64 = 0.995;
 
-/// Input scales α of the OOD panel: x ~ U(−α/2, α/2), the official `arange(0.5, 2.03, 0.03)`.
-fn ood_alphas() -> Vec<f64> {
-    (0..=50).map(|i| 0.5 + 0.03 * i as f64).collect()
-}
 const OOD_TASKS: usize = 10_000;
 const OOD_SEED: u64 = 1_000;
 
@@ -44,20 +39,22 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let gd_ref = runs[0].metrics.reference("gd").context("no GD reference")?;
     let gd_eta = gd_ref.etas[0]; // one step: one η
 
-    // Out-of-distribution input scales: the trained models and GD with the η tuned in distribution.
-    let models: Vec<_> = runs.iter().map(|r| load_run(&r.dir, &config, Device::Cpu)).collect::<anyhow::Result<_>>()?;
-    let (mut ood_gd, mut ood_tf) = (Vec::new(), vec![Vec::new(); runs.len()]);
-    for (i, &alpha) in ood_alphas().iter().enumerate() {
-        let task = config.task().shifted(Shift { kind: ShiftKind::InputScale, value: alpha })?;
-        let prompts = crate::rng::prompts(task.as_ref(), OOD_TASKS, OOD_SEED + i as u64);
-        let w = gd::gd_weights(&LeastSquaresStats::new(&prompts), &[gd_eta]).pop().context("1 step")?;
-        ood_gd.push((alpha, prompts.half_mse(&gd::predict(&w, &prompts.xq))));
-        let (tokens, _) = layout::tensors(config.model.tokens, &prompts, tch::Kind::Float, Device::Cpu);
-        for (s, (_, model)) in models.iter().enumerate() {
-            let preds = predictions(model, &tokens, Default::default())?;
-            ood_tf[s].push((alpha, prompts.half_mse(&preds)));
-        }
-    }
+    // Out-of-distribution input scales (the task's own sweep, the official arange(0.5, 2.03, 0.03)):
+    // the trained models and GD with the η tuned in distribution.
+    let task = config.task();
+    let models: Vec<ModelLearner> = runs
+        .iter()
+        .map(|r| Ok(ModelLearner::from_outcome(r, &config)?.without_sensitivity()))
+        .collect::<anyhow::Result<_>>()?;
+    let alphas = task.shifts().into_iter().find(|s| s.kind == ShiftKind::InputScale).context("input-scale sweep")?.values;
+    let mut swept = vec![Swept::reference(gd_ref)];
+    swept.extend(models.iter().map(Swept::model));
+    let ood_rows = shift_sweep(task.as_ref(), ShiftKind::InputScale, &alphas, &swept, OOD_TASKS, OOD_SEED)?;
+    let ood_gd = curve_of(&ood_rows, |m| m.model.is_none(), shift_value);
+    let ood_tf: Vec<Vec<(f64, f64)>> =
+        models.iter().map(|m| curve_of(&ood_rows, |r| r.seed == m.seed && r.model.is_some(), shift_value)).collect();
+    let mut measurements: Vec<Measurement> = runs.iter().flat_map(|r| run_rows(r, task.name())).collect();
+    measurements.extend(ood_rows);
 
     // Panels.
     let curve = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<Vec<(f64, f64)>> {
@@ -83,6 +80,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             ],
             ..Default::default()
         }],
+        ..Default::default()
     };
     let align_panel = Panel {
         charts: vec![
@@ -104,6 +102,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
                 ..Default::default()
             },
         ],
+        ..Default::default()
     };
     let ood_panel = Panel {
         charts: vec![Chart {
@@ -117,6 +116,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             ],
             ..Default::default()
         }],
+        ..Default::default()
     };
     let fig_dir = opts.figures_root.join(NAME);
     let mut files = Vec::new();
@@ -166,7 +166,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         "zero_predictor_loss": zero_loss,
         "per_seed": runs.iter().zip(&finals).map(|(r, f)| json!({"seed": r.metrics.seed, "final": f, "run_dir": r.dir})).collect::<Vec<_>>(),
         "ood_input_scale": {
-            "alpha": ood_alphas(),
+            "alpha": alphas,
             "gd_loss": ood_gd.iter().map(|p| p.1).collect::<Vec<_>>(),
             "trained_loss_mean": (0..ood_gd.len()).map(|i| mean(&ood_tf.iter().map(|c| c[i].1).collect::<Vec<_>>())).collect::<Vec<_>>(),
         },
@@ -177,6 +177,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             "gd_loss_within_0.006_of_0.2047": (gd_ref.loss - PAPER_GD_LOSS).abs() <= 0.006,
         },
         "figures": file_list(&files),
+        "measurements": measurements,
     });
     let reports = &opts.reports_root;
     write_report(reports, NAME, &summary, &markdown(&summary, opts))?;

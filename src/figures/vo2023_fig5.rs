@@ -14,6 +14,8 @@ use icl_probes::gd::{self, LeastSquaresStats};
 use super::models::model;
 use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
+use crate::measure::run_rows;
+use icl_probes::measure::Measurement;
 use crate::layout;
 use crate::plot::{render, Chart, Panel, Series};
 use crate::probe::copy_analysis;
@@ -77,12 +79,27 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         ..Default::default()
     };
     let dir = opts.figures_root.join(NAME);
-    let mut files = render(&Panel { charts: vec![loss, align] }, &dir, "loss")?;
-    files.extend(render(&Panel { charts: vec![copy] }, &dir, "copy")?);
+    let mut files = render(&Panel { charts: vec![loss, align], ..Default::default() }, &dir, "loss")?;
+    files.extend(render(&Panel { charts: vec![copy], ..Default::default() }, &dir, "copy")?);
 
     let finals: Vec<f64> = runs.iter().map(|r| r.metrics.rows.last().expect("evaluated").loss).collect();
     let cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows.last().expect("evaluated").vs_gd.model_cos).collect();
     let means: Vec<(f64, f64, f64)> = copies.iter().map(|a| a.means()).collect();
+    let task_name = c.task.name.clone();
+    let mut measurements: Vec<Measurement> = runs.iter().flat_map(|r| run_rows(r, &task_name)).collect();
+    for (r, (own, next, other)) in runs.iter().zip(&means) {
+        for (metric, value) in [("copy_gradient_own", own), ("copy_gradient_next", next), ("copy_gradient_other", other)] {
+            let mut m = Measurement::new(&task_name, "model", Default::default(), metric, *value);
+            m.model = Some(r.metrics.name.clone());
+            m.seed = Some(r.metrics.seed);
+            m.layer = Some(1);
+            measurements.push(m);
+        }
+    }
+    let mut gd2_row = Measurement::new(&task_name, "gd", Default::default(), "loss", gd2.loss);
+    gd2_row.params.insert("steps".into(), 2.into());
+    gd2_row.params.insert("eta".into(), gd2.eta.into());
+    measurements.push(gd2_row);
     let summary = json!({
         "figure": NAME,
         "quick": opts.quick,
@@ -107,6 +124,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
             "next_token_gradient_over_twice_other": means.iter().all(|m| m.1 > 2.0 * m.2),
         },
         "figures": file_list(&files),
+        "measurements": measurements,
     });
     write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)

@@ -14,6 +14,7 @@ use icl_probes::gd::{self, LeastSquaresStats};
 use super::models::model;
 use super::{file_list, load_run, mean_band, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
+use icl_probes::measure::Measurement;
 use crate::layout;
 use crate::models::transformer::{named_weights, ForwardOptions};
 use crate::plot::{render, Chart, Panel, Series};
@@ -43,6 +44,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
     let eta_trained = -(products.pv[[width - 1, width - 1]] * beta) * dims.context_len as f64;
     let mut charts = Vec::new();
     let mut rows = Vec::new();
+    let mut measurements = Vec::new();
+    let task_name = c.task.name.clone();
     for lambda in DAMPENING {
         let opts_fwd = ForwardOptions { repeats: Some(STEPS), dampening: lambda, y_update: true };
         let tf: Vec<Vec<(f64, f64)>> = nets
@@ -61,6 +64,27 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         };
         let gd_curve = gd_curve_at(eta * lambda);
         let gd_trained_eta = gd_curve_at(eta_trained * lambda);
+        // Rows: the trained layer after k applications (per seed), GD after k steps at both rates.
+        for (run, curve) in runs.iter().zip(&tf) {
+            for &(k, loss) in curve {
+                let mut m = Measurement::new(&task_name, "model", Default::default(), "loss", loss);
+                m.params.insert("dampening".into(), lambda.into());
+                m.model = Some(run.metrics.name.clone());
+                m.seed = Some(run.metrics.seed);
+                m.layer = Some(k as usize);
+                measurements.push(m);
+            }
+        }
+        for (rate, curve, source) in [(eta * lambda, &gd_curve, "tuned"), (eta_trained * lambda, &gd_trained_eta, "trained layer")] {
+            for &(k, loss) in curve.iter() {
+                let mut m = Measurement::new(&task_name, "gd", Default::default(), "loss", loss);
+                m.params.insert("steps".into(), (k as usize).into());
+                m.params.insert("eta".into(), rate.into());
+                m.params.insert("eta_from".into(), source.into());
+                m.params.insert("dampening".into(), lambda.into());
+                measurements.push(m);
+            }
+        }
         rows.push(json!({
             "dampening": lambda,
             "gd_eta": eta * lambda,
@@ -98,7 +122,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
             ..Default::default()
         });
     }
-    let files = render(&Panel { charts }, &opts.figures_root.join(NAME), "rollout")?;
+    let files = render(&Panel { charts, ..Default::default() }, &opts.figures_root.join(NAME), "rollout")?;
     let summary = json!({
         "figure": NAME,
         "quick": opts.quick,
@@ -111,6 +135,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         "tuned_eta": eta,
         "rollouts": rows,
         "figures": file_list(&files),
+        "measurements": measurements,
     });
     write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)

@@ -11,6 +11,9 @@ use tch::Device;
 
 use icl_probes::construct::{compare_with_construction, frobenius, gdpp_construction, weight_products};
 
+use icl_probes::learner::Learner;
+use icl_probes::measure::Measurement;
+
 use super::models::model;
 use super::{file_list, load_run, train_seeds, write_report, FigureOptions};
 use crate::models::transformer::named_weights;
@@ -22,6 +25,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
     let start = Instant::now();
     let mut maps = Vec::new();
     let mut rows = Vec::new();
+    let mut measurements = Vec::new();
     for key in ["lsa-1", "lsa-3-rec"] {
         let spec = model(key, opts.quick)?;
         let runs = train_seeds(&spec.config, opts)?;
@@ -38,6 +42,13 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
             let (vs, _) = load_run(&run.dir, c, Device::Cpu)?;
             let cmp = compare_with_construction(&weight_products(&named_weights(&vs)?, 0)?, &cp, t.x_dim)?;
             let (beta, kq, pv) = (cmp.beta, &cmp.kq, &cmp.pv);
+            for (metric, value) in [("kq_residual", cmp.kq_residual), ("pv_residual", cmp.pv_residual), ("beta", beta)] {
+                let mut m = Measurement::new(&c.task.name, &reference.name, Learner::params(&reference), metric, value);
+                m.model = Some(run.metrics.name.clone());
+                m.seed = Some(run.metrics.seed);
+                m.layer = Some(1);
+                measurements.push(m);
+            }
             per_seed.push(json!({
                 "seed": s,
                 "beta": beta,
@@ -73,6 +84,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         "wall_seconds": start.elapsed().as_secs_f64(),
         "models": rows,
         "figures": file_list(&files),
+        "measurements": measurements,
     });
     write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
     Ok(summary)

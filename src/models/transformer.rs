@@ -278,19 +278,15 @@ impl Transformer {
             "a model with separate layers cannot be applied {layers} times"
         );
         if let Some(c) = cache.as_deref_mut() {
-            c.record("tokens", tokens);
+            c.record(crate::cache::TOKENS, tokens);
         }
         let mut h = self.with_positions(tokens);
         for l in 0..layers {
             let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
             // Activation names are only built when there is a cache to record into (not in training).
             let names = cache.is_some().then(|| {
-                [
-                    format!("layers.{l}.attn.pattern"),
-                    format!("layers.{l}.attn.out"),
-                    format!("layers.{l}.resid_mid"),
-                    format!("layers.{l}.resid_post"),
-                ]
+                use crate::cache::{attn_out, attn_pattern, resid_mid, resid_post};
+                [attn_pattern(l), attn_out(l), resid_mid(l), resid_post(l)]
             });
             let wanted = match (cache.as_deref(), &names) {
                 (Some(c), Some(names)) => names.iter().any(|n| c.wants(n)),

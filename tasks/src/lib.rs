@@ -75,6 +75,17 @@ impl Prompts {
         }
     }
 
+    /// Prompts `range` of the batch (e.g. to process a batch in chunks).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Prompts {
+        Prompts {
+            xs: self.xs.slice(s![range.clone(), .., ..]).to_owned(),
+            ys: self.ys.slice(s![range.clone(), .., ..]).to_owned(),
+            xq: self.xq.slice(s![range.clone(), ..]).to_owned(),
+            yq: self.yq.slice(s![range.clone(), ..]).to_owned(),
+            w: self.w.as_ref().map(|w| w.slice(s![range, .., ..]).to_owned()),
+        }
+    }
+
     /// Per prompt, ‖ŷ − y_q‖² summed over outputs, (B).
     pub fn squared_errors(&self, predictions: &Array2<f64>) -> Vec<f64> {
         assert_eq!(predictions.dim(), self.yq.dim(), "predictions must be (B, o)");

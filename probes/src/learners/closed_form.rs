@@ -4,7 +4,7 @@
 //! with A = XᵀX, which converge to the least-squares solution.
 
 use ndarray::{Array2, Array3, Axis};
-use ndarray_linalg::LeastSquaresSvd;
+use ndarray_linalg::{Eigh, LeastSquaresSvd, UPLO};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,7 @@ fn per_prompt_weights(
     solve: impl Fn(Array2<f64>, Array2<f64>) -> Result<Array2<f64>, ProbeError> + Sync + Send,
 ) -> Result<Array3<f64>, ProbeError> {
     let (n, d, o) = (p.context_len(), p.x_dim(), p.y_dim());
+    super::serial_blas();
     let ws: Vec<Array2<f64>> = (0..p.batch())
         .into_par_iter()
         .map(|b| {
@@ -99,26 +100,50 @@ impl LearnerFamily for RidgeFamily {
         let lambda = match s.lambda {
             Some(l) if l.is_finite() && l > 0.0 => l,
             Some(l) => return Err(ProbeError::Unsupported(format!("learner `ridge`: lambda must be > 0 (got {l})"))),
-            None => tune_lambda(tuning.expect("checked by learner::fit")),
+            None => tune_lambda(tuning.expect("checked by learner::fit"))?,
         };
         Ok(Box::new(Ridge { lambda }))
     }
 }
 
 /// λ minimising the error on `tuning`, searched over 4 decades either side of the mean eigenvalue
-/// of XᵀX.
-fn tune_lambda(t: &Prompts) -> f64 {
-    let n = t.context_len();
-    let stats = LeastSquaresStats::new(t);
-    let scale = stats.xx.outer_iter().map(|a| a.diag().sum()).sum::<f64>() * n as f64 / (t.batch() * t.x_dim()) as f64;
-    if n == 0 || scale <= 0.0 {
-        return 1.0; // no context: every λ predicts 0
+/// of XᵀX. Each prompt's XᵀX = V diag(s) Vᵀ is diagonalised once, so that a λ costs O(d·o) per
+/// prompt: ŷ(λ) = Σᵢ (Vᵀx_q)ᵢ (VᵀXᵀy)ᵢ / (sᵢ + λ).
+fn tune_lambda(t: &Prompts) -> Result<f64, ProbeError> {
+    let (n, d, o) = (t.context_len(), t.x_dim(), t.y_dim());
+    if n == 0 {
+        return Ok(1.0); // no context: every λ predicts 0
     }
-    let loss = |lambda: f64| match ridge_weights(&stats, n, lambda) {
-        Ok(w) => t.squared_errors(&crate::gd::predict(&w, &t.xq)).iter().sum(),
-        Err(_) => f64::INFINITY,
+    super::serial_blas();
+    let spectra: Vec<(ndarray::Array1<f64>, ndarray::Array1<f64>, Array2<f64>)> = (0..t.batch())
+        .into_par_iter()
+        .map(|b| {
+            let x = t.xs.index_axis(Axis(0), b);
+            let (s, v) = x.t().dot(&x).eigh(UPLO::Lower)?;
+            let q = v.t().dot(&t.xq.row(b)); // (d)
+            let c = v.t().dot(&x.t().dot(&t.ys.index_axis(Axis(0), b))); // (d, o)
+            Ok((s, q, c))
+        })
+        .collect::<Result<_, ProbeError>>()?;
+    let scale = spectra.iter().map(|(s, _, _)| s.sum()).sum::<f64>() / (t.batch() * d) as f64;
+    if scale <= 0.0 {
+        return Ok(1.0);
+    }
+    let loss = |lambda: f64| -> f64 {
+        spectra
+            .iter()
+            .enumerate()
+            .map(|(b, (s, q, c))| {
+                (0..o)
+                    .map(|k| {
+                        let pred: f64 = (0..d).map(|i| q[i] * c[[i, k]] / (s[i] + lambda)).sum();
+                        (pred - t.yq[[b, k]]).powi(2)
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
     };
-    minimize_log(loss, scale, 4.0).0
+    Ok(minimize_log(loss, scale, 4.0).0)
 }
 
 impl Learner for Ridge {

@@ -239,6 +239,9 @@ impl PrecondGd {
         if tuning.y_dim() != 1 {
             return Err(ProbeError::Unsupported("learner `precond_gd`: fitting P needs one output".into()));
         }
+        if tuning.context_len() == 0 {
+            return Ok(Array2::zeros((d, d))); // no context: every P predicts 0
+        }
         let stats = LeastSquaresStats::new(tuning);
         let mut features = Array2::<f64>::zeros((batch, d * d)); // (B, d²): x_q ⊗ b
         for (mut row, (xq, b)) in

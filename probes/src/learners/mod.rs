@@ -24,7 +24,7 @@ mod local;
 mod trees;
 
 pub use closed_form::{LeastSquares, Newton, Ridge};
-pub use gradient::{Gd, GdPlusPlus, PrecondGd};
+pub use gradient::{tune_gd_eta, Gd, GdPlusPlus, PrecondGd};
 pub use local::{Averaging, Knn, Zero};
 pub use trees::{Boosting, Lasso, Tree};
 
@@ -49,12 +49,30 @@ pub static BUILT_IN: &[&dyn LearnerFamily] = &[
 use ndarray::{Array2, Array3};
 use rayon::prelude::*;
 
+extern "C" {
+    /// OpenBLAS's own thread count (Debian's libopenblas, linked through ndarray-linalg).
+    fn openblas_set_num_threads(n: std::ffi::c_int);
+}
+
+/// Makes OpenBLAS single-threaded. Per-prompt solves run in parallel on rayon's threads, each a
+/// tiny LAPACK call: OpenBLAS's own threads would only fight them (measured: a 41-point curve took
+/// 92 s with them, 17 s without). And in a binary that also links libtorch, some of libtorch's
+/// own BLAS calls bind to OpenBLAS's symbols (setup-notes.md): seeds trained in parallel threads
+/// then queue on OpenBLAS's lock. Called before every parallel loop that reaches LAPACK, and by
+/// `icl-lab` at start-up; the first call sets it.
+pub fn serial_blas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: a plain setter of OpenBLAS's global thread count, called before any parallel use.
+    ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
+}
+
 /// Runs `per_prompt` on every prompt b in parallel and stacks the (o-vector) answers into (B, o).
 pub(crate) fn per_prompt_predictions(
     batch: usize,
     o: usize,
     per_prompt: impl Fn(usize) -> Result<Vec<f64>, crate::ProbeError> + Sync + Send,
 ) -> Result<Array2<f64>, crate::ProbeError> {
+    serial_blas();
     let rows: Vec<Vec<f64>> = (0..batch).into_par_iter().map(per_prompt).collect::<Result<_, _>>()?;
     Ok(Array2::from_shape_vec((batch, o), rows.concat()).expect("one o-vector per prompt"))
 }

@@ -1,0 +1,21 @@
+//! Run directories: `runs/<name>/seed-<seed>/` holds the resolved `config.toml`, `metrics.json`
+//! and `weights.safetensors` of one (config, seed). Loading a run is shared by the CLI, probes,
+//! learning curves and figures.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tch::{nn, Device};
+
+use crate::config::RunConfig;
+use crate::models::Transformer;
+
+/// Loads a run's final weights into a fresh model on `device`.
+pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
+    let dims = config.dims();
+    let (mut vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
+    let path = dir.join("weights.safetensors");
+    vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
+    Ok((vs, model))
+}
+
