@@ -393,3 +393,164 @@ fn classic_tokens_with_positions_train_and_probe() {
     assert_eq!(copy.own.len(), 15);
     assert!(copy.own.iter().chain(&copy.next).chain(&copy.other).all(|v| v.is_finite() && *v >= 0.0));
 }
+
+// --- The spine: tasks own their parameters, learners, curves, rows -----------------------------
+
+#[path = "support/quadratic.rs"]
+mod quadratic;
+
+#[test]
+fn a_task_defined_in_one_file_trains_probes_and_draws_its_curve() {
+    // The README's "Adding a task": one file (tests/support/quadratic.rs) and its registry entry.
+    icl_tasks::register(quadratic::ENTRY).unwrap();
+    let config = RunConfig::from_toml_str(
+        "name = \"quad\"\n[task]\nname = \"quadratic\"\nx_dim = 3\ncontext_len = 8\n\
+         [train]\nsteps = 120\nbatch = 256\nlr = 0.01\ngrad_clip = 1.0\n[eval]\nevery = 60\ntasks = 300\n",
+    )
+    .unwrap();
+    // The task's own keys were parsed and its defaults stored in the resolved config.
+    assert_eq!(config.task.params["input_scale"], 1.0);
+    assert!(format!("{:#}", RunConfig::from_toml_str("[task]\nname = \"quadratic\"\nsparsity = 2").unwrap_err())
+        .contains("task.sparsity: unknown key for task `quadratic`"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert!(run.metrics.rows.last().unwrap().loss.is_finite());
+    // Probe it through the CLI.
+    let out = icl_lab(&["probe", run.dir.to_str().unwrap()], dir.path());
+    // The CLI is another process: it does not know a task registered here, and says so in one line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown task `quadratic`"), "{stderr}");
+    // In-process, the curve has every learner the task names and the trained run, at every n.
+    let task = config.task();
+    let opts = icl_probes::curve::CurveOptions { prompts: 200, tuning_prompts: 200, n_values: vec![0, 4, 8], ..Default::default() };
+    let runs = [icl_lab::curve::RunOnCurve::load(&run.dir).unwrap()];
+    let rows = icl_lab::curve::measure(task.as_ref(), &task.learners(), &runs, true, &opts).unwrap();
+    let learners: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.learner.as_str()).collect();
+    assert_eq!(learners.into_iter().collect::<Vec<_>>(), ["knn", "least_squares", "model", "zero"]);
+    assert_eq!(rows.len(), (3 + 1) * 3, "3 learners and the 1-layer model at 3 values of n");
+    assert!(rows.iter().all(|r| r.value.is_finite() && r.task == "quadratic" && r.metric == "normalised_error"));
+    let files = icl_lab::curve::write(dir.path(), &icl_lab::curve::CurveFile {
+        task: config.task.clone(),
+        prompts: 200,
+        tuning_prompts: 200,
+        seed: 0,
+        shift: None,
+        runs: vec![],
+        measurements: rows,
+    }, "quadratic").unwrap();
+    assert!(files.iter().all(|f| f.exists()));
+}
+
+#[test]
+fn probe_runs_on_every_preset() {
+    // Every named preset and every figure model, trained a few steps, then probed by the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs: Vec<RunConfig> = icl_lab::config::PRESETS.iter().map(|(n, _)| preset(n)).collect();
+    for key in icl_lab::figures::models::KEYS {
+        configs.push(icl_lab::figures::models::model(key, true).unwrap().config);
+    }
+    for mut c in configs {
+        c.train.steps = 3;
+        c.train.batch = 64;
+        c.eval.every = 3;
+        c.eval.tasks = 200;
+        c.eval.fit_steps = 20;
+        let c = c.resolve().unwrap();
+        let path = dir.path().join(format!("{}.toml", c.name));
+        std::fs::write(&path, c.to_toml()).unwrap();
+        let out = icl_lab(&["train", "--config", path.to_str().unwrap()], dir.path());
+        assert!(out.status.success(), "train {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
+        let run_dir = dir.path().join("runs").join(&c.name).join("seed-0");
+        let out = icl_lab(&["probe", run_dir.to_str().unwrap()], dir.path());
+        assert!(out.status.success(), "probe {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("probe.json")).unwrap()).unwrap();
+        assert_eq!(report["per_layer_loss"].as_array().unwrap().len(), c.model.layers, "{}", c.name);
+    }
+}
+
+#[test]
+fn the_curve_command_writes_rows_and_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "curve", "--task", "gaussian_linear", "--set", "x_dim=3", "--set", "context_len=6", "--prompts", "200",
+        "--tuning-prompts", "300", "--learners", "least_squares,gd(steps=2),knn(k=1)", "--out", "c",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("least_squares") && stdout.contains("knn(k=1)"), "{stdout}");
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("c/curve.json")).unwrap()).unwrap();
+    let rows = file["measurements"].as_array().unwrap();
+    assert_eq!(rows.len(), 3 * 7, "3 learners at n = 0…6");
+    // least squares is exact from n = d = 3 on (noise-free)
+    let ls6 = rows.iter().find(|r| r["learner"] == "least_squares" && r["n_context"] == 6).unwrap();
+    assert!(ls6["value"].as_f64().unwrap() < 1e-12, "{ls6}");
+    let gd = rows.iter().find(|r| r["learner"] == "gd" && r["n_context"] == 4).unwrap();
+    assert_eq!(gd["params"]["steps"], 2);
+    assert!(gd["params"]["eta"].as_f64().unwrap() > 0.0, "tuned η is recorded");
+    for f in ["c/curve.png", "c/curve.svg"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    // Bad input is one line naming the flag or the key.
+    for (args, needle) in [
+        (vec!["curve", "--task", "gaussian_linear", "--set", "x_dimm=3"], "task.x_dimm: unknown key"),
+        (vec!["curve", "--task", "gaussian_linear", "--learners", "gd(steps=0)"], "steps must be in 1..=10000"),
+        (vec!["curve", "--task", "linear", "--shift", "condition_number=3"], "has no shift"),
+        (vec!["curve", "--task", "nope"], "unknown task `nope`"),
+    ] {
+        let out = icl_lab(&args, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.trim().lines().count() == 1 && stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_one_layer_preconditioner_is_read_from_weights_and_from_predictions() {
+    // Load a construction whose KQ x-block is a chosen P (W_q = P, W_k = I) with the GD value path
+    // (PV_yy = −1/N): the model computes ŷ = x_qᵀ P (1/N) Σ yᵢxᵢ exactly, and both readings of A
+    // return P.
+    use icl_lab::figures::ahn2023::{closed_form_preconditioner, preconditioner_from_weights, run_config};
+    let config = run_config(1, true).unwrap();
+    let (d, n) = (5, 20);
+    let p = ndarray::Array2::from_shape_fn((d, d), |(i, j)| if i == j { 0.3 + 0.1 * i as f64 } else { 0.02 * (i + 2 * j) as f64 });
+    let mut w = icl_probes::construct::gd_construction(d, 1, n, &[1.0]); // PV_yy = −1/N
+    w.get_mut("layers.0.attn.q").unwrap().slice_mut(ndarray::s![..d, ..d]).assign(&p);
+    let (vs, model) = icl_lab::models::Transformer::new_in_store(&config.model, config.dims(), Kind::Double, Device::Cpu);
+    icl_lab::models::transformer::load_weights(&vs, &w).unwrap();
+    let a = preconditioner_from_weights(&vs, d, n).unwrap();
+    assert!((&a - &p).iter().all(|e| e.abs() < 1e-12), "{a}");
+    let learner = icl_lab::learners::ModelLearner::new("construction", None, vs, model);
+    let prompts = icl_lab::rng::prompts(config.task().as_ref(), 500, 3);
+    let preds = icl_probes::learner::Learner::predict(&learner, &prompts).unwrap().preds;
+    let reference = icl_probes::learners::PrecondGd::new(1, vec![p.clone()]).unwrap();
+    let want = icl_probes::learner::Learner::predict(&reference, &prompts).unwrap().preds;
+    assert!((&preds - &want).iter().all(|e| e.abs() < 1e-10));
+    let fitted = icl_probes::learners::PrecondGd::fit_one_step(&icl_tasks::Prompts { yq: preds, ..prompts }).unwrap();
+    assert!((&fitted - &p).iter().all(|e| e.abs() < 1e-8), "{fitted}");
+    // Γ⁻¹ for Λ = diag(4, 2, 1, ½, ¼), N = 20: 1/((1 + 1/20)λ + 7.75/20)
+    let g = closed_form_preconditioner(&[4.0, 2.0, 1.0, 0.5, 0.25], 20);
+    assert!((g[[0, 0]] - 1.0 / (4.2 + 0.3875)).abs() < 1e-12 && (g[[4, 4]] - 1.0 / (0.2625 + 0.3875)).abs() < 1e-12);
+}
+
+#[test]
+fn reports_rows_are_long_format() {
+    // The rows a figure writes: the final evaluation of a run as rows with model, seed and learner.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-rows");
+    config.train.steps = 50;
+    config.eval.every = 50;
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let rows = icl_lab::measure::run_rows(&run, "linear");
+    let find = |learner: &str, metric: &str, step: usize| {
+        rows.iter().find(|m| m.learner == learner && m.metric == metric && m.params.get("step") == Some(&step.into()))
+    };
+    let last = run.metrics.rows.last().unwrap();
+    assert_eq!(find("model", "loss", 50).unwrap().value, last.loss);
+    assert_eq!(find("gd", "model_cos", 50).unwrap().value, last.vs_gd.model_cos);
+    let untrained = find("model", "loss", 0).unwrap();
+    assert_eq!((untrained.model.as_deref(), untrained.seed), (Some("tiny-rows"), Some(0)));
+    let json = serde_json::to_value(&rows[0]).unwrap();
+    for key in ["task", "learner", "params", "model", "seed", "layer", "n_context", "shift", "metric", "value", "lo", "hi"] {
+        assert!(json.get(key).is_some(), "row lacks `{key}`: {json}");
+    }
+}

@@ -181,4 +181,46 @@ mod tests {
         let gd3 = rows.iter().find(|r| r.learner == "gd" && r.n_context == Some(3)).unwrap();
         assert!(gd3.params.contains_key("eta"), "tuned η is recorded: {:?}", gd3.params);
     }
+
+    #[test]
+    fn snapshot_of_a_small_curve() {
+        // Every reference learner on a small non-isotropic task: a change to any learner, its
+        // tuning or the task's sampling shows here. Values rounded to 3 decimals (LAPACK kernels differ by CPU in the last bits).
+        let task = TaskConfig::new("gaussian_linear")
+            .with("x_dim", 3)
+            .with("context_len", 6)
+            .with("covariance", "rotated")
+            .with("spectrum", vec![2.0, 1.0, 0.5])
+            .with("noise_std", 0.1)
+            .build()
+            .unwrap();
+        let mut specs = task.learners();
+        specs.push(LearnerSpec::new("gd++").with("steps", 2));
+        specs.push(LearnerSpec::new("lasso").with("alpha", 0.05));
+        specs.push(LearnerSpec::new("tree").with("max_depth", 2));
+        specs.push(LearnerSpec::new("boosting").with("trees", 10));
+        let members: Vec<CurveMember> = specs.into_iter().map(CurveMember::Reference).collect();
+        let opts = CurveOptions { prompts: 300, tuning_prompts: 500, n_values: vec![0, 2, 6], resamples: 200, ..Default::default() };
+        let rows = learning_curve(task.as_ref(), &members, &opts, &|_| ()).unwrap();
+        let round = |v: f64| (v * 1e3).round() / 1e3 + 0.0;
+        let table: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let tuned: Vec<String> = ["eta", "gamma", "lambda"]
+                    .iter()
+                    .filter_map(|k| r.params.get(*k).and_then(|v| v.as_f64()).map(|v| format!("{k}={}", round(v))))
+                    .collect();
+                format!(
+                    "{} n={}: {} [{}, {}] {}",
+                    r.learner,
+                    r.n_context.unwrap(),
+                    round(r.value),
+                    round(r.lo.unwrap()),
+                    round(r.hi.unwrap()),
+                    tuned.join(" ")
+                )
+            })
+            .collect();
+        insta::assert_yaml_snapshot!(table);
+    }
 }
