@@ -243,12 +243,17 @@ impl RunConfig {
         Self::from_toml_str(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
+    /// A preset file (`PRESETS`) or a figure model (`crate::presets::KEYS`, full setting).
     pub fn preset(name: &str) -> anyhow::Result<Self> {
-        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).with_context(|| {
-            let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-            format!("unknown preset `{name}` (known: {})", names.join(", "))
-        })?;
-        Self::from_toml_str(text).with_context(|| format!("preset {name}"))
+        match PRESETS.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => Self::from_toml_str(text).with_context(|| format!("preset {name}")),
+            None if crate::presets::KEYS.contains(&name) => Ok(crate::presets::model(name, false)?.config),
+            None => {
+                let names: Vec<&str> =
+                    PRESETS.iter().map(|(n, _)| *n).chain(crate::presets::KEYS.iter().copied()).collect();
+                anyhow::bail!("unknown preset `{name}` (known: {})", names.join(", "))
+            }
+        }
     }
 
     pub fn to_toml(&self) -> String {

@@ -73,8 +73,7 @@ pub fn measure_with_errors(
             task.dims().y_dim
         );
         let layers = run.config.model.layers;
-        let readouts: Vec<Option<usize>> =
-            if per_layer { (1..=layers).map(Some).collect() } else { vec![None] };
+        let readouts: Vec<Option<usize>> = if per_layer { (1..=layers).map(Some).collect() } else { vec![None] };
         for layer in readouts {
             let layer = layer.filter(|&l| l < layers); // the last layer is the model's output
             models.push(ModelLearner::from_run(&run.dir, &run.config)?.at_layer(layer).without_sensitivity());
@@ -108,7 +107,11 @@ pub fn write(out: &Path, file: &CurveFile, title: &str) -> anyhow::Result<Vec<Pa
     crate::io::write_json_atomic(&out.join("curve.json"), file)?;
     let chart = crate::plot::curve_chart(&file.measurements, title, 1.5);
     let mut files = vec![out.join("curve.json")];
-    files.extend(crate::plot::render(&crate::plot::Panel { charts: vec![chart], chart_size: Some((860, 600)) }, out, "curve")?);
+    files.extend(crate::plot::render(
+        &crate::plot::Panel { charts: vec![chart], chart_size: Some((860, 600)) },
+        out,
+        "curve",
+    )?);
     Ok(files)
 }
 

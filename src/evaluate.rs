@@ -1,6 +1,7 @@
-//! Scoring a model on the fixed evaluation set against its gradient-descent reference
-//! (von Oswald et al. 2023, official `train.py: analyse`; spec §1.6): the model's loss, the loss of
-//! K-step GD with a tuned constant η, the interpolated model's loss, and the alignment metrics.
+//! Scoring a model on the fixed evaluation set during training: its loss and, for every reference
+//! learner the run compares with (the config decides which), the alignment metrics of von Oswald
+//! et al. 2023 (official `train.py: analyse`; spec §1.6); plus the A.3 interpolated model's loss
+//! where the architecture allows it. The references' own losses live once in `RunMetrics`.
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -25,19 +26,35 @@ pub struct EvalRow {
     pub step: usize,
     /// ½·MSE of the model on the evaluation set.
     pub loss: f64,
-    /// ½·MSE of K-step GD (K = layers, constant tuned η).
-    pub gd_loss: f64,
+    /// The model against each of the run's references (`RunMetrics::references`, same order):
+    /// preds diff, model diff, model cos.
+    pub vs: Vec<VsReference>,
     /// ½·MSE of the interpolated model (A.3), where the architecture allows it.
-    pub interp_loss: Option<f64>,
-    /// Model vs GD: preds diff, model diff, model cos.
-    pub vs_gd: Alignment,
-    /// ½·MSE of GD++ and the model's alignment with it, when the run compares with GD++.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gdpp_loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vs_gdpp: Option<Alignment>,
+    pub interpolated_loss: Option<f64>,
     /// Seconds since training started.
     pub wall_s: f64,
+}
+
+/// A model's alignment with one reference learner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VsReference {
+    /// The reference's name (`gd`, `gd++`).
+    pub learner: String,
+    #[serde(flatten)]
+    pub alignment: Alignment,
+}
+
+impl EvalRow {
+    /// The model's alignment with the reference named `learner`.
+    pub fn vs(&self, learner: &str) -> Option<Alignment> {
+        self.vs.iter().find(|v| v.learner == learner).map(|v| v.alignment)
+    }
+
+    /// The alignment with GD, which every run compares with.
+    pub fn vs_gd(&self) -> Alignment {
+        self.vs("gd").expect("every run compares with GD")
+    }
 }
 
 /// Samples `tasks` prompts of `task` from a dedicated seed (see [`crate::rng::prompts`]).
@@ -123,20 +140,15 @@ impl Evaluator {
             }
             None => None,
         };
-        let vs_ref = |i: usize| {
-            let (p, s) = &self.reference_outputs[i];
-            alignment(&out.preds, &out.sens, p, s)
-        };
-        let gdpp = self.references.iter().position(|r| r.name == "gd++");
-        Ok(EvalRow {
-            step,
-            loss: self.prompts.half_mse(&out.preds),
-            gd_loss: self.references[0].loss,
-            interp_loss,
-            vs_gd: vs_ref(0),
-            gdpp_loss: gdpp.map(|i| self.references[i].loss),
-            vs_gdpp: gdpp.map(vs_ref),
-            wall_s,
-        })
+        let vs = self
+            .references
+            .iter()
+            .zip(&self.reference_outputs)
+            .map(|(r, (p, s))| VsReference {
+                learner: r.name.clone(),
+                alignment: alignment(&out.preds, &out.sens, p, s),
+            })
+            .collect();
+        Ok(EvalRow { step, loss: self.prompts.half_mse(&out.preds), vs, interpolated_loss: interp_loss, wall_s })
     }
 }

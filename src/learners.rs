@@ -18,7 +18,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use icl_probes::learner::{linear_prediction, parse_spec, register_family, to_params, Learner, LearnerFamily, Prediction};
+use icl_probes::learner::{
+    linear_prediction, parse_spec, register_family, to_params, Learner, LearnerFamily, Prediction,
+};
 use icl_probes::ProbeError;
 use icl_tasks::{LearnerSpec, Params, Prompts};
 
@@ -244,10 +246,11 @@ impl InContextNet {
         let b2 = uniform(b, h).view([b as i64, 1, 1]).set_requires_grad(true);
         let params = [w1, b1, w2, b2];
         let f32s = |a: &[f64]| a.iter().map(|&v| v as f32).collect::<Vec<f32>>();
-        let x = Tensor::from_slice(&f32s(p.xs.as_slice().context("standard layout")?)).view([b as i64, n as i64, d as i64]);
+        let x =
+            Tensor::from_slice(&f32s(p.xs.as_slice().context("standard layout")?)).view([b as i64, n as i64, d as i64]);
         let y = Tensor::from_slice(&f32s(p.ys.as_slice().context("standard layout")?)).view([b as i64, n as i64, 1]);
         let net = |x: &Tensor| (x.matmul(&params[0]) + &params[1]).relu().matmul(&params[2]) + &params[3]; // (B, ·, 1)
-        // Adam (β 0.9, 0.999, ε 1e-8) over the batched parameters, as torch.optim.Adam's defaults.
+                                                                                                           // Adam (β 0.9, 0.999, ε 1e-8) over the batched parameters, as torch.optim.Adam's defaults.
         let (beta1, beta2, eps) = (0.9f64, 0.999f64, 1e-8);
         let mut m: Vec<Tensor> = params.iter().map(|t| t.zeros_like()).collect();
         let mut v: Vec<Tensor> = params.iter().map(|t| t.zeros_like()).collect();
@@ -282,5 +285,31 @@ impl Learner for InContextNet {
     fn predict(&self, p: &Prompts) -> Result<Prediction, ProbeError> {
         let preds = self.fit_and_predict(p).map_err(torch_error)?;
         Ok(Prediction { preds, sens: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array3};
+
+    #[test]
+    fn the_in_context_net_fits_a_line_and_is_seeded() {
+        // One prompt, d = 1: y = 2x on 20 points in [−1, 1]; a ReLU net fitted by Adam predicts the
+        // line at x = 0.5 (a ReLU net is piecewise linear, so it can represent 2x exactly).
+        let xs: Vec<f64> = (0..20).map(|i| -1.0 + 2.0 * i as f64 / 19.0).collect();
+        let p = Prompts {
+            xs: Array3::from_shape_vec((1, 20, 1), xs.clone()).unwrap(),
+            ys: Array3::from_shape_vec((1, 20, 1), xs.iter().map(|x| 2.0 * x).collect()).unwrap(),
+            xq: Array2::from_elem((1, 1), 0.5),
+            yq: Array2::from_elem((1, 1), 1.0),
+            w: None,
+        };
+        let net = InContextNet { hidden: 32, steps: 500, lr: 0.01, seed: 3 };
+        let a = net.predict(&p).unwrap().preds[[0, 0]];
+        assert!((a - 1.0).abs() < 0.05, "{a}");
+        assert_eq!(a, net.predict(&p).unwrap().preds[[0, 0]], "same seed, same fit");
+        // No context: the prediction is 0.
+        assert_eq!(net.predict(&p.prefix(0)).unwrap().preds[[0, 0]], 0.0);
     }
 }

@@ -183,13 +183,8 @@ fn run() -> anyhow::Result<()> {
         Command::Train { config, preset, seed, device, steps, runs, force } => {
             let mut cfg = match (config, preset) {
                 (Some(path), _) => RunConfig::from_file(&path)?,
-                (None, Some(name)) => match RunConfig::preset(&name) {
-                    Ok(c) => c,
-                    // The figures' models are presets too (full setting), e.g. `lsa-2-rec`.
-                    Err(e) => icl_lab::figures::models::model(&name, false).map(|m| m.config).map_err(|_| {
-                        anyhow::anyhow!("{e}; figure models: {}", icl_lab::figures::models::KEYS.join(", "))
-                    })?,
-                },
+                // Preset files and the figures' models (full setting), e.g. `lsa-2-rec`.
+                (None, Some(name)) => RunConfig::preset(&name)?,
                 (None, None) => anyhow::bail!("give --config <file.toml> or --preset <name>"),
             };
             if let Some(s) = seed {
@@ -257,7 +252,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Probe { run_dir } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
-            let (vs, model) = icl_lab::figures::load_run(&run_dir, &cfg, tch::Device::Cpu)?;
+            let (vs, model) = icl_lab::runs::load_run(&run_dir, &cfg, tch::Device::Cpu)?;
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
             println!("{}", serde_json::to_string_pretty(&report)?);

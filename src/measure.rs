@@ -53,7 +53,8 @@ pub fn shift_sweep(
         let p = crate::rng::prompts(shifted.as_ref(), prompts, seed + i as u64);
         for s in learners {
             let preds = s.learner.predict(&p)?.preds;
-            let mut row = Measurement::new(task.name(), s.learner.name(), s.learner.params(), "loss", p.half_mse(&preds));
+            let mut row =
+                Measurement::new(task.name(), s.learner.name(), s.learner.params(), "loss", p.half_mse(&preds));
             row.shift = Some(shift);
             row.n_context = Some(p.context_len());
             tag(&mut row, s.model);
@@ -96,15 +97,16 @@ pub fn evaluation_rows(run: &RunOutcome, task: &str, row: &EvalRow) -> Vec<Measu
         m
     };
     out.push(model_row("model", step_params(run, row.step), "loss", row.loss));
-    if let Some(v) = row.interp_loss {
+    if let Some(v) = row.interpolated_loss {
         out.push(model_row("interpolated", step_params(run, row.step), "loss", v));
     }
-    let alignments = [("gd", Some(row.vs_gd)), ("gd++", row.vs_gdpp)];
-    for (name, alignment) in alignments {
-        let (Some(reference), Some(a)) = (run.metrics.reference(name), alignment) else { continue };
+    for vs in &row.vs {
+        let (Some(reference), a) = (run.metrics.reference(&vs.learner), vs.alignment) else { continue };
+        let name = vs.learner.as_str();
         let mut params = reference.params();
         params.insert("step".into(), row.step.into());
-        for (metric, value) in [("model_cos", a.model_cos), ("model_diff", a.model_diff), ("preds_diff", a.preds_diff)] {
+        for (metric, value) in [("model_cos", a.model_cos), ("model_diff", a.model_diff), ("preds_diff", a.preds_diff)]
+        {
             out.push(model_row(name, params.clone(), metric, value));
         }
     }
@@ -135,11 +137,7 @@ pub fn run_rows(run: &RunOutcome, task: &str) -> Vec<Measurement> {
 
 /// Rows of the loss after each applied layer (layer = 1…L) for models, and after each step for
 /// references (learner params carry `steps`).
-pub fn per_layer_rows(
-    task: &str,
-    model: &ModelLearner,
-    per_layer_loss: &[f64],
-) -> Vec<Measurement> {
+pub fn per_layer_rows(task: &str, model: &ModelLearner, per_layer_loss: &[f64]) -> Vec<Measurement> {
     per_layer_loss
         .iter()
         .enumerate()

@@ -224,7 +224,13 @@ pub fn curve_chart(rows: &[icl_probes::measure::Measurement], title: &str, y_top
     }
     let n_max = rows.iter().filter_map(|m| m.n_context).max().unwrap_or(1) as f64;
     series.retain(|s| !s.points.is_empty());
-    series.push(Series { label: "1 (zero predictor, expected)".into(), points: vec![(0.0, 1.0), (n_max, 1.0)], dashed: true, color: 5, ..Default::default() });
+    series.push(Series {
+        label: "1 (zero predictor, expected)".into(),
+        points: vec![(0.0, 1.0), (n_max, 1.0)],
+        dashed: true,
+        color: 5,
+        ..Default::default()
+    });
     Chart {
         title: title.into(),
         x_label: "in-context examples n".into(),

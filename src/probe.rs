@@ -46,10 +46,7 @@ pub fn per_layer_predictions(
     let names: Vec<String> = (0..layers).map(crate::cache::resid_post).collect();
     let mut cache = ActivationCache::names(&names);
     let _ = tch::no_grad(|| model.forward_with(tokens, Some(&mut cache), opts));
-    names
-        .iter()
-        .map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?))
-        .collect()
+    names.iter().map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?)).collect()
 }
 
 /// Everything `icl-lab probe` reports about a model, computed on its config's evaluation set.

@@ -18,4 +18,3 @@ pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Resul
     vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
     Ok((vs, model))
 }
-

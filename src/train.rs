@@ -25,7 +25,6 @@ use crate::evaluate::{EvalRow, Evaluator};
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Transformer;
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {

@@ -96,7 +96,8 @@ pub fn learning_curve_with_errors(
         CurveMember::Reference(spec) => family(&spec.name).map(|f| f.needs_tuning(spec)).unwrap_or(false),
         CurveMember::Fixed { .. } => false,
     });
-    let tuning = needs_tuning.then(|| task.sample_n(&mut stream_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max));
+    let tuning =
+        needs_tuning.then(|| task.sample_n(&mut stream_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max));
     let zero = eval_source.zero_error();
     let mut rows = Vec::new();
     for member in members {
@@ -119,20 +120,23 @@ pub fn learning_curve_with_errors(
             };
             let errors = normalised_errors(learner, &prompts, zero)?;
             let (value, lo, hi) = bootstrap_mean(&errors, opts.level, opts.resamples, opts.seed ^ n as u64);
-            rows.push((Measurement {
-                task: task.name().to_string(),
-                learner: learner.name().to_string(),
-                params: learner.params(),
-                model,
-                seed,
-                layer,
-                n_context: Some(n),
-                shift: opts.shift,
-                metric: "normalised_error".into(),
-                value,
-                lo: Some(lo),
-                hi: Some(hi),
-            }, errors));
+            rows.push((
+                Measurement {
+                    task: task.name().to_string(),
+                    learner: learner.name().to_string(),
+                    params: learner.params(),
+                    model,
+                    seed,
+                    layer,
+                    n_context: Some(n),
+                    shift: opts.shift,
+                    metric: "normalised_error".into(),
+                    value,
+                    lo: Some(lo),
+                    hi: Some(hi),
+                },
+                errors,
+            ));
         }
     }
     Ok(rows)
@@ -176,7 +180,12 @@ mod tests {
             assert!(lo <= row.value && row.value <= hi);
             // within the sampling error (the intervals are 90%; allow a few standard errors)
             let slack = 2.0 * (hi - lo).max(1e-9);
-            assert!((row.value - closed).abs() <= slack, "{} at n = {n}: {} vs {closed} [{lo}, {hi}]", row.learner, row.value);
+            assert!(
+                (row.value - closed).abs() <= slack,
+                "{} at n = {n}: {} vs {closed} [{lo}, {hi}]",
+                row.learner,
+                row.value
+            );
         }
         let gd3 = rows.iter().find(|r| r.learner == "gd" && r.n_context == Some(3)).unwrap();
         assert!(gd3.params.contains_key("eta"), "tuned η is recorded: {:?}", gd3.params);
@@ -200,7 +209,13 @@ mod tests {
         specs.push(LearnerSpec::new("tree").with("max_depth", 2));
         specs.push(LearnerSpec::new("boosting").with("trees", 10));
         let members: Vec<CurveMember> = specs.into_iter().map(CurveMember::Reference).collect();
-        let opts = CurveOptions { prompts: 300, tuning_prompts: 500, n_values: vec![0, 2, 6], resamples: 200, ..Default::default() };
+        let opts = CurveOptions {
+            prompts: 300,
+            tuning_prompts: 500,
+            n_values: vec![0, 2, 6],
+            resamples: 200,
+            ..Default::default()
+        };
         let rows = learning_curve(task.as_ref(), &members, &opts, &|_| ()).unwrap();
         let round = |v: f64| (v * 1e3).round() / 1e3 + 0.0;
         let table: Vec<String> = rows

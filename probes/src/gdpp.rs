@@ -31,7 +31,7 @@ pub fn gdpp_weights(p: &Prompts, etas: &[f64], gammas: &[f64]) -> Vec<Array3<f64
         for (&eta, &gamma) in etas.iter().zip(gammas) {
             let c = x.t().dot(&x); // (d, d) Σ x_i x_iᵀ
             let bm = y.t().dot(&x); // (o, d) Σ y_i x_iᵀ
-            // No context pairs: nothing to learn from (and η/n would be 0/0).
+                                    // No context pairs: nothing to learn from (and η/n would be 0/0).
             let step = if n == 0 { 0.0 } else { eta / n as f64 };
             // y_j −= (η/N) B x_j for context rows, and for the query (whose y is −W x_q).
             let y_new = &y - &(x.dot(&bm.t()) * step);

@@ -71,9 +71,8 @@ pub fn bootstrap_mean(values: &[f64], level: f64, resamples: usize, seed: u64) -
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut means: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     let q = |p: f64| means[((p * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
     (mean, q((1.0 - level) / 2.0), q((1.0 + level) / 2.0))
@@ -124,7 +123,10 @@ pub fn mean_min_max(values: &[f64]) -> (f64, f64, f64) {
 }
 
 /// The rows matching a predicate, e.g. one learner's curve.
-pub fn select<'a>(rows: &'a [Measurement], keep: impl Fn(&Measurement) -> bool + 'a) -> impl Iterator<Item = &'a Measurement> {
+pub fn select<'a>(
+    rows: &'a [Measurement],
+    keep: impl Fn(&Measurement) -> bool + 'a,
+) -> impl Iterator<Item = &'a Measurement> {
     rows.iter().filter(move |m| keep(m))
 }
 

@@ -57,7 +57,11 @@ pub fn golden(f: &impl Fn(f64) -> f64, mut lo: f64, mut hi: f64, iterations: usi
 
 /// The argmin of `f` over R² by Nelder–Mead (argmin), from `start` with initial steps `steps`.
 /// Non-finite values count as +∞. Returns (x, f(x)).
-pub fn nelder_mead(f: impl Fn([f64; 2]) -> f64, start: [f64; 2], steps: [f64; 2]) -> Result<([f64; 2], f64), crate::ProbeError> {
+pub fn nelder_mead(
+    f: impl Fn([f64; 2]) -> f64,
+    start: [f64; 2],
+    steps: [f64; 2],
+) -> Result<([f64; 2], f64), crate::ProbeError> {
     use argmin::core::{CostFunction, Error, Executor, State};
     use argmin::solver::neldermead::NelderMead;
 

@@ -27,12 +27,12 @@ use icl_probes::measure::{mean_min_max, Measurement};
 use icl_probes::metrics::alignment;
 use icl_tasks::{Prompts, TaskConfig};
 
-use super::models::model;
 use super::{file_list, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
 use crate::learners::ModelLearner;
 use crate::models::transformer::named_weights;
 use crate::plot::{render, render_heatmaps, Chart, Heatmap, Panel, Series};
+use crate::presets::model;
 use crate::references::{fit_preconditioners, FitOptions};
 
 pub const NAME: &str = "ahn2023";
@@ -63,7 +63,13 @@ pub fn run_config(layers: usize, quick: bool) -> anyhow::Result<RunConfig> {
     c.model.key_size = None;
     c.model.init_scale = None;
     c.train.grad_clip = None;
-    c.train.steps = if quick { 4000 } else { 20_000 };
+    // Deeper separate layers cost ~10× more per step on a CPU (issue 9); 10,000 steps keep the full
+    // setting under an hour on two cores.
+    c.train.steps = match (quick, layers) {
+        (true, _) => 4000,
+        (false, 1) => 20_000,
+        (false, _) => 10_000,
+    };
     c.eval.every = if quick { 200 } else { 500 };
     c.eval.gd_steps = None;
     c.resolve()
@@ -129,7 +135,7 @@ pub struct AhnReport {
     pub preconditioner: Preconditioner,
     pub depth: Vec<DepthRow>,
     pub von_oswald: VonOswaldEta,
-    pub gates: Vec<(String, bool)>,
+    pub gates: std::collections::BTreeMap<String, bool>,
     pub figures: Vec<String>,
     pub measurements: Vec<Measurement>,
 }
@@ -198,7 +204,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         let ps = if layers == 1 {
             vec![PrecondGd::fit_one_step(&tuning)?]
         } else {
-            let fit = FitOptions { steps: if opts.quick { 1000 } else { 3000 }, batch: 1024, lr: 0.01, ..Default::default() };
+            let fit =
+                FitOptions { steps: if opts.quick { 1000 } else { 3000 }, batch: 1024, lr: 0.01, ..Default::default() };
             fit_preconditioners(task.as_ref(), layers, gd.eta, fit)?
         };
         let pgd = PrecondGd::new(layers, ps)?;
@@ -215,7 +222,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             let loss = eval.half_mse(&out.preds);
             losses.push(loss);
             measurements.push(loss_row(task_name, &learner, Some(&learner), layers, loss));
-            for (reference, ref_out, sink) in [(&gd as &dyn Learner, &gd_out, &mut cos_gd), (&pgd, &pgd_out, &mut cos_pgd)] {
+            for (reference, ref_out, sink) in
+                [(&gd as &dyn Learner, &gd_out, &mut cos_gd), (&pgd, &pgd_out, &mut cos_pgd)]
+            {
                 let a = alignment(&out.preds, sens, &ref_out.preds, ref_out.sens.as_ref().expect("linear"));
                 sink.push(a.model_cos);
                 for (metric, value) in [("model_cos", a.model_cos), ("preds_diff", a.preds_diff)] {
@@ -227,11 +236,29 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
                 }
             }
             // Control: the same architecture and seed, untrained.
-            let (cvs, cmodel) = crate::models::Transformer::new_in_store(&config.model, config.dims(), tch::Kind::Float, tch::Device::Cpu);
-            crate::models::Transformer::init(&cvs, config.model.init_scale.unwrap_or(0.0), &mut crate::rng::seeded_rng(run.metrics.seed, crate::rng::INIT_STREAM));
-            let control = ModelLearner::new(&format!("{} (untrained)", config.name), Some(run.metrics.seed), cvs, cmodel);
+            let (cvs, cmodel) = crate::models::Transformer::new_in_store(
+                &config.model,
+                config.dims(),
+                tch::Kind::Float,
+                tch::Device::Cpu,
+            );
+            crate::models::Transformer::init(
+                &cvs,
+                config.model.init_scale.unwrap_or(0.0),
+                &mut crate::rng::seeded_rng(run.metrics.seed, crate::rng::INIT_STREAM),
+            );
+            let control =
+                ModelLearner::new(&format!("{} (untrained)", config.name), Some(run.metrics.seed), cvs, cmodel);
             let c_out = control.predict(&eval)?;
-            control_cos.push(alignment(&c_out.preds, c_out.sens.as_ref().expect("sens"), &pgd_out.preds, pgd_out.sens.as_ref().expect("linear")).model_cos);
+            control_cos.push(
+                alignment(
+                    &c_out.preds,
+                    c_out.sens.as_ref().expect("sens"),
+                    &pgd_out.preds,
+                    pgd_out.sens.as_ref().expect("linear"),
+                )
+                .model_cos,
+            );
             if layers == 1 {
                 let trained = learner.with_model(|vs, _| preconditioner_from_weights(vs, SPECTRUM.len(), CONTEXT))?;
                 let fitted = preconditioner_from_predictions(&eval, &out.preds)?;
@@ -342,7 +369,13 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         log_y: true,
         series: vec![
             super::mean_band("trained LSA", 0, &per_seed),
-            Series { label: "L-step GD (tuned η)".into(), points: gd_curve, dashed: true, color: 1, ..Default::default() },
+            Series {
+                label: "L-step GD (tuned η)".into(),
+                points: gd_curve,
+                dashed: true,
+                color: 1,
+                ..Default::default()
+            },
             Series {
                 label: "L-step precond. GD (fitted P)".into(),
                 points: pgd_curve,
@@ -356,14 +389,14 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut files = render(&Panel { charts: vec![chart], ..Default::default() }, &dir, "loss")?;
     files.extend(render_heatmaps(&heatmaps, 4, &dir, "preconditioner")?);
 
-    let gates = vec![
+    let gates = std::collections::BTreeMap::from([
         ("one_layer_preconditioner_cos_ge_0.99".to_string(), preconditioner.cos_per_seed.iter().all(|c| *c >= 0.99)),
         (
             "one_layer_matches_precond_gd_within_2_percent".to_string(),
             (depth[0].trained_loss.0 - depth[0].precond_gd_loss).abs() <= 0.02 * depth[0].precond_gd_loss,
         ),
         ("precond_gd_beats_gd_at_every_depth".to_string(), depth.iter().all(|r| r.precond_gd_loss < r.gd_loss)),
-    ];
+    ]);
     let report = AhnReport {
         figure: NAME,
         quick: opts.quick,
@@ -392,12 +425,16 @@ fn triple(t: (f64, f64, f64), digits: usize) -> String {
 }
 
 fn matrix(m: &[Vec<f64>]) -> String {
-    m.iter().map(|r| r.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("<br>")
+    m.iter()
+        .map(|r| r.iter().map(|v| format!("{v:+.3}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("<br>")
 }
 
 fn markdown(r: &AhnReport) -> String {
     let p = &r.preconditioner;
-    let mut out = String::from("# Ahn et al. 2023 / Zhang, Frei & Bartlett 2023: linear attention learns preconditioned GD\n\n");
+    let mut out =
+        String::from("# Ahn et al. 2023 / Zhang, Frei & Bartlett 2023: linear attention learns preconditioned GD\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) per model, {:.0} s wall; every number is read from \
          `reports/{NAME}.json` (its `measurements` hold every row). Setting: d = 5, N = 20, x ~ N(0, Σ) with \
@@ -411,7 +448,8 @@ fn markdown(r: &AhnReport) -> String {
         r.eval_tasks
     );
     if r.quick {
-        out += "**Quick variant**: 4,000 training steps instead of 20,000; the models may not have converged.\n\n";
+        out += "**Quick variant**: 4,000 training steps instead of 20,000 (1 layer) and 10,000 (2–3 layers); the \
+                models may not have converged.\n\n";
     }
     out += "## One layer: the effective preconditioner\n\n\
             ŷ ≈ x_qᵀ A (1/N) Σ yᵢxᵢ. The closed form of the global optimum is Γ⁻¹, Γ = (1 + 1/N)Λ + (tr Λ/N)·I.\n\n\
@@ -424,7 +462,10 @@ fn markdown(r: &AhnReport) -> String {
         p.rel_err_per_seed.iter().map(|c| format!("{c:.4}")).collect::<Vec<_>>().join(", ")
     );
     out += &format!("| trained, fitted to the model's predictions | {:.4} | {:.4} |\n", p.fitted_cos, p.fitted_rel_err);
-    out += &format!("| one-step preconditioned GD, P fitted on separate prompts | {:.4} | {:.4} |\n\n", p.reference_cos, p.reference_rel_err);
+    out += &format!(
+        "| one-step preconditioned GD, P fitted on separate prompts | {:.4} | {:.4} |\n\n",
+        p.reference_cos, p.reference_rel_err
+    );
     out += &format!(
         "Seed 0, rows of each matrix:\n\n| trained (weights) | fitted | Γ⁻¹ |\n|---|---|---|\n| {} | {} | {} |\n\n",
         matrix(&p.trained),

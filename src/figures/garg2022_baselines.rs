@@ -31,10 +31,38 @@ struct Family {
 }
 
 const FAMILIES: &[Family] = &[
-    Family { key: "linear", title: "Linear regression (d = 20)", task: "gaussian_linear", n_max: 40, n_step: 1, table_n: &[1, 5, 10, 20, 30, 40] },
-    Family { key: "sparse", title: "Sparse linear regression (d = 20, k = 3)", task: "sparse_linear", n_max: 40, n_step: 1, table_n: &[1, 5, 10, 20, 40] },
-    Family { key: "trees", title: "Decision trees (depth 4, d = 20)", task: "decision_tree", n_max: 100, n_step: 5, table_n: &[10, 25, 50, 100] },
-    Family { key: "relu", title: "2-layer ReLU networks (d = 20, 100 hidden)", task: "relu_net", n_max: 100, n_step: 5, table_n: &[10, 25, 50, 100] },
+    Family {
+        key: "linear",
+        title: "Linear regression (d = 20)",
+        task: "gaussian_linear",
+        n_max: 40,
+        n_step: 1,
+        table_n: &[1, 5, 10, 20, 30, 40],
+    },
+    Family {
+        key: "sparse",
+        title: "Sparse linear regression (d = 20, k = 3)",
+        task: "sparse_linear",
+        n_max: 40,
+        n_step: 1,
+        table_n: &[1, 5, 10, 20, 40],
+    },
+    Family {
+        key: "trees",
+        title: "Decision trees (depth 4, d = 20)",
+        task: "decision_tree",
+        n_max: 100,
+        n_step: 5,
+        table_n: &[10, 25, 50, 100],
+    },
+    Family {
+        key: "relu",
+        title: "2-layer ReLU networks (d = 20, 100 hidden)",
+        task: "relu_net",
+        n_max: 100,
+        n_step: 5,
+        table_n: &[10, 25, 50, 100],
+    },
 ];
 
 /// A closed form checked against a measured curve.
@@ -235,7 +263,15 @@ fn paper_comparisons(rows: &[Measurement]) -> Vec<PaperComparison> {
     };
     add("sparse", "sparse_linear", "lasso", None, 5, 0.62, "Garg et al. §5");
     add("sparse", "sparse_linear", "lasso", None, 10, 0.08, "Garg et al. §5");
-    add("trees", "decision_tree", "tree", Some(("max_depth", serde_json::json!(4))), 100, 0.80, "Garg et al. §5 (greedy tree)");
+    add(
+        "trees",
+        "decision_tree",
+        "tree",
+        Some(("max_depth", serde_json::json!(4))),
+        100,
+        0.80,
+        "Garg et al. §5 (greedy tree)",
+    );
     add("trees", "decision_tree", "boosting", None, 100, 0.62, "Garg et al. §5 (XGBoost)");
     add("relu", "relu_net", "nn", None, 100, 0.17, "Garg et al. §5 (2-layer NN baseline)");
     out
@@ -260,11 +296,8 @@ fn markdown(r: &BaselinesReport) -> String {
             divided by d = E[y²], not by 1 as our reference notes say). Intervals are 90% bootstrap intervals over \
             prompts (1,000 resamples). Transformer curves come with the GPT-style models (a later issue).\n\n";
     for family in FAMILIES {
-        let rows: Vec<&Measurement> = r
-            .measurements
-            .iter()
-            .filter(|m| m.task == family.task && m.metric == "normalised_error")
-            .collect();
+        let rows: Vec<&Measurement> =
+            r.measurements.iter().filter(|m| m.task == family.task && m.metric == "normalised_error").collect();
         out += &format!("## {}\n\n| learner |", family.title);
         let ns: Vec<usize> =
             family.table_n.iter().copied().filter(|n| rows.iter().any(|m| m.n_context == Some(*n))).collect();
@@ -285,7 +318,14 @@ fn markdown(r: &BaselinesReport) -> String {
             out += &format!("| {label} |");
             for n in &ns {
                 match rows.iter().find(|m| crate::plot::curve_label(m) == label && m.n_context == Some(*n)) {
-                    Some(m) => out += &format!(" {:.3} [{:.3}, {:.3}] |", m.value, m.lo.unwrap_or(f64::NAN), m.hi.unwrap_or(f64::NAN)),
+                    Some(m) => {
+                        out += &format!(
+                            " {:.3} [{:.3}, {:.3}] |",
+                            m.value,
+                            m.lo.unwrap_or(f64::NAN),
+                            m.hi.unwrap_or(f64::NAN)
+                        )
+                    }
                     None => out += " — |",
                 }
             }

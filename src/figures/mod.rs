@@ -4,7 +4,6 @@
 
 pub mod ahn2023;
 pub mod garg2022_baselines;
-pub mod models;
 pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig2;

@@ -1,26 +1,29 @@
 //! The von Oswald et al. 2023 figures that compare trained models with multi-step GD and GD++:
 //! Fig. 3 (recurrent 2-layer and 5 separate layers), Fig. 6 (out of distribution for 1, 2, 5
 //! layers), Fig. 7 (10 recurrent layers), Fig. 12 (softmax with 1 vs 2 heads) and Fig. 14
-//! (LayerNorm). Each is a list of models ([`super::models`]) and the panels to draw; the
+//! (LayerNorm). Each is a list of models ([`crate::presets`]) and the panels to draw; the
 //! numbers in the reports are read from the runs and probes this module computes.
 
 use std::time::Instant;
 
 use anyhow::Context;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use tch::Device;
 
 use icl_probes::gd;
 use icl_probes::learner::Learner;
+use icl_probes::measure::Measurement;
 use icl_tasks::ShiftKind;
 
-use super::models::{model, ModelSpec};
 use super::{file_list, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::{sample_prompts, EvalRow};
 use crate::layout;
-use crate::plot::{render, Chart, Panel, Series};
 use crate::learners::ModelLearner;
 use crate::measure::{curve_of, run_rows, shift_sweep, shift_value, Swept};
+use crate::plot::{render, Chart, Panel, Series};
+use crate::presets::{model, ModelSpec};
 use crate::probe::per_layer_predictions;
 use crate::references::Reference;
 use crate::train::RunOutcome;
@@ -130,7 +133,7 @@ impl ModelResult {
     }
 }
 
-pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value> {
+pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let mut results = Vec::new();
     for key in fig.models {
@@ -166,9 +169,9 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             series,
             ..Default::default()
         });
-        let mut series = vec![mean_band("cos(TF, GD)", 1, &m.curve(&|r| Some(r.vs_gd.model_cos)))];
+        let mut series = vec![mean_band("cos(TF, GD)", 1, &m.curve(&|r| Some(r.vs_gd().model_cos)))];
         if gdpp.is_some() {
-            series.push(mean_band("cos(TF, GD++)", 2, &m.curve(&|r| r.vs_gdpp.map(|a| a.model_cos))));
+            series.push(mean_band("cos(TF, GD++)", 2, &m.curve(&|r| r.vs("gd++").map(|a| a.model_cos))));
         }
         align_charts.push(Chart {
             title: m.spec.label.clone(),
@@ -186,10 +189,22 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             .map(|r| Ok(ModelLearner::from_outcome(r, c)?.without_sensitivity()))
             .collect::<anyhow::Result<_>>()?;
         let refs: Vec<&Reference> = [Some(gd), gdpp].into_iter().flatten().collect();
-        let mut entry = json!({});
-        for (enabled, kind, charts, key, x_label) in [
-            (fig.ood_input, ShiftKind::InputScale, &mut ood_charts, "ood_input_scale", "α (x ~ U(−α/2, α/2); training α = 1)"),
-            (fig.ood_teacher, ShiftKind::TeacherScale, &mut teacher_charts, "ood_teacher_scale", "α (w ~ N(0, α²I); training α = 1)"),
+        let (mut ood_input_scale, mut ood_teacher_scale, mut per_layer) = (None, None, None);
+        for (enabled, kind, charts, sink, x_label) in [
+            (
+                fig.ood_input,
+                ShiftKind::InputScale,
+                &mut ood_charts,
+                &mut ood_input_scale,
+                "α (x ~ U(−α/2, α/2); training α = 1)",
+            ),
+            (
+                fig.ood_teacher,
+                ShiftKind::TeacherScale,
+                &mut teacher_charts,
+                &mut ood_teacher_scale,
+                "α (w ~ N(0, α²I); training α = 1)",
+            ),
         ] {
             if !enabled {
                 continue;
@@ -199,11 +214,15 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             let mut swept: Vec<Swept> = refs.iter().map(|r| Swept::reference(*r as &dyn Learner)).collect();
             swept.extend(models.iter().map(Swept::model));
             let rows = shift_sweep(task.as_ref(), kind, &scales, &swept, OOD_TASKS, OOD_SEED)?;
-            let tf: Vec<Vec<(f64, f64)>> =
-                models.iter().map(|net| curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, shift_value)).collect();
+            let tf: Vec<Vec<(f64, f64)>> = models
+                .iter()
+                .map(|net| curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, shift_value))
+                .collect();
             let references: Vec<(String, Vec<(f64, f64)>)> = refs
                 .iter()
-                .map(|r| (r.name.clone(), curve_of(&rows, |row| row.model.is_none() && row.learner == r.name, shift_value)))
+                .map(|r| {
+                    (r.name.clone(), curve_of(&rows, |row| row.model.is_none() && row.learner == r.name, shift_value))
+                })
                 .collect();
             measurements.extend(rows);
             let tf = &tf;
@@ -226,10 +245,15 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
                 series,
                 ..Default::default()
             });
-            entry[key] = json!({
-                "alpha": scales,
-                "trained_loss_mean": (0..scales.len()).map(|i| mean(&tf.iter().map(|c| c[i].1).collect::<Vec<_>>())).collect::<Vec<_>>(),
-                "references": references.iter().map(|(n, c)| json!({"name": n, "loss": c.iter().map(|p| p.1).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            *sink = Some(SweepSummary {
+                trained_loss_mean: (0..scales.len())
+                    .map(|i| mean(&tf.iter().map(|c| c[i].1).collect::<Vec<_>>()))
+                    .collect(),
+                alpha: scales,
+                references: references
+                    .iter()
+                    .map(|(n, c)| NamedCurve { name: n.clone(), loss: c.iter().map(|p| p.1).collect() })
+                    .collect(),
             });
         }
 
@@ -258,10 +282,10 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
                     // The reference after `step` of its steps, with the hyperparameters of those steps.
                     let mut params = Learner::params(*r);
                     params.insert("after_step".into(), (step as usize).into());
-                    measurements.push(icl_probes::measure::Measurement::new(task.name(), &r.name, params, "loss", loss));
+                    measurements.push(Measurement::new(task.name(), &r.name, params, "loss", loss));
                 }
                 let name = if r.name == "gd" { "GD (after step)" } else { "GD++ (after step)" };
-                ref_json.push(json!({"name": r.name, "loss": losses.iter().map(|p| p.1).collect::<Vec<_>>()}));
+                ref_json.push(NamedCurve { name: r.name.clone(), loss: losses.iter().map(|p| p.1).collect() });
                 series.push(Series {
                     label: name.into(),
                     points: losses,
@@ -278,43 +302,45 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
                 series,
                 ..Default::default()
             });
-            entry["per_layer"] = json!({
-                "trained_loss_mean": (0..per_seed[0].len()).map(|i| mean(&per_seed.iter().map(|c| c[i].1).collect::<Vec<_>>())).collect::<Vec<_>>(),
-                "references": ref_json,
+            per_layer = Some(PerLayerSummary {
+                trained_loss_mean: (0..per_seed[0].len())
+                    .map(|i| mean(&per_seed.iter().map(|c| c[i].1).collect::<Vec<_>>()))
+                    .collect(),
+                references: ref_json,
             });
         }
 
         let finals = m.finals();
         let tf: Vec<f64> = finals.iter().map(|r| r.loss).collect();
-        let cos_gd: Vec<f64> = finals.iter().map(|r| r.vs_gd.model_cos).collect();
-        let cos_pp: Vec<f64> = finals.iter().filter_map(|r| r.vs_gdpp.map(|a| a.model_cos)).collect();
-        let diff_gd: Vec<f64> = finals.iter().map(|r| r.vs_gd.model_diff).collect();
-        let diff_pp: Vec<f64> = finals.iter().filter_map(|r| r.vs_gdpp.map(|a| a.model_diff)).collect();
-        let base = json!({
-            "key": m.spec.key,
-            "label": m.spec.label,
-            "run_name": c.name,
-            "layers": c.model.layers,
-            "recurrent": c.model.recurrent,
-            "steps": c.train.steps,
-            "seeds": m.runs.len(),
-            "trained_loss": mean(&tf),
-            "trained_loss_std": std(&tf),
-            "gd": gd,
-            "gdpp": gdpp,
-            "model_cos_gd": mean(&cos_gd),
-            "model_diff_gd": mean(&diff_gd),
-            "model_cos_gdpp": (!cos_pp.is_empty()).then(|| mean(&cos_pp)),
-            "model_diff_gdpp": (!diff_pp.is_empty()).then(|| mean(&diff_pp)),
-            "paper_gd_loss": spec_gd_loss(c.model.layers),
-            "training_seconds_mean": mean(&m.runs.iter().map(|r| r.metrics.wall_s).collect::<Vec<_>>()),
-            "loss_at_80_percent": mean(&m.runs.iter().map(|r| loss_at_fraction(&r.metrics.rows, 0.8)).collect::<Vec<_>>()),
+        let cos_gd: Vec<f64> = finals.iter().map(|r| r.vs_gd().model_cos).collect();
+        let cos_pp: Vec<f64> = finals.iter().filter_map(|r| r.vs("gd++").map(|a| a.model_cos)).collect();
+        let diff_gd: Vec<f64> = finals.iter().map(|r| r.vs_gd().model_diff).collect();
+        let diff_pp: Vec<f64> = finals.iter().filter_map(|r| r.vs("gd++").map(|a| a.model_diff)).collect();
+        model_json.push(ModelEntry {
+            key: m.spec.key,
+            label: m.spec.label.clone(),
+            run_name: c.name.clone(),
+            layers: c.model.layers,
+            recurrent: c.model.recurrent,
+            steps: c.train.steps,
+            seeds: m.runs.len(),
+            trained_loss: mean(&tf),
+            trained_loss_std: std(&tf),
+            gd: gd.clone(),
+            gdpp: gdpp.cloned(),
+            model_cos_gd: mean(&cos_gd),
+            model_diff_gd: mean(&diff_gd),
+            model_cos_gdpp: (!cos_pp.is_empty()).then(|| mean(&cos_pp)),
+            model_diff_gdpp: (!diff_pp.is_empty()).then(|| mean(&diff_pp)),
+            paper_gd_loss: spec_gd_loss(c.model.layers),
+            training_seconds_mean: mean(&m.runs.iter().map(|r| r.metrics.wall_s).collect::<Vec<_>>()),
+            loss_at_80_percent: mean(
+                &m.runs.iter().map(|r| loss_at_fraction(&r.metrics.rows, 0.8)).collect::<Vec<_>>(),
+            ),
+            ood_input_scale,
+            ood_teacher_scale,
+            per_layer,
         });
-        let mut entry_obj = base;
-        if let Value::Object(extra) = entry {
-            entry_obj.as_object_mut().expect("object").extend(extra);
-        }
-        model_json.push(entry_obj);
     }
 
     for (charts, stem) in [
@@ -328,21 +354,86 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<Value
             files.extend(render(&Panel { charts, ..Default::default() }, &fig_dir, stem)?);
         }
     }
-    let gates = gates(fig, &model_json);
-    let summary = json!({
-        "figure": fig.name,
-        "title": fig.title,
-        "quick": opts.quick,
-        "seeds": opts.seed_count(),
-        "wall_seconds": start.elapsed().as_secs_f64(),
-        "models": model_json,
-        "gates": gates,
-        "paper": fig.paper,
-        "figures": file_list(&files),
-        "measurements": measurements,
-    });
-    write_report(&opts.reports_root, fig.name, &summary, &markdown(fig, &summary, opts))?;
-    Ok(summary)
+    let report = ComparisonReport {
+        figure: fig.name,
+        title: fig.title,
+        quick: opts.quick,
+        seeds: opts.seed_count(),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        gates: gates(fig, &model_json),
+        models: model_json,
+        paper: fig.paper,
+        figures: file_list(&files),
+        measurements,
+    };
+    let value = serde_json::to_value(&report)?;
+    write_report(&opts.reports_root, fig.name, &value, &markdown(fig, &report, opts))?;
+    Ok(value)
+}
+
+/// `reports/<figure>.json` of a comparison figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparisonReport {
+    pub figure: &'static str,
+    pub title: &'static str,
+    pub quick: bool,
+    pub seeds: usize,
+    pub wall_seconds: f64,
+    pub models: Vec<ModelEntry>,
+    /// The issue's acceptance checks, where the figure has them.
+    pub gates: BTreeMap<String, bool>,
+    pub paper: &'static str,
+    pub figures: Vec<String>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// One trained model of a comparison figure (means over seeds of the final evaluation).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelEntry {
+    pub key: &'static str,
+    pub label: String,
+    pub run_name: String,
+    pub layers: usize,
+    pub recurrent: bool,
+    pub steps: usize,
+    pub seeds: usize,
+    pub trained_loss: f64,
+    pub trained_loss_std: f64,
+    pub gd: Reference,
+    pub gdpp: Option<Reference>,
+    pub model_cos_gd: f64,
+    pub model_diff_gd: f64,
+    pub model_cos_gdpp: Option<f64>,
+    pub model_diff_gdpp: Option<f64>,
+    /// Our independent computation of K-step GD (spec §6), where the spec has it.
+    pub paper_gd_loss: Option<f64>,
+    pub training_seconds_mean: f64,
+    pub loss_at_80_percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood_input_scale: Option<SweepSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood_teacher_scale: Option<SweepSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<PerLayerSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSummary {
+    pub alpha: Vec<f64>,
+    pub trained_loss_mean: Vec<f64>,
+    pub references: Vec<NamedCurve>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PerLayerSummary {
+    pub trained_loss_mean: Vec<f64>,
+    pub references: Vec<NamedCurve>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NamedCurve {
+    pub name: String,
+    pub loss: Vec<f64>,
 }
 
 /// The model's evaluation loss at the evaluation nearest to `fraction` of training.
@@ -358,13 +449,15 @@ fn loss_at_fraction(rows: &[EvalRow], fraction: f64) -> f64 {
 }
 
 /// Plain statements of where and why our numbers differ from the paper's, computed from them.
-fn differences(models: &[Value], quick: bool) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+fn differences(models: &[ModelEntry], quick: bool) -> String {
     let mut out = String::new();
     for m in models {
-        let label = m["label"].as_str().unwrap_or("?");
-        let (tf, late, gd) = (num(&m["trained_loss"]), num(&m["loss_at_80_percent"]), num(&m["gd"]["loss"]));
-        let reference = if m["gdpp"].is_null() { ("GD", gd) } else { ("GD++", num(&m["gdpp"]["loss"])) };
+        let label = &m.label;
+        let (tf, late, gd) = (m.trained_loss, m.loss_at_80_percent, m.gd.loss);
+        let reference = match &m.gdpp {
+            None => ("GD", gd),
+            Some(pp) => ("GD++", pp.loss),
+        };
         out += &format!(
             "- {label}: trained loss {tf:.4} is {} {} ({:.4}) by {:.4}; ",
             if tf >= reference.1 { "above" } else { "below" },
@@ -381,11 +474,11 @@ fn differences(models: &[Value], quick: bool) -> String {
         } else {
             format!("it had settled ({late:.4} at 80% of the steps).\n")
         };
-        if let Some(paper) = m["paper_gd_loss"].as_f64() {
+        if let Some(paper) = m.paper_gd_loss {
             out += &format!(
                 "  Our {}-step GD ({gd:.4}) vs the spec's independent computation ({paper:.3}): the spec used 100k tasks, \
                  we use the 10k-task evaluation set, whose sampling error is about ±0.003.\n",
-                m["layers"]
+                m.layers
             );
         }
     }
@@ -399,35 +492,34 @@ fn differences(models: &[Value], quick: bool) -> String {
 }
 
 /// The issue's acceptance checks, where a figure has them.
-fn gates(fig: &Comparison, models: &[Value]) -> Value {
-    let find = |key: &str| models.iter().find(|m| m["key"] == key);
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let mut g = json!({});
+fn gates(fig: &Comparison, models: &[ModelEntry]) -> BTreeMap<String, bool> {
+    let find = |key: &str| models.iter().find(|m| m.key == key);
+    let mut g = BTreeMap::new();
     if fig.name == "vo2023-fig3" {
         if let Some(m) = find("lsa-2-rec") {
-            let (tf, pp, gd) = (num(&m["trained_loss"]), num(&m["gdpp"]["loss"]), num(&m["gd"]["loss"]));
-            g["rec2_within_0.005_of_gdpp"] = json!((tf - pp).abs() <= 0.005);
-            g["rec2_cos_gdpp_ge_0.99"] = json!(num(&m["model_cos_gdpp"]) >= 0.99);
-            g["rec2_clearly_below_2step_gd"] = json!(tf < gd - 0.02);
+            let (tf, gd) = (m.trained_loss, m.gd.loss);
+            let pp = m.gdpp.as_ref().map_or(f64::NAN, |r| r.loss);
+            g.insert("rec2_within_0.005_of_gdpp".into(), (tf - pp).abs() <= 0.005);
+            g.insert("rec2_cos_gdpp_ge_0.99".into(), m.model_cos_gdpp.unwrap_or(f64::NAN) >= 0.99);
+            g.insert("rec2_clearly_below_2step_gd".into(), tf < gd - 0.02);
         }
         if let Some(m) = find("lsa-3-rec") {
-            g["rec3_beats_3step_gd"] = json!(num(&m["trained_loss"]) < num(&m["gd"]["loss"]));
+            g.insert("rec3_beats_3step_gd".into(), m.trained_loss < m.gd.loss);
         }
     }
     g
 }
 
-fn markdown(fig: &Comparison, s: &Value, opts: &FigureOptions) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let opt = |v: &Value, p: usize| v.as_f64().map_or("—".to_string(), |x| format!("{x:.p$}"));
+fn markdown(fig: &Comparison, s: &ComparisonReport, opts: &FigureOptions) -> String {
+    let opt = |v: Option<f64>, p: usize| v.map_or("—".to_string(), |x| format!("{x:.p$}"));
     let mut out = format!("# {}\n\n", fig.title);
     out += &format!(
         "Made by `icl-lab reproduce {}{}`: {} seed(s) per model, {:.0} s wall. Every number below is read from \
          `reports/{}.json`, written by the same command.\n\n",
         fig.name,
         if opts.quick { " --quick" } else { "" },
-        s["seeds"],
-        num(&s["wall_seconds"]),
+        s.seeds,
+        s.wall_seconds,
         fig.name
     );
     if opts.quick {
@@ -438,39 +530,28 @@ fn markdown(fig: &Comparison, s: &Value, opts: &FigureOptions) -> String {
     out += &format!("What the paper shows: {}\n\n", fig.paper);
     out += "| model | steps | trained loss | GD loss (η) | GD++ loss (η, γ) | cos(TF, GD) | cos(TF, GD++) | K-step GD, spec |\n";
     out += "|---|---|---|---|---|---|---|---|\n";
-    for m in s["models"].as_array().into_iter().flatten() {
-        let etas = |r: &Value| {
-            r["etas"].as_array().map_or(String::new(), |e| {
-                let v: Vec<String> = e.iter().map(|x| format!("{:.2}", num(x))).collect();
-                let mut v = v;
-                v.dedup();
-                v.join(", ")
-            })
-        };
-        let gammas = |r: &Value| {
-            r["gammas"].as_array().map_or(String::new(), |e| {
-                let mut v: Vec<String> = e.iter().map(|x| format!("{:.3}", num(x))).collect();
-                v.dedup();
-                v.join(", ")
-            })
-        };
-        let gdpp = if m["gdpp"].is_null() {
-            "—".to_string()
-        } else {
-            format!("{:.4} ({}; {})", num(&m["gdpp"]["loss"]), etas(&m["gdpp"]), gammas(&m["gdpp"]))
+    let distinct = |values: &[f64], p: usize| {
+        let mut v: Vec<String> = values.iter().map(|x| format!("{x:.p$}")).collect();
+        v.dedup();
+        v.join(", ")
+    };
+    for m in &s.models {
+        let gdpp = match &m.gdpp {
+            None => "—".to_string(),
+            Some(r) => format!("{:.4} ({}; {})", r.loss, distinct(&r.etas, 2), distinct(&r.gammas, 3)),
         };
         out += &format!(
             "| {} | {} | {:.4} ± {:.4} | {:.4} ({}) | {} | {:.4} | {} | {} |\n",
-            m["label"].as_str().unwrap_or("?"),
-            m["steps"],
-            num(&m["trained_loss"]),
-            num(&m["trained_loss_std"]),
-            num(&m["gd"]["loss"]),
-            etas(&m["gd"]),
+            m.label,
+            m.steps,
+            m.trained_loss,
+            m.trained_loss_std,
+            m.gd.loss,
+            distinct(&m.gd.etas, 2),
             gdpp,
-            num(&m["model_cos_gd"]),
-            opt(&m["model_cos_gdpp"], 4),
-            opt(&m["paper_gd_loss"], 3),
+            m.model_cos_gd,
+            opt(m.model_cos_gdpp, 4),
+            opt(m.paper_gd_loss, 3),
         );
     }
     out += "\nLosses are ½·MSE on the 10,000-task evaluation set (seed 10). GD uses one η tuned on the official grid \
@@ -478,17 +559,17 @@ fn markdown(fig: &Comparison, s: &Value, opts: &FigureOptions) -> String {
             Adam on fresh tasks (one pair shared by recurrent layers). The last column is our independent f64 \
             computation of K-step GD with tuned η (spec §6), for comparison with our GD column.\n\n";
     out += "## Where our numbers differ from the paper's, and why\n\n";
-    out += &differences(s["models"].as_array().map_or(&[][..], |v| v.as_slice()), opts.quick);
+    out += &differences(&s.models, opts.quick);
     out += "\n";
-    if let Some(g) = s["gates"].as_object().filter(|g| !g.is_empty()) {
+    if !s.gates.is_empty() {
         out += "Checks of the issue:\n\n";
-        for (k, v) in g {
-            out += &format!("- {k}: {}\n", if v.as_bool() == Some(true) { "pass" } else { "FAIL" });
+        for (k, v) in &s.gates {
+            out += &format!("- {k}: {}\n", if *v { "pass" } else { "FAIL" });
         }
         out += "\n";
     }
     out += "## Figures\n\n";
-    for f in s["figures"].as_array().into_iter().flatten().filter_map(|f| f.as_str()).filter(|f| f.ends_with(".png")) {
+    for f in s.figures.iter().filter(|f| f.ends_with(".png")) {
         let stem = std::path::Path::new(f).file_stem().and_then(|x| x.to_str()).unwrap_or("");
         out += &format!("![{stem}](../{f})\n\n");
     }

@@ -6,14 +6,14 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use serde_json::json;
+use serde::Serialize;
 
 use icl_probes::measure::Measurement;
 use icl_tasks::ShiftKind;
 
 use super::{file_list, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
-use crate::evaluate::sample_prompts;
+use crate::evaluate::{sample_prompts, EvalRow};
 use crate::learners::ModelLearner;
 use crate::measure::{curve_of, run_rows, shift_sweep, shift_value, Swept};
 use crate::plot::{render, Chart, Panel, Series};
@@ -46,7 +46,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|r| Ok(ModelLearner::from_outcome(r, &config)?.without_sensitivity()))
         .collect::<anyhow::Result<_>>()?;
-    let alphas = task.shifts().into_iter().find(|s| s.kind == ShiftKind::InputScale).context("input-scale sweep")?.values;
+    let alphas =
+        task.shifts().into_iter().find(|s| s.kind == ShiftKind::InputScale).context("input-scale sweep")?.values;
     let mut swept = vec![Swept::reference(gd_ref)];
     swept.extend(models.iter().map(Swept::model));
     let ood_rows = shift_sweep(task.as_ref(), ShiftKind::InputScale, &alphas, &swept, OOD_TASKS, OOD_SEED)?;
@@ -62,7 +63,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     };
     let steps = config.train.steps as f64;
     let loss_top = 0.5;
-    let mut interp = mean_band("Interpolated", 2, &curve(&|r| r.interp_loss.unwrap_or(f64::NAN)));
+    let mut interp = mean_band("Interpolated", 2, &curve(&|r| r.interpolated_loss.unwrap_or(f64::NAN)));
     // The interpolation divides by the trained KQ scale, which is ~0 before training takes off:
     // points off the chart are left out rather than drawn as spikes.
     interp.points.retain(|p| p.1 <= loss_top);
@@ -88,7 +89,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
                 title: "Model cos (TF, GD)".into(),
                 x_label: "training steps".into(),
                 y_label: "cosine of ∂ŷ/∂x_q".into(),
-                series: vec![mean_band("Model cos", 0, &curve(&|r| r.vs_gd.model_cos))],
+                series: vec![mean_band("Model cos", 0, &curve(&|r| r.vs_gd().model_cos))],
                 ..Default::default()
             },
             Chart {
@@ -96,8 +97,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
                 x_label: "training steps".into(),
                 y_label: "L2 distance".into(),
                 series: vec![
-                    mean_band("Preds diff", 1, &curve(&|r| r.vs_gd.preds_diff)),
-                    mean_band("Model diff", 3, &curve(&|r| r.vs_gd.model_diff)),
+                    mean_band("Preds diff", 1, &curve(&|r| r.vs_gd().preds_diff)),
+                    mean_band("Model diff", 3, &curve(&|r| r.vs_gd().model_diff)),
                 ],
                 ..Default::default()
             },
@@ -129,73 +130,166 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         runs.iter().map(|r| r.metrics.rows.last().context("no evaluation rows")).collect::<anyhow::Result<_>>()?;
     let field = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<f64> { finals.iter().map(|r| f(r)).collect() };
     let tf_loss = field(&|r| r.loss);
-    let interp_loss = field(&|r| r.interp_loss.unwrap_or(f64::NAN));
-    let gaps = field(&|r| (r.loss - r.gd_loss).abs());
-    let cos = field(&|r| r.vs_gd.model_cos);
-    let model_diff = field(&|r| r.vs_gd.model_diff);
-    let preds_diff = field(&|r| r.vs_gd.preds_diff);
-    let untrained_cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].vs_gd.model_cos).collect();
+    let interp_loss = field(&|r| r.interpolated_loss.unwrap_or(f64::NAN));
+    let gaps = field(&|r| (r.loss - gd_ref.loss).abs());
+    let cos = field(&|r| r.vs_gd().model_cos);
+    let model_diff = field(&|r| r.vs_gd().model_diff);
+    let preds_diff = field(&|r| r.vs_gd().preds_diff);
+    let untrained_cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].vs_gd().model_cos).collect();
     let untrained_loss: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].loss).collect();
     let eval_prompts = sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
     let zero_loss = eval_prompts.half_mse(&ndarray::Array2::zeros(eval_prompts.yq.raw_dim()));
-    let wall_s = start.elapsed().as_secs_f64();
-    let summary = json!({
-        "figure": NAME,
-        "seeds": (0..opts.seed_count()).collect::<Vec<_>>(),
-        "steps": config.train.steps,
-        "eval_tasks": config.eval.tasks,
-        "device": runs[0].metrics.device,
-        "wall_seconds": wall_s,
-        "training_seconds_summed_over_seeds": train_wall,
-        "reused_runs": runs.iter().filter(|r| r.reused).count(),
-        "gd": { "eta": gd_eta, "eta_over_n": gd_eta / config.dims().context_len as f64, "loss": gd_ref.loss },
-        "final": {
-            "trained_loss": mean(&tf_loss),
-            "trained_loss_std": std(&tf_loss),
-            "gd_loss": gd_ref.loss,
-            "interpolated_loss": mean(&interp_loss),
-            "loss_gap": mean(&gaps),
-            "loss_gap_max": gaps.iter().copied().fold(0.0, f64::max),
-            "preds_diff": mean(&preds_diff),
-            "model_diff": mean(&model_diff),
-            "model_cos": mean(&cos),
-            "model_cos_min": cos.iter().copied().fold(f64::INFINITY, f64::min),
+    let report = Fig2Report {
+        figure: NAME,
+        seeds: (0..opts.seed_count() as u64).collect(),
+        steps: config.train.steps,
+        eval_tasks: config.eval.tasks,
+        device: runs[0].metrics.device.clone(),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        training_seconds_summed_over_seeds: train_wall,
+        reused_runs: runs.iter().filter(|r| r.reused).count(),
+        gd: GdSummary { eta: gd_eta, eta_over_n: gd_eta / config.dims().context_len as f64, loss: gd_ref.loss },
+        final_: Final {
+            trained_loss: mean(&tf_loss),
+            trained_loss_std: std(&tf_loss),
+            gd_loss: gd_ref.loss,
+            interpolated_loss: mean(&interp_loss),
+            loss_gap: mean(&gaps),
+            loss_gap_max: gaps.iter().copied().fold(0.0, f64::max),
+            preds_diff: mean(&preds_diff),
+            model_diff: mean(&model_diff),
+            model_cos: mean(&cos),
+            model_cos_min: cos.iter().copied().fold(f64::INFINITY, f64::min),
         },
-        "control_untrained_model_cos": mean(&untrained_cos),
-        "control_untrained_loss": mean(&untrained_loss),
-        "zero_predictor_loss": zero_loss,
-        "per_seed": runs.iter().zip(&finals).map(|(r, f)| json!({"seed": r.metrics.seed, "final": f, "run_dir": r.dir})).collect::<Vec<_>>(),
-        "ood_input_scale": {
-            "alpha": alphas,
-            "gd_loss": ood_gd.iter().map(|p| p.1).collect::<Vec<_>>(),
-            "trained_loss_mean": (0..ood_gd.len()).map(|i| mean(&ood_tf.iter().map(|c| c[i].1).collect::<Vec<_>>())).collect::<Vec<_>>(),
+        control_untrained_model_cos: mean(&untrained_cos),
+        control_untrained_loss: mean(&untrained_loss),
+        zero_predictor_loss: zero_loss,
+        per_seed: runs
+            .iter()
+            .zip(&finals)
+            .map(|(r, f)| SeedFinal {
+                seed: r.metrics.seed,
+                final_: (*f).clone(),
+                run_dir: r.dir.display().to_string(),
+            })
+            .collect(),
+        ood_input_scale: Ood {
+            alpha: alphas,
+            gd_loss: ood_gd.iter().map(|p| p.1).collect(),
+            trained_loss_mean: (0..ood_gd.len())
+                .map(|i| mean(&ood_tf.iter().map(|c| c[i].1).collect::<Vec<_>>()))
+                .collect(),
         },
-        "paper": { "gd_loss": PAPER_GD_LOSS, "eta": PAPER_ETA, "zero_predictor_loss": [ZERO_PREDICTOR.0, ZERO_PREDICTOR.1] },
-        "gates": {
-            "loss_gap_le_0.003": gaps.iter().all(|g| *g <= GATE_LOSS_GAP),
-            "model_cos_ge_0.995": cos.iter().all(|c| *c >= GATE_COS),
-            "gd_loss_within_0.006_of_0.2047": (gd_ref.loss - PAPER_GD_LOSS).abs() <= 0.006,
+        paper: Paper {
+            gd_loss: PAPER_GD_LOSS,
+            eta: PAPER_ETA,
+            zero_predictor_loss: [ZERO_PREDICTOR.0, ZERO_PREDICTOR.1],
         },
-        "figures": file_list(&files),
-        "measurements": measurements,
-    });
-    let reports = &opts.reports_root;
-    write_report(reports, NAME, &summary, &markdown(&summary, opts))?;
-    Ok(summary)
+        gates: Gates {
+            loss_gap: gaps.iter().all(|g| *g <= GATE_LOSS_GAP),
+            model_cos: cos.iter().all(|c| *c >= GATE_COS),
+            gd_loss: (gd_ref.loss - PAPER_GD_LOSS).abs() <= 0.006,
+        },
+        figures: file_list(&files),
+        measurements,
+    };
+    let value = serde_json::to_value(&report)?;
+    write_report(&opts.reports_root, NAME, &value, &markdown(&report, opts))?;
+    Ok(value)
 }
 
-fn markdown(s: &serde_json::Value, opts: &FigureOptions) -> String {
-    let f = &s["final"];
-    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let (gd, tf, gap, cos) = (num(&f["gd_loss"]), num(&f["trained_loss"]), num(&f["loss_gap"]), num(&f["model_cos"]));
-    let seeds = s["seeds"].as_array().map_or(0, Vec::len);
-    let pass = |k: &str| {
-        if s["gates"][k].as_bool() == Some(true) {
-            "pass"
-        } else {
-            "FAIL"
-        }
-    };
+/// `reports/vo2023-fig2.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fig2Report {
+    pub figure: &'static str,
+    pub seeds: Vec<u64>,
+    pub steps: usize,
+    pub eval_tasks: usize,
+    pub device: String,
+    pub wall_seconds: f64,
+    pub training_seconds_summed_over_seeds: f64,
+    pub reused_runs: usize,
+    pub gd: GdSummary,
+    /// Means over seeds of the final evaluation.
+    #[serde(rename = "final")]
+    pub final_: Final,
+    pub control_untrained_model_cos: f64,
+    pub control_untrained_loss: f64,
+    pub zero_predictor_loss: f64,
+    pub per_seed: Vec<SeedFinal>,
+    pub ood_input_scale: Ood,
+    pub paper: Paper,
+    pub gates: Gates,
+    pub figures: Vec<String>,
+    pub measurements: Vec<Measurement>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GdSummary {
+    pub eta: f64,
+    pub eta_over_n: f64,
+    pub loss: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Final {
+    pub trained_loss: f64,
+    pub trained_loss_std: f64,
+    pub gd_loss: f64,
+    pub interpolated_loss: f64,
+    pub loss_gap: f64,
+    pub loss_gap_max: f64,
+    pub preds_diff: f64,
+    pub model_diff: f64,
+    pub model_cos: f64,
+    pub model_cos_min: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedFinal {
+    pub seed: u64,
+    #[serde(rename = "final")]
+    pub final_: EvalRow,
+    pub run_dir: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ood {
+    pub alpha: Vec<f64>,
+    pub gd_loss: Vec<f64>,
+    pub trained_loss_mean: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Paper {
+    pub gd_loss: f64,
+    pub eta: f64,
+    pub zero_predictor_loss: [f64; 2],
+}
+
+/// The foundation issue's acceptance gates, every seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gates {
+    #[serde(rename = "loss_gap_le_0.003")]
+    pub loss_gap: bool,
+    #[serde(rename = "model_cos_ge_0.995")]
+    pub model_cos: bool,
+    #[serde(rename = "gd_loss_within_0.006_of_0.2047")]
+    pub gd_loss: bool,
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "pass"
+    } else {
+        "FAIL"
+    }
+}
+
+fn markdown(s: &Fig2Report, opts: &FigureOptions) -> String {
+    let f = &s.final_;
+    let (gd, tf, gap, cos) = (f.gd_loss, f.trained_loss, f.loss_gap, f.model_cos);
+    let seeds = s.seeds.len();
     let rel = |p: &std::path::Path| pathdiff(p, &opts.reports_root);
     let fig = opts.figures_root.join(NAME);
     format!(
@@ -246,29 +340,29 @@ Out-of-distribution input scale (GD keeps the η tuned at α = 1; log scale):
 
 SVG versions sit beside each PNG.
 ",
-        steps = s["steps"],
-        eval = s["eval_tasks"],
-        device = s["device"].as_str().unwrap_or("?"),
-        wall = num(&s["wall_seconds"]),
-        reused = s["reused_runs"],
-        eta = num(&s["gd"]["eta"]),
-        eta_n = num(&s["gd"]["eta_over_n"]),
+        steps = s.steps,
+        eval = s.eval_tasks,
+        device = s.device,
+        wall = s.wall_seconds,
+        reused = s.reused_runs,
+        eta = s.gd.eta,
+        eta_n = s.gd.eta_over_n,
         dgd = gd - PAPER_GD_LOSS,
-        tf_std = num(&f["trained_loss_std"]),
+        tf_std = f.trained_loss_std,
         dtf = tf - gd,
-        gapmax = num(&f["loss_gap_max"]),
-        g1 = pass("loss_gap_le_0.003"),
-        interp = num(&f["interpolated_loss"]),
-        dint = num(&f["interpolated_loss"]) - gd,
-        cosmin = num(&f["model_cos_min"]),
-        g2 = pass("model_cos_ge_0.995"),
-        md = num(&f["model_diff"]),
-        pd = num(&f["preds_diff"]),
-        ucos = num(&s["control_untrained_model_cos"]),
-        uloss = num(&s["control_untrained_loss"]),
-        zero = num(&s["zero_predictor_loss"]),
-        g3 = pass("gd_loss_within_0.006_of_0.2047"),
-        gd_rel = gd / num(&s["zero_predictor_loss"]),
+        gapmax = f.loss_gap_max,
+        g1 = pass(s.gates.loss_gap),
+        interp = f.interpolated_loss,
+        dint = f.interpolated_loss - gd,
+        cosmin = f.model_cos_min,
+        g2 = pass(s.gates.model_cos),
+        md = f.model_diff,
+        pd = f.preds_diff,
+        ucos = s.control_untrained_model_cos,
+        uloss = s.control_untrained_loss,
+        zero = s.zero_predictor_loss,
+        g3 = pass(s.gates.gd_loss),
+        gd_rel = gd / s.zero_predictor_loss,
         loss_png = rel(&fig.join("loss.png")),
         align_png = rel(&fig.join("alignment.png")),
         ood_png = rel(&fig.join("ood.png")),

@@ -6,24 +6,24 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tch::Device;
 
 use icl_probes::gd::{self, LeastSquaresStats};
 
-use super::models::model;
 use super::{file_list, load_run, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
-use crate::measure::run_rows;
-use icl_probes::measure::Measurement;
 use crate::layout;
+use crate::measure::run_rows;
 use crate::plot::{render, Chart, Panel, Series};
+use crate::presets::model;
 use crate::probe::copy_analysis;
+use icl_probes::measure::Measurement;
 
 pub const NAME: &str = "vo2023-fig5";
 const COPY_TASKS: usize = 1000;
 
-pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let spec = model("classic-2", opts.quick)?;
     let c = &spec.config;
@@ -52,7 +52,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         title: "Alignment with 1-step GD".into(),
         x_label: "training steps".into(),
         y_label: "model cos".into(),
-        series: vec![mean_band("cos(TF, 1-step GD)", 1, &curve(&|r| r.vs_gd.model_cos))],
+        series: vec![mean_band("cos(TF, 1-step GD)", 1, &curve(&|r| r.vs_gd().model_cos))],
         ..Default::default()
     };
 
@@ -83,12 +83,14 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
     files.extend(render(&Panel { charts: vec![copy], ..Default::default() }, &dir, "copy")?);
 
     let finals: Vec<f64> = runs.iter().map(|r| r.metrics.rows.last().expect("evaluated").loss).collect();
-    let cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows.last().expect("evaluated").vs_gd.model_cos).collect();
+    let cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows.last().expect("evaluated").vs_gd().model_cos).collect();
     let means: Vec<(f64, f64, f64)> = copies.iter().map(|a| a.means()).collect();
     let task_name = c.task.name.clone();
     let mut measurements: Vec<Measurement> = runs.iter().flat_map(|r| run_rows(r, &task_name)).collect();
     for (r, (own, next, other)) in runs.iter().zip(&means) {
-        for (metric, value) in [("copy_gradient_own", own), ("copy_gradient_next", next), ("copy_gradient_other", other)] {
+        for (metric, value) in
+            [("copy_gradient_own", own), ("copy_gradient_next", next), ("copy_gradient_other", other)]
+        {
             let mut m = Measurement::new(&task_name, "model", Default::default(), metric, *value);
             m.model = Some(r.metrics.name.clone());
             m.seed = Some(r.metrics.seed);
@@ -100,48 +102,86 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
     gd2_row.params.insert("steps".into(), 2.into());
     gd2_row.params.insert("eta".into(), gd2.eta.into());
     measurements.push(gd2_row);
-    let summary = json!({
-        "figure": NAME,
-        "quick": opts.quick,
-        "seeds": opts.seed_count(),
-        "run_name": c.name,
-        "steps": c.train.steps,
-        "wall_seconds": start.elapsed().as_secs_f64(),
-        "trained_loss": mean(&finals),
-        "trained_loss_std": std(&finals),
-        "gd_1_step": gd1,
-        "gd_2_step": gd2,
-        "model_cos_gd_1_step": mean(&cos),
-        "copy": {
-            "own": mean(&means.iter().map(|m| m.0).collect::<Vec<_>>()),
-            "next": mean(&means.iter().map(|m| m.1).collect::<Vec<_>>()),
-            "other": mean(&means.iter().map(|m| m.2).collect::<Vec<_>>()),
-            "per_seed": copies,
+    let (own, next, other) = (
+        mean(&means.iter().map(|m| m.0).collect::<Vec<_>>()),
+        mean(&means.iter().map(|m| m.1).collect::<Vec<_>>()),
+        mean(&means.iter().map(|m| m.2).collect::<Vec<_>>()),
+    );
+    let report = Fig5Report {
+        figure: NAME,
+        quick: opts.quick,
+        seeds: opts.seed_count(),
+        run_name: c.name.clone(),
+        steps: c.train.steps,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        trained_loss: mean(&finals),
+        trained_loss_std: std(&finals),
+        model_cos_gd_1_step: mean(&cos),
+        copy: CopySummary { own, next, other, per_seed: copies },
+        gates: Fig5Gates {
+            reaches_1_step_gd: (mean(&finals) - gd1.loss).abs() <= 0.01,
+            not_below_2_step_gd: mean(&finals) > gd2.loss,
+            next_token_gradient: means.iter().all(|m| m.1 > 2.0 * m.2),
         },
-        "gates": {
-            "reaches_1_step_gd_within_0.01": (mean(&finals) - gd1.loss).abs() <= 0.01,
-            "not_below_2_step_gd": mean(&finals) > gd2.loss,
-            "next_token_gradient_over_twice_other": means.iter().all(|m| m.1 > 2.0 * m.2),
-        },
-        "figures": file_list(&files),
-        "measurements": measurements,
-    });
-    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
-    Ok(summary)
+        gd_1_step: gd1,
+        gd_2_step: gd2,
+        figures: file_list(&files),
+        measurements,
+    };
+    let value = serde_json::to_value(&report)?;
+    write_report(&opts.reports_root, NAME, &value, &markdown(&report))?;
+    Ok(value)
 }
 
-fn markdown(s: &Value) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let pass = |k: &str| if s["gates"][k].as_bool() == Some(true) { "pass" } else { "FAIL" };
+/// `reports/vo2023-fig5.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fig5Report {
+    pub figure: &'static str,
+    pub quick: bool,
+    pub seeds: usize,
+    pub run_name: String,
+    pub steps: usize,
+    pub wall_seconds: f64,
+    pub trained_loss: f64,
+    pub trained_loss_std: f64,
+    pub gd_1_step: crate::references::Reference,
+    pub gd_2_step: icl_probes::gd::TunedGd,
+    pub model_cos_gd_1_step: f64,
+    pub copy: CopySummary,
+    pub gates: Fig5Gates,
+    pub figures: Vec<String>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// Mean gradient norms of the copy analysis over seeds, and each seed's per-token values.
+#[derive(Clone, Debug, Serialize)]
+pub struct CopySummary {
+    pub own: f64,
+    pub next: f64,
+    pub other: f64,
+    pub per_seed: Vec<crate::probe::CopyAnalysis>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Fig5Gates {
+    #[serde(rename = "reaches_1_step_gd_within_0.01")]
+    pub reaches_1_step_gd: bool,
+    pub not_below_2_step_gd: bool,
+    #[serde(rename = "next_token_gradient_over_twice_other")]
+    pub next_token_gradient: bool,
+}
+
+fn markdown(s: &Fig5Report) -> String {
+    let pass = |ok: bool| if ok { "pass" } else { "FAIL" };
     let mut out = String::from("# von Oswald et al. 2023, Figure 5: classic tokens reach one GD step\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) × {} steps, {:.0} s wall; numbers from `reports/{NAME}.json`.\n\n",
-        if s["quick"] == true { " --quick" } else { "" },
-        s["seeds"],
-        s["steps"],
-        num(&s["wall_seconds"])
+        if s.quick { " --quick" } else { "" },
+        s.seeds,
+        s.steps,
+        s.wall_seconds
     );
-    if s["quick"] == true {
+    if s.quick {
         out += "**Quick variant**: far fewer steps than the paper's 10,000; the model may not have reached its final loss.\n\n";
     }
     out += &format!(
@@ -154,23 +194,23 @@ fn markdown(s: &Value) -> String {
          Where we differ: our trained loss is {:+.4} from our 1-step GD on the same tasks (the paper's curve meets the 1-step line); \
          the loss stays at the zero predictor for a long plateau before dropping (see the figure), which is what makes this \
          layout slow to train.\n\n",
-        num(&s["trained_loss"]),
-        num(&s["trained_loss_std"]),
-        num(&s["gd_1_step"]["loss"]),
-        num(&s["gd_1_step"]["etas"][0]),
-        num(&s["gd_2_step"]["loss"]),
-        num(&s["gd_2_step"]["eta"]),
-        num(&s["model_cos_gd_1_step"]),
-        num(&s["copy"]["own"]),
-        num(&s["copy"]["next"]),
-        num(&s["copy"]["other"]),
-        num(&s["trained_loss"]) - num(&s["gd_1_step"]["loss"]),
+        s.trained_loss,
+        s.trained_loss_std,
+        s.gd_1_step.loss,
+        s.gd_1_step.etas[0],
+        s.gd_2_step.loss,
+        s.gd_2_step.eta,
+        s.model_cos_gd_1_step,
+        s.copy.own,
+        s.copy.next,
+        s.copy.other,
+        s.trained_loss - s.gd_1_step.loss,
     );
     out += &format!(
         "Checks: reaches 1-step GD within 0.01: {}; not below 2-step GD: {}; next-token gradient over twice the others: {}.\n\n",
-        pass("reaches_1_step_gd_within_0.01"),
-        pass("not_below_2_step_gd"),
-        pass("next_token_gradient_over_twice_other")
+        pass(s.gates.reaches_1_step_gd),
+        pass(s.gates.not_below_2_step_gd),
+        pass(s.gates.next_token_gradient)
     );
     out += &format!(
         "![loss](../figures/{NAME}/loss.png)\n\n![copy](../figures/{NAME}/copy.png)\n\nSVG beside each PNG.\n"

@@ -5,27 +5,27 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tch::Device;
 
 use icl_probes::construct::{kq_scale, weight_products};
 use icl_probes::gd::{self, LeastSquaresStats};
 
-use super::models::model;
 use super::{file_list, load_run, mean_band, train_seeds, write_report, FigureOptions};
 use crate::evaluate::sample_prompts;
-use icl_probes::measure::Measurement;
 use crate::layout;
 use crate::models::transformer::{named_weights, ForwardOptions};
 use crate::plot::{render, Chart, Panel, Series};
+use crate::presets::model;
 use crate::probe::per_layer_predictions;
+use icl_probes::measure::Measurement;
 
 pub const NAME: &str = "vo2023-fig10";
 const STEPS: usize = 50;
 const DAMPENING: [f64; 3] = [1.0, 0.875, 0.75];
 const TASKS: usize = 2000;
 
-pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let spec = model("lsa-1", opts.quick)?;
     let runs = train_seeds(&spec.config, opts)?;
@@ -75,7 +75,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
                 measurements.push(m);
             }
         }
-        for (rate, curve, source) in [(eta * lambda, &gd_curve, "tuned"), (eta_trained * lambda, &gd_trained_eta, "trained layer")] {
+        for (rate, curve, source) in
+            [(eta * lambda, &gd_curve, "tuned"), (eta_trained * lambda, &gd_trained_eta, "trained layer")]
+        {
             for &(k, loss) in curve.iter() {
                 let mut m = Measurement::new(&task_name, "gd", Default::default(), "loss", loss);
                 m.params.insert("steps".into(), (k as usize).into());
@@ -85,14 +87,14 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
                 measurements.push(m);
             }
         }
-        rows.push(json!({
-            "dampening": lambda,
-            "gd_eta": eta * lambda,
-            "gd_loss": gd_curve.iter().map(|p| p.1).collect::<Vec<_>>(),
-            "trained_loss_seed0": tf[0].iter().map(|p| p.1).collect::<Vec<_>>(),
-            "gd_trained_eta": eta_trained * lambda,
-            "gd_trained_eta_loss": gd_trained_eta.iter().map(|p| p.1).collect::<Vec<_>>(),
-        }));
+        rows.push(Rollout {
+            dampening: lambda,
+            gd_eta: eta * lambda,
+            gd_loss: gd_curve.iter().map(|p| p.1).collect(),
+            trained_loss_seed0: tf[0].iter().map(|p| p.1).collect(),
+            gd_trained_eta: eta_trained * lambda,
+            gd_trained_eta_loss: gd_trained_eta.iter().map(|p| p.1).collect(),
+        });
         let finite = |s: Vec<(f64, f64)>| s.into_iter().filter(|p| p.1.is_finite() && p.1 < 1e6).collect::<Vec<_>>();
         let mut tf_series = mean_band("Trained layer, repeated", 0, &tf);
         tf_series.points.retain(|p| p.1.is_finite() && p.1 < 1e6);
@@ -123,46 +125,75 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
         });
     }
     let files = render(&Panel { charts, ..Default::default() }, &opts.figures_root.join(NAME), "rollout")?;
-    let summary = json!({
-        "figure": NAME,
-        "quick": opts.quick,
-        "seeds": opts.seed_count(),
-        "run_name": c.name,
-        "wall_seconds": start.elapsed().as_secs_f64(),
-        "tasks": TASKS,
-        "steps": STEPS,
-        "trained_eta_seed0": eta_trained,
-        "tuned_eta": eta,
-        "rollouts": rows,
-        "figures": file_list(&files),
-        "measurements": measurements,
-    });
-    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
-    Ok(summary)
+    let report = RolloutReport {
+        figure: NAME,
+        quick: opts.quick,
+        seeds: opts.seed_count(),
+        run_name: c.name.clone(),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        tasks: TASKS,
+        steps: STEPS,
+        trained_eta_seed0: eta_trained,
+        tuned_eta: eta,
+        rollouts: rows,
+        figures: file_list(&files),
+        measurements,
+    };
+    let value = serde_json::to_value(&report)?;
+    write_report(&opts.reports_root, NAME, &value, &markdown(&report))?;
+    Ok(value)
 }
 
-fn markdown(s: &Value) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+/// `reports/vo2023-fig10.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutReport {
+    pub figure: &'static str,
+    pub quick: bool,
+    pub seeds: usize,
+    pub run_name: String,
+    pub wall_seconds: f64,
+    pub tasks: usize,
+    pub steps: usize,
+    /// η the trained layer implements (seed 0), −N·(PV·β)_yy.
+    pub trained_eta_seed0: f64,
+    pub tuned_eta: f64,
+    pub rollouts: Vec<Rollout>,
+    pub figures: Vec<String>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// Loss after each of the 50 applications / steps at one dampening λ (null: diverged to NaN).
+#[derive(Clone, Debug, Serialize)]
+pub struct Rollout {
+    pub dampening: f64,
+    pub gd_eta: f64,
+    pub gd_loss: Vec<f64>,
+    pub trained_loss_seed0: Vec<f64>,
+    pub gd_trained_eta: f64,
+    pub gd_trained_eta_loss: Vec<f64>,
+}
+
+fn markdown(s: &RolloutReport) -> String {
     // Losses past 1e6 (or NaN/inf in the f32 model) are a diverged roll-out.
-    let at = |v: &Value, k: usize| {
-        let x = v.as_array().and_then(|a| a.get(k)).map_or(f64::NAN, num);
+    let at = |v: &[f64], k: usize| {
+        let x = v.get(k).copied().unwrap_or(f64::NAN);
         if x.is_finite() && x < 1e6 {
             format!("{x:.4}")
         } else {
             "diverged".into()
         }
     };
-    let three = |v: &Value| format!("{} / {} / {}", at(v, 0), at(v, 9), at(v, 49));
+    let three = |v: &[f64]| format!("{} / {} / {}", at(v, 0), at(v, 9), at(v, 49));
     let mut out = String::from("# von Oswald et al. 2023, Figure 10: roll-out of a trained layer vs GD\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: the trained 1-layer model ({} seed(s)) applied {} times with y-only \
          updates and dampening λ, against {} GD steps, on {} tasks; {:.0} s wall.\n\n",
-        if s["quick"] == true { " --quick" } else { "" },
-        s["seeds"],
-        s["steps"],
-        s["steps"],
-        s["tasks"],
-        num(&s["wall_seconds"])
+        if s.quick { " --quick" } else { "" },
+        s.seeds,
+        s.steps,
+        s.steps,
+        s.tasks,
+        s.wall_seconds
     );
     out += &format!(
         "The paper: the repeated layer follows GD step for step; without dampening (λ = 1) both diverge, with \
@@ -170,23 +201,22 @@ fn markdown(s: &Value) -> String {
          trained layer implements ({:.3}, read off its weights as −N·(PV·β)_yy), both times λ. Over 50 repeated \
          steps near the stability limit a small difference in η decides between converging and diverging, so the \
          second is the faithful comparison.\n\n",
-        num(&s["tuned_eta"]),
-        num(&s["trained_eta_seed0"])
+        s.tuned_eta, s.trained_eta_seed0
     );
     out += "| λ | loss after 1 / 10 / 50: trained layer (seed 0) | GD, tuned η·λ | GD, the layer's η·λ |\n|---|---|---|---|\n";
-    for r in s["rollouts"].as_array().into_iter().flatten() {
+    for r in &s.rollouts {
         out += &format!(
             "| {} | {} | {} | {} |\n",
-            r["dampening"],
-            three(&r["trained_loss_seed0"]),
-            three(&r["gd_loss"]),
-            three(&r["gd_trained_eta_loss"])
+            r.dampening,
+            three(&r.trained_loss_seed0),
+            three(&r.gd_loss),
+            three(&r.gd_trained_eta_loss)
         );
     }
     out += "\nWhere we differ from the paper: the trained layer and GD at the layer's own η";
-    for r in s["rollouts"].as_array().into_iter().flatten() {
-        let (t, g) = (&r["trained_loss_seed0"], &r["gd_trained_eta_loss"]);
-        let get = |v: &Value, k: usize| v.as_array().and_then(|a| a.get(k)).map_or(f64::NAN, num);
+    for r in &s.rollouts {
+        let (t, g) = (&r.trained_loss_seed0, &r.gd_trained_eta_loss);
+        let get = |v: &[f64], k: usize| v.get(k).copied().unwrap_or(f64::NAN);
         let agree = |k: usize| {
             let (a, b) = (get(t, k), get(g, k));
             if a.is_finite() && b.is_finite() && a < 1e6 && b < 1e6 {
@@ -195,7 +225,7 @@ fn markdown(s: &Value) -> String {
                 format!("step {}: {} vs {}", k + 1, at(t, k), at(g, k))
             }
         };
-        out += &format!("; λ = {}: {}, {}", r["dampening"], agree(9), agree(49));
+        out += &format!("; λ = {}: {}, {}", r.dampening, agree(9), agree(49));
     }
     out += " (trained relative to GD). Where they part, the trained weights' small deviations from the construction \
             (vo2023-fig9 reports ‖KQ/β − KQ_c‖ ≈ 0.1–0.14 against a norm of 3.16) compound over repeated steps near the \

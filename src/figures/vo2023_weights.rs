@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tch::Device;
 
 use icl_probes::construct::{compare_with_construction, frobenius, gdpp_construction, weight_products};
@@ -14,14 +14,14 @@ use icl_probes::construct::{compare_with_construction, frobenius, gdpp_construct
 use icl_probes::learner::Learner;
 use icl_probes::measure::Measurement;
 
-use super::models::model;
 use super::{file_list, load_run, train_seeds, write_report, FigureOptions};
 use crate::models::transformer::named_weights;
 use crate::plot::{render_heatmaps, Heatmap};
+use crate::presets::model;
 
 pub const NAME: &str = "vo2023-fig9";
 
-pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let mut maps = Vec::new();
     let mut rows = Vec::new();
@@ -42,21 +42,22 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
             let (vs, _) = load_run(&run.dir, c, Device::Cpu)?;
             let cmp = compare_with_construction(&weight_products(&named_weights(&vs)?, 0)?, &cp, t.x_dim)?;
             let (beta, kq, pv) = (cmp.beta, &cmp.kq, &cmp.pv);
-            for (metric, value) in [("kq_residual", cmp.kq_residual), ("pv_residual", cmp.pv_residual), ("beta", beta)] {
+            for (metric, value) in [("kq_residual", cmp.kq_residual), ("pv_residual", cmp.pv_residual), ("beta", beta)]
+            {
                 let mut m = Measurement::new(&c.task.name, &reference.name, Learner::params(&reference), metric, value);
                 m.model = Some(run.metrics.name.clone());
                 m.seed = Some(run.metrics.seed);
                 m.layer = Some(1);
                 measurements.push(m);
             }
-            per_seed.push(json!({
-                "seed": s,
-                "beta": beta,
-                "kq_residual": cmp.kq_residual,
-                "pv_residual": cmp.pv_residual,
-                "kq_construction_norm": frobenius(&cp.kq),
-                "pv_construction_norm": frobenius(&cp.pv),
-            }));
+            per_seed.push(SeedProducts {
+                seed: s,
+                beta,
+                kq_residual: cmp.kq_residual,
+                pv_residual: cmp.pv_residual,
+                kq_construction_norm: frobenius(&cp.kq),
+                pv_construction_norm: frobenius(&cp.pv),
+            });
             if s == 0 {
                 let rows_of = |a: &ndarray::Array2<f64>| a.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>();
                 maps.push(Heatmap { title: format!("{}: KQ/β (β = {beta:.3})", spec.label), values: rows_of(kq) });
@@ -71,51 +72,82 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
                 });
             }
         }
-        rows.push(json!({
-            "key": key, "label": spec.label, "run_name": c.name, "steps": c.train.steps,
-            "construction": reference, "per_seed": per_seed,
-        }));
+        rows.push(ModelProducts {
+            key,
+            label: spec.label.clone(),
+            run_name: c.name.clone(),
+            steps: c.train.steps,
+            construction: reference,
+            per_seed,
+        });
     }
     let files = render_heatmaps(&maps, 4, &opts.figures_root.join(NAME), "weights")?;
-    let summary = json!({
-        "figure": NAME,
-        "quick": opts.quick,
-        "seeds": opts.seed_count(),
-        "wall_seconds": start.elapsed().as_secs_f64(),
-        "models": rows,
-        "figures": file_list(&files),
-        "measurements": measurements,
-    });
-    write_report(&opts.reports_root, NAME, &summary, &markdown(&summary))?;
-    Ok(summary)
+    let report = WeightsReport {
+        figure: NAME,
+        quick: opts.quick,
+        seeds: opts.seed_count(),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        models: rows,
+        figures: file_list(&files),
+        measurements,
+    };
+    let value = serde_json::to_value(&report)?;
+    write_report(&opts.reports_root, NAME, &value, &markdown(&report))?;
+    Ok(value)
 }
 
-fn markdown(s: &Value) -> String {
-    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+/// `reports/vo2023-fig9.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightsReport {
+    pub figure: &'static str,
+    pub quick: bool,
+    pub seeds: usize,
+    pub wall_seconds: f64,
+    pub models: Vec<ModelProducts>,
+    pub figures: Vec<String>,
+    pub measurements: Vec<Measurement>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelProducts {
+    pub key: &'static str,
+    pub label: String,
+    pub run_name: String,
+    pub steps: usize,
+    /// The reference whose construction the products are compared with (GD, or GD++ for several layers).
+    pub construction: crate::references::Reference,
+    pub per_seed: Vec<SeedProducts>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedProducts {
+    pub seed: usize,
+    pub beta: f64,
+    pub kq_residual: f64,
+    pub pv_residual: f64,
+    pub kq_construction_norm: f64,
+    pub pv_construction_norm: f64,
+}
+
+fn markdown(s: &WeightsReport) -> String {
     let mut out =
         String::from("# von Oswald et al. 2023, Figure 9: trained weight products beside the construction\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: {} seed(s), {:.0} s wall; numbers from `reports/{NAME}.json`.\n\n",
-        if s["quick"] == true { " --quick" } else { "" },
-        s["seeds"],
-        num(&s["wall_seconds"])
+        if s.quick { " --quick" } else { "" },
+        s.seeds,
+        s.wall_seconds
     );
     out += "The paper shows that trained W_KᵀW_Q and P·W_V equal the construction's up to a scalar. We rescale by \
             β = mean of the first d diagonal entries of KQ and report Frobenius residuals (the construction's norms \
             for scale). 1 layer: GD construction with the tuned η; 3 recurrent layers: GD++ construction with the \
             fitted (η, γ).\n\n";
     out += "| model | seed | β | ‖KQ/β − KQ_c‖ (‖KQ_c‖) | ‖PV·β − PV_c‖ (‖PV_c‖) |\n|---|---|---|---|---|\n";
-    for m in s["models"].as_array().into_iter().flatten() {
-        for r in m["per_seed"].as_array().into_iter().flatten() {
+    for m in &s.models {
+        for r in &m.per_seed {
             out += &format!(
                 "| {} | {} | {:.4} | {:.4} ({:.3}) | {:.4} ({:.3}) |\n",
-                m["label"].as_str().unwrap_or("?"),
-                r["seed"],
-                num(&r["beta"]),
-                num(&r["kq_residual"]),
-                num(&r["kq_construction_norm"]),
-                num(&r["pv_residual"]),
-                num(&r["pv_construction_norm"])
+                m.label, r.seed, r.beta, r.kq_residual, r.kq_construction_norm, r.pv_residual, r.pv_construction_norm
             );
         }
     }

@@ -13,8 +13,11 @@ use crate::{
     ShiftSweep, Task, TaskError, TaskRng,
 };
 
-pub const ENTRY: TaskEntry =
-    TaskEntry { name: "decision_tree", about: "random depth-4 decision trees on N(0, I) inputs (Garg)", build: DecisionTreeTask::build };
+pub const ENTRY: TaskEntry = TaskEntry {
+    name: "decision_tree",
+    about: "random depth-4 decision trees on N(0, I) inputs (Garg)",
+    build: DecisionTreeTask::build,
+};
 
 /// `[task] name = "decision_tree"`: Garg et al.'s setting by default (d = 20, depth 4, 100 pairs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,8 +96,16 @@ impl Task for DecisionTreeTask {
 
     fn shifts(&self) -> Vec<ShiftSweep> {
         vec![
-            ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0] },
-            ShiftSweep { kind: ShiftKind::LabelNoise, training_value: self.params.noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+            ShiftSweep {
+                kind: ShiftKind::InputScale,
+                training_value: 1.0,
+                values: vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0],
+            },
+            ShiftSweep {
+                kind: ShiftKind::LabelNoise,
+                training_value: self.params.noise_std,
+                values: vec![0.0, 0.1, 0.5, 1.0],
+            },
         ]
     }
 

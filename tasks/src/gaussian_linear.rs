@@ -81,9 +81,11 @@ impl GaussianLinearParams {
         check_real("w_scale", self.w_scale, 0.0, false)?;
         check_real("noise_std", self.noise_std, 0.0, false)?;
         match (self.covariance, &self.spectrum) {
-            (Covariance::Identity, Some(_)) => {
-                Err(TaskError::invalid("spectrum", "is only used with covariance = \"diagonal\" or \"rotated\"", "a list"))
-            }
+            (Covariance::Identity, Some(_)) => Err(TaskError::invalid(
+                "spectrum",
+                "is only used with covariance = \"diagonal\" or \"rotated\"",
+                "a list",
+            )),
             (Covariance::Identity, None) => Ok(()),
             (_, None) => Err(TaskError::invalid("spectrum", "is required with this covariance", "none")),
             (_, Some(s)) if s.len() != self.x_dim => {
@@ -118,7 +120,11 @@ impl GaussianLinear {
             Covariance::Identity => None,
             kind => {
                 let sqrt = Array2::from_diag(&ndarray::Array1::from(params.eigenvalues()).mapv(f64::sqrt));
-                Some(if kind == Covariance::Rotated { random_rotation(params.x_dim, params.rotation_seed).dot(&sqrt) } else { sqrt })
+                Some(if kind == Covariance::Rotated {
+                    random_rotation(params.x_dim, params.rotation_seed).dot(&sqrt)
+                } else {
+                    sqrt
+                })
             }
         };
         let scales = (params.covariance == Covariance::Diagonal)
@@ -200,7 +206,11 @@ impl Task for GaussianLinear {
         vec![
             ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: scales.clone() },
             ShiftSweep { kind: ShiftKind::TeacherScale, training_value: 1.0, values: scales },
-            ShiftSweep { kind: ShiftKind::LabelNoise, training_value: self.params.noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+            ShiftSweep {
+                kind: ShiftKind::LabelNoise,
+                training_value: self.params.noise_std,
+                values: vec![0.0, 0.1, 0.5, 1.0],
+            },
             ShiftSweep { kind: ShiftKind::ConditionNumber, training_value: 1.0, values: vec![1.0, 10.0, 100.0] },
         ]
     }
@@ -216,8 +226,7 @@ impl Task for GaussianLinear {
                 // Eigenvalues geometric from 1 to 1/κ, rescaled to the training trace.
                 let d = p.x_dim;
                 let trace: f64 = p.eigenvalues().iter().sum();
-                let raw: Vec<f64> =
-                    (0..d).map(|i| shift.value.powf(-(i as f64) / (d.max(2) - 1) as f64)).collect();
+                let raw: Vec<f64> = (0..d).map(|i| shift.value.powf(-(i as f64) / (d.max(2) - 1) as f64)).collect();
                 let sum: f64 = raw.iter().sum();
                 p.spectrum = Some(raw.iter().map(|v| v * trace / sum).collect());
                 if p.covariance == Covariance::Identity {

@@ -142,6 +142,9 @@ mod tests {
         let e = build(&TaskConfig::new("nope")).err().unwrap().to_string();
         assert!(e.starts_with("task.name: unknown task `nope`") && e.contains("sparse_linear"), "{e}");
         let e = build(&TaskConfig::new("sparse_linear").with("input_range", 2.0)).err().unwrap().to_string();
-        assert!(e.starts_with("task.input_range: unknown key for task `sparse_linear` (expected one of `x_dim`"), "{e}");
+        assert!(
+            e.starts_with("task.input_range: unknown key for task `sparse_linear` (expected one of `x_dim`"),
+            "{e}"
+        );
     }
 }

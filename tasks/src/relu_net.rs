@@ -13,8 +13,11 @@ use crate::{
     ShiftKind, ShiftSweep, Task, TaskError, TaskRng,
 };
 
-pub const ENTRY: TaskEntry =
-    TaskEntry { name: "relu_net", about: "random 2-layer ReLU networks with 100 hidden units (Garg)", build: ReluNet::build };
+pub const ENTRY: TaskEntry = TaskEntry {
+    name: "relu_net",
+    about: "random 2-layer ReLU networks with 100 hidden units (Garg)",
+    build: ReluNet::build,
+};
 
 /// `[task] name = "relu_net"`: Garg et al.'s setting by default (d = 20, r = 100, 100 pairs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,8 +87,16 @@ impl Task for ReluNet {
 
     fn shifts(&self) -> Vec<ShiftSweep> {
         vec![
-            ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0] },
-            ShiftSweep { kind: ShiftKind::LabelNoise, training_value: self.params.noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+            ShiftSweep {
+                kind: ShiftKind::InputScale,
+                training_value: 1.0,
+                values: vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0],
+            },
+            ShiftSweep {
+                kind: ShiftKind::LabelNoise,
+                training_value: self.params.noise_std,
+                values: vec![0.0, 0.1, 0.5, 1.0],
+            },
         ]
     }
 

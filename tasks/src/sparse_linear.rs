@@ -13,8 +13,11 @@ use crate::{
     ShiftKind, ShiftSweep, Task, TaskError, TaskRng,
 };
 
-pub const ENTRY: TaskEntry =
-    TaskEntry { name: "sparse_linear", about: "linear regression with k of d teacher weights non-zero (Garg)", build: SparseLinear::build };
+pub const ENTRY: TaskEntry = TaskEntry {
+    name: "sparse_linear",
+    about: "linear regression with k of d teacher weights non-zero (Garg)",
+    build: SparseLinear::build,
+};
 
 /// `[task] name = "sparse_linear"`: Garg et al.'s setting by default (d = 20, k = 3, 40 pairs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,7 +95,11 @@ impl Task for SparseLinear {
         vec![
             ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: scales.clone() },
             ShiftSweep { kind: ShiftKind::TeacherScale, training_value: 1.0, values: scales },
-            ShiftSweep { kind: ShiftKind::LabelNoise, training_value: self.params.noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+            ShiftSweep {
+                kind: ShiftKind::LabelNoise,
+                training_value: self.params.noise_std,
+                values: vec![0.0, 0.1, 0.5, 1.0],
+            },
         ]
     }
 

@@ -4,12 +4,15 @@
 //! then trains, probes and draws its curve with no other edit.
 
 use icl_tasks::params::{parse, to_params};
-use icl_tasks::{Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind, ShiftSweep, Task, TaskEntry, TaskError, TaskRng};
+use icl_tasks::{
+    Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind, ShiftSweep, Task, TaskEntry, TaskError, TaskRng,
+};
 use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-pub const ENTRY: TaskEntry = TaskEntry { name: "quadratic", about: "y = (x ⊙ x)·w/√3 (Garg et al.)", build: Quadratic::build };
+pub const ENTRY: TaskEntry =
+    TaskEntry { name: "quadratic", about: "y = (x ⊙ x)·w/√3 (Garg et al.)", build: Quadratic::build };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -251,10 +251,18 @@ mod tests {
 
     #[test]
     fn a_depth_one_tree_splits_where_the_labels_change() {
-        let p = one_prompt(vec![[-2.0, 0.3], [-1.0, -0.4], [1.0, 0.2], [2.0, -0.1]], vec![5.0, 5.0, -3.0, -3.0], [1.5, 0.0]);
+        let p = one_prompt(
+            vec![[-2.0, 0.3], [-1.0, -0.4], [1.0, 0.2], [2.0, -0.1]],
+            vec![5.0, 5.0, -3.0, -3.0],
+            [1.5, 0.0],
+        );
         let out = Tree { max_depth: Some(1) }.predict(&p).unwrap();
         assert!((out.preds[[0, 0]] + 3.0).abs() < 1e-6, "{}", out.preds);
-        let left = one_prompt(vec![[-2.0, 0.3], [-1.0, -0.4], [1.0, 0.2], [2.0, -0.1]], vec![5.0, 5.0, -3.0, -3.0], [-1.5, 0.0]);
+        let left = one_prompt(
+            vec![[-2.0, 0.3], [-1.0, -0.4], [1.0, 0.2], [2.0, -0.1]],
+            vec![5.0, 5.0, -3.0, -3.0],
+            [-1.5, 0.0],
+        );
         assert!((Tree { max_depth: None }.predict(&left).unwrap().preds[[0, 0]] - 5.0).abs() < 1e-6);
     }
 

@@ -1,4 +1,5 @@
-//! The trained models the von Oswald et al. 2023 figures use, by key. Figures that use the same
+//! Named run configs: the trained models the von Oswald et al. 2023 figures use, by key, and the
+//! presets stored beside the figures (`RunConfig::preset`). Figures that use the same
 //! model share its runs (`runs/<name>/seed-<s>`), so `vo2023-all` trains each model once.
 //! Settings follow the official notebooks (spec §1.4): lr 5e-4, gradient clip 10 and token
 //! clipping at ±10 beyond 3 layers; 5,000 steps for recurrent models, 50,000 for separate layers.
