@@ -182,9 +182,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         figures: file_list(&files),
         measurements,
     };
-    let value = serde_json::to_value(&report)?;
-    write_report(&opts.reports_root, NAME, &value, &markdown(&report))?;
-    Ok(value)
+    write_report(&opts.reports_root, NAME, &report, &markdown(&report))
 }
 
 /// Closed-form rows (metric `closed_form_normalised_error`) and their checks against the curve

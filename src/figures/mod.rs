@@ -193,14 +193,17 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
 pub use crate::runs::load_run;
 
 /// Writes `reports/<name>.json` (the summary) and `reports/<name>.md` (its Markdown rendering).
-pub fn write_report(
+/// Returns the report as JSON (what `reproduce` hands back).
+pub fn write_report<R: serde::Serialize>(
     reports_root: &Path,
     name: &str,
-    summary: &serde_json::Value,
+    report: &R,
     markdown: &str,
-) -> anyhow::Result<()> {
-    crate::io::write_json_atomic(&reports_root.join(format!("{name}.json")), summary)?;
-    crate::io::write_atomic(&reports_root.join(format!("{name}.md")), markdown.as_bytes())
+) -> anyhow::Result<serde_json::Value> {
+    let value = serde_json::to_value(report)?;
+    crate::io::write_json_atomic(&reports_root.join(format!("{name}.json")), &value)?;
+    crate::io::write_atomic(&reports_root.join(format!("{name}.md")), markdown.as_bytes())?;
+    Ok(value)
 }
 
 /// Paths of rendered files, for a report's `figures` list.

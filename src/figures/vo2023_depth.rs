@@ -366,9 +366,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<serde
         figures: file_list(&files),
         measurements,
     };
-    let value = serde_json::to_value(&report)?;
-    write_report(&opts.reports_root, fig.name, &value, &markdown(fig, &report, opts))?;
-    Ok(value)
+    write_report(&opts.reports_root, fig.name, &report, &markdown(fig, &report, opts))
 }
 
 /// `reports/<figure>.json` of a comparison figure.

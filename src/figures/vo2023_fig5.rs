@@ -128,9 +128,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         figures: file_list(&files),
         measurements,
     };
-    let value = serde_json::to_value(&report)?;
-    write_report(&opts.reports_root, NAME, &value, &markdown(&report))?;
-    Ok(value)
+    write_report(&opts.reports_root, NAME, &report, &markdown(&report))
 }
 
 /// `reports/vo2023-fig5.json`.

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::params::{parse, to_params};
 use crate::registry::TaskEntry;
 use crate::{
-    check_count, check_real, check_sample_size, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind,
-    ShiftSweep, Task, TaskError, TaskRng,
+    check_count, check_real, sample_gaussian_inputs, Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind, ShiftSweep,
+    Task, TaskError, TaskRng,
 };
 
 pub const ENTRY: TaskEntry = TaskEntry {
@@ -121,28 +121,15 @@ impl Task for DecisionTreeTask {
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
         let DecisionTreeParams { x_dim: d, depth, input_scale, noise_std, .. } = self.params;
-        check_sample_size(batch, n, d + 1);
         let internal = (1usize << depth) - 1;
-        let mut coords = vec![0usize; internal];
-        let mut leaves = vec![0.0; internal + 1];
-        let mut xs = vec![0.0; batch * n * d];
-        let mut ys = vec![0.0; batch * n];
-        let mut xq = vec![0.0; batch * d];
-        let mut yq = vec![0.0; batch];
-        for b in 0..batch {
-            coords.iter_mut().for_each(|c| *c = rng.random_range(0..d));
-            leaves.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
-            xs_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            let xq_b = &mut xq[b * d..(b + 1) * d];
-            xq_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            for (i, x_i) in xs_b.chunks_exact(d).enumerate() {
-                let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
-                ys[b * n + i] = leaves[leaf_of(&coords, depth, x_i)] + noise;
-            }
-            yq[b] = leaves[leaf_of(&coords, depth, xq_b)];
-        }
-        prompts_from((batch, n, d, 1), xs, ys, xq, yq, None)
+        // Per prompt: a split coordinate for each internal node, then the leaf values.
+        let draw = |rng: &mut TaskRng| -> (Vec<usize>, Vec<f64>) {
+            let coords: Vec<usize> = (0..internal).map(|_| rng.random_range(0..d)).collect();
+            let leaves: Vec<f64> = (0..=internal).map(|_| rng.sample(StandardNormal)).collect();
+            (coords, leaves)
+        };
+        let label = |(coords, leaves): &(Vec<usize>, Vec<f64>), x: &[f64]| leaves[leaf_of(coords, depth, x)];
+        sample_gaussian_inputs(rng, (batch, n, d), input_scale, noise_std, draw, label, None)
     }
 }
 

@@ -241,6 +241,50 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The linear weights (d) of a hidden function, for tasks that have them.
+pub(crate) type WeightsOf<'a, F> = &'a dyn Fn(&F) -> Vec<f64>;
+
+/// Prompts with one output whose inputs (context and query) are N(0, I)·`input_scale` (Garg et
+/// al.'s `GaussianSampler`). Per prompt, in this order: `draw` picks the hidden function, the n
+/// context inputs and the query input are drawn, each context label is f(xᵢ) plus N(0, σ²) noise
+/// (drawn only when σ = `noise_std` > 0), and the query's label is f(x_q). `weights` gives the
+/// function's d linear weights for tasks that have them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sample_gaussian_inputs<F>(
+    rng: &mut TaskRng,
+    (batch, n, d): (usize, usize, usize),
+    input_scale: f64,
+    noise_std: f64,
+    mut draw: impl FnMut(&mut TaskRng) -> F,
+    label: impl Fn(&F, &[f64]) -> f64,
+    weights: Option<WeightsOf<F>>,
+) -> Prompts {
+    use rand::Rng;
+    use rand_distr::StandardNormal;
+    check_sample_size(batch, n, d + 1);
+    let mut xs = vec![0.0; batch * n * d];
+    let mut ys = vec![0.0; batch * n];
+    let mut xq = vec![0.0; batch * d];
+    let mut yq = vec![0.0; batch];
+    let mut ws = weights.map(|_| Vec::with_capacity(batch * d));
+    for b in 0..batch {
+        let f = draw(rng);
+        let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
+        xs_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
+        let xq_b = &mut xq[b * d..(b + 1) * d];
+        xq_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
+        for (i, x_i) in xs_b.chunks_exact(d).enumerate() {
+            let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
+            ys[b * n + i] = label(&f, x_i) + noise;
+        }
+        yq[b] = label(&f, xq_b);
+        if let (Some(ws), Some(w)) = (ws.as_mut(), weights) {
+            ws.extend(w(&f));
+        }
+    }
+    prompts_from((batch, n, d, 1), xs, ys, xq, yq, ws)
+}
+
 /// Builds [`Prompts`] from flat row-major buffers (xs (B, n, d), ys (B, n, o), xq (B, d), yq (B, o)).
 pub(crate) fn prompts_from(
     (batch, n, d, o): (usize, usize, usize, usize),

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::params::{parse, to_params};
 use crate::registry::TaskEntry;
 use crate::{
-    check_count, check_real, check_sample_size, dot, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift,
-    ShiftKind, ShiftSweep, Task, TaskError, TaskRng,
+    check_count, check_real, dot, sample_gaussian_inputs, Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind,
+    ShiftSweep, Task, TaskError, TaskRng,
 };
 
 pub const ENTRY: TaskEntry = TaskEntry {
@@ -112,31 +112,17 @@ impl Task for ReluNet {
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
         let ReluNetParams { x_dim: d, hidden: r, input_scale, noise_std, .. } = self.params;
-        check_sample_size(batch, n, d + 1);
         let scale = (2.0 / r as f64).sqrt();
-        let mut w1 = vec![0.0; r * d]; // (r, d)
-        let mut a = vec![0.0; r];
-        let net = |w1: &[f64], a: &[f64], x: &[f64]| -> f64 {
+        // Per prompt: W (r, d), then a (r).
+        let draw = |rng: &mut TaskRng| -> (Vec<f64>, Vec<f64>) {
+            let w1: Vec<f64> = (0..r * d).map(|_| rng.sample(StandardNormal)).collect();
+            let a: Vec<f64> = (0..r).map(|_| rng.sample(StandardNormal)).collect();
+            (w1, a)
+        };
+        let net = |(w1, a): &(Vec<f64>, Vec<f64>), x: &[f64]| -> f64 {
             scale * w1.chunks_exact(d).zip(a).map(|(w, a)| a * dot(w, x).max(0.0)).sum::<f64>()
         };
-        let mut xs = vec![0.0; batch * n * d];
-        let mut ys = vec![0.0; batch * n];
-        let mut xq = vec![0.0; batch * d];
-        let mut yq = vec![0.0; batch];
-        for b in 0..batch {
-            w1.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            a.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
-            let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
-            xs_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            let xq_b = &mut xq[b * d..(b + 1) * d];
-            xq_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            for (i, x_i) in xs_b.chunks_exact(d).enumerate() {
-                let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
-                ys[b * n + i] = net(&w1, &a, x_i) + noise;
-            }
-            yq[b] = net(&w1, &a, xq_b);
-        }
-        prompts_from((batch, n, d, 1), xs, ys, xq, yq, None)
+        sample_gaussian_inputs(rng, (batch, n, d), input_scale, noise_std, draw, net, None)
     }
 }
 

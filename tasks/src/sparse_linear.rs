@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::params::{parse, to_params};
 use crate::registry::TaskEntry;
 use crate::{
-    check_count, check_real, check_sample_size, dot, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift,
-    ShiftKind, ShiftSweep, Task, TaskError, TaskRng,
+    check_count, check_real, dot, sample_gaussian_inputs, Dims, LearnerSpec, Params, Prompts, Shift, ShiftKind,
+    ShiftSweep, Task, TaskError, TaskRng,
 };
 
 pub const ENTRY: TaskEntry = TaskEntry {
@@ -116,16 +116,9 @@ impl Task for SparseLinear {
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
         let SparseLinearParams { x_dim: d, sparsity: k, input_scale, w_scale, noise_std, .. } = self.params;
-        check_sample_size(batch, n, d + 1);
-        let mut xs = vec![0.0; batch * n * d];
-        let mut ys = vec![0.0; batch * n];
-        let mut xq = vec![0.0; batch * d];
-        let mut yq = vec![0.0; batch];
-        let mut ws = vec![0.0; batch * d];
         let mut coords: Vec<usize> = (0..d).collect();
-        for b in 0..batch {
-            let w = &mut ws[b * d..(b + 1) * d];
-            w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+        let draw = |rng: &mut TaskRng| -> Vec<f64> {
+            let mut w: Vec<f64> = (0..d).map(|_| w_scale * rng.sample::<f64, _>(StandardNormal)).collect();
             // Keep k coordinates chosen uniformly (a partial Fisher–Yates shuffle), zero the rest.
             for i in 0..k {
                 let j = rng.random_range(i..d);
@@ -134,17 +127,10 @@ impl Task for SparseLinear {
             let mut keep = vec![false; d];
             coords[..k].iter().for_each(|&c| keep[c] = true);
             w.iter_mut().zip(&keep).filter(|(_, k)| !**k).for_each(|(v, _)| *v = 0.0);
-            let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
-            xs_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            let xq_b = &mut xq[b * d..(b + 1) * d];
-            xq_b.iter_mut().for_each(|v| *v = input_scale * rng.sample::<f64, _>(StandardNormal));
-            for (i, x_i) in xs_b.chunks_exact(d).enumerate() {
-                let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
-                ys[b * n + i] = dot(w, x_i) + noise;
-            }
-            yq[b] = dot(w, xq_b);
-        }
-        prompts_from((batch, n, d, 1), xs, ys, xq, yq, Some(ws))
+            w
+        };
+        let weights = |w: &Vec<f64>| w.clone();
+        sample_gaussian_inputs(rng, (batch, n, d), input_scale, noise_std, draw, |w, x| dot(w, x), Some(&weights))
     }
 }
 

@@ -229,14 +229,10 @@ impl Learner for Newton {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::learners::isotropic;
     use icl_tasks::{TaskConfig, TaskRng};
     use ndarray::{array, s};
     use rand::SeedableRng;
-
-    fn isotropic(d: usize, n: usize, batch: usize, seed: u64) -> Prompts {
-        let task = TaskConfig::new("gaussian_linear").with("x_dim", d).build().unwrap();
-        task.sample_n(&mut TaskRng::seed_from_u64(seed), batch, n)
-    }
 
     #[test]
     fn min_norm_least_squares_on_a_hand_worked_case() {

@@ -341,13 +341,9 @@ impl Learner for PrecondGd {
 mod tests {
     use super::*;
     use crate::learner::fit;
+    use crate::learners::isotropic;
     use icl_tasks::{TaskConfig, TaskRng};
     use rand::SeedableRng;
-
-    fn isotropic(d: usize, n: usize, batch: usize, seed: u64) -> Prompts {
-        let task = TaskConfig::new("gaussian_linear").with("x_dim", d).build().unwrap();
-        task.sample_n(&mut TaskRng::seed_from_u64(seed), batch, n)
-    }
 
     #[test]
     fn one_tuned_gd_step_matches_the_closed_form() {

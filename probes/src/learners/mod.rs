@@ -77,6 +77,14 @@ pub(crate) fn per_prompt_predictions(
     Ok(Array2::from_shape_vec((batch, o), rows.concat()).expect("one o-vector per prompt"))
 }
 
+/// `batch` prompts of n pairs with x, w ~ N(0, I_d), noise-free: the setting of the closed forms.
+#[cfg(test)]
+pub(crate) fn isotropic(d: usize, n: usize, batch: usize, seed: u64) -> icl_tasks::Prompts {
+    use rand::SeedableRng;
+    let task = icl_tasks::TaskConfig::new("gaussian_linear").with("x_dim", d).build().expect("valid task");
+    task.sample_n(&mut icl_tasks::TaskRng::seed_from_u64(seed), batch, n)
+}
+
 /// Stacks per-prompt weight matrices (o, d) into (B, o, d).
 pub(crate) fn stack_weights(ws: Vec<Array2<f64>>, o: usize, d: usize) -> Array3<f64> {
     let batch = ws.len();
