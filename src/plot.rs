@@ -177,9 +177,12 @@ where
         } else {
             ctx.draw_series(LineSeries::new(points, style)).map_err(err)?
         };
-        drawn
-            .label(s.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        // Unlabelled series (continuations of a curve broken by a gap) stay out of the legend.
+        if !s.label.is_empty() {
+            drawn
+                .label(s.label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -224,6 +227,44 @@ pub fn curve_chart(rows: &[icl_probes::measure::Measurement], title: &str, y_top
     }
     let n_max = rows.iter().filter_map(|m| m.n_context).max().unwrap_or(1) as f64;
     series.retain(|s| !s.points.is_empty());
+    // A curve that leaves the chart (averaging at small n) is drawn in pieces, not joined across the gap.
+    let mut pieces = Vec::new();
+    for s in &mut series {
+        let all: Vec<(f64, f64)> = s.points.clone();
+        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+        let ns: Vec<f64> = rows
+            .iter()
+            .filter(|m| m.metric == "normalised_error" && key(m) == s.label)
+            .map(|m| m.n_context.unwrap_or(0) as f64)
+            .collect();
+        for n in ns {
+            match all.iter().find(|p| p.0 == n) {
+                Some(p) => runs.last_mut().expect("non-empty").push(*p),
+                None if !runs.last().expect("non-empty").is_empty() => runs.push(Vec::new()),
+                None => {}
+            }
+        }
+        runs.retain(|r| !r.is_empty());
+        if runs.len() > 1 {
+            let band_of = |r: &[(f64, f64)]| -> Vec<(f64, f64, f64)> {
+                s.band.iter().filter(|b| r.iter().any(|p| p.0 == b.0)).copied().collect()
+            };
+            let rest: Vec<Series> = runs[1..]
+                .iter()
+                .map(|r| Series {
+                    label: String::new(),
+                    points: r.clone(),
+                    band: band_of(r),
+                    color: s.color,
+                    ..Default::default()
+                })
+                .collect();
+            s.band = band_of(&runs[0]);
+            s.points = runs.swap_remove(0);
+            pieces.extend(rest);
+        }
+    }
+    series.extend(pieces);
     series.push(Series {
         label: "1 (zero predictor, expected)".into(),
         points: vec![(0.0, 1.0), (n_max, 1.0)],
