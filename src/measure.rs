@@ -9,7 +9,9 @@ use icl_tasks::{Params, Shift, ShiftKind, Task};
 
 use crate::evaluate::EvalRow;
 use crate::learners::ModelLearner;
+use crate::references::Reference;
 use crate::train::RunOutcome;
+use icl_tasks::Prompts;
 
 /// The model/seed fields of a row for `learner` when it is a trained model.
 fn tag(row: &mut Measurement, model: Option<&ModelLearner>) {
@@ -135,17 +137,36 @@ pub fn run_rows(run: &RunOutcome, task: &str) -> Vec<Measurement> {
     out
 }
 
-/// Rows of the loss after each applied layer (layer = 1…L) for models, and after each step for
-/// references (learner params carry `steps`).
-pub fn per_layer_rows(task: &str, model: &ModelLearner, per_layer_loss: &[f64]) -> Vec<Measurement> {
-    per_layer_loss
-        .iter()
-        .enumerate()
-        .map(|(l, &v)| {
-            let mut m = Measurement::new(task, "model", model.params(), "loss", v);
+/// ½·MSE on `prompts` of each model read out after every applied layer (`layer` = 1…L, through
+/// the activation cache and the model's readout), and of each reference after each of its steps
+/// (params carry `after_step`).
+pub fn per_layer_rows(
+    task: &str,
+    models: &[ModelLearner],
+    references: &[&Reference],
+    prompts: &Prompts,
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut rows = Vec::new();
+    for model in models {
+        let preds = model.with_model(|vs, net| {
+            let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
+            let (tokens, _) = crate::layout::tensors(net.config().tokens, prompts, kind, vs.device());
+            crate::probe::per_layer_predictions(net, &tokens, Default::default())
+        })?;
+        for (l, p) in preds.iter().enumerate() {
+            let mut m = Measurement::new(task, "model", model.params(), "loss", prompts.half_mse(p));
             tag(&mut m, Some(model));
             m.layer = Some(l + 1);
-            m
-        })
-        .collect()
+            rows.push(m);
+        }
+    }
+    for r in references {
+        for (step, w) in r.weights(prompts).iter().enumerate() {
+            let mut params = Learner::params(*r);
+            params.insert("after_step".into(), (step + 1).into());
+            let loss = prompts.half_mse(&icl_probes::gd::predict(w, &prompts.xq));
+            rows.push(Measurement::new(task, &r.name, params, "loss", loss));
+        }
+    }
+    Ok(rows)
 }

@@ -10,21 +10,17 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tch::Device;
 
-use icl_probes::gd;
 use icl_probes::learner::Learner;
 use icl_probes::measure::Measurement;
 use icl_tasks::ShiftKind;
 
 use super::{file_list, mean, mean_band, std, train_seeds, write_report, FigureOptions};
 use crate::evaluate::{sample_prompts, EvalRow};
-use crate::layout;
 use crate::learners::ModelLearner;
 use crate::measure::{curve_of, run_rows, shift_sweep, shift_value, Swept};
 use crate::plot::{render, Chart, Panel, Series};
 use crate::presets::{model, ModelSpec};
-use crate::probe::per_layer_predictions;
 use crate::references::Reference;
 use crate::train::RunOutcome;
 
@@ -259,31 +255,17 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<serde
 
         if fig.per_layer {
             let eval = sample_prompts(&c.task, c.eval.tasks, c.eval.seed)?;
-            let (tokens, _) = layout::tensors(c.model.tokens, &eval, tch::Kind::Float, Device::Cpu);
+            let rows = crate::measure::per_layer_rows(task.name(), &models, &refs, &eval)?;
             let per_seed: Vec<Vec<(f64, f64)>> = models
                 .iter()
-                .map(|net| {
-                    let preds = net.with_model(|_, model| per_layer_predictions(model, &tokens, Default::default()))?;
-                    let losses: Vec<f64> = preds.iter().map(|p| eval.half_mse(p)).collect();
-                    measurements.extend(crate::measure::per_layer_rows(task.name(), net, &losses));
-                    Ok(losses.iter().enumerate().map(|(l, v)| ((l + 1) as f64, *v)).collect())
-                })
-                .collect::<anyhow::Result<_>>()?;
+                .map(|net| curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, |r| r.layer.unwrap_or(0) as f64))
+                .collect();
             let mut series = vec![mean_band("Trained TF (readout after layer)", 0, &per_seed)];
             let mut ref_json = Vec::new();
             for (k, r) in refs.iter().enumerate() {
-                let losses: Vec<(f64, f64)> = r
-                    .weights(&eval)
-                    .iter()
-                    .enumerate()
-                    .map(|(l, w)| ((l + 1) as f64, eval.half_mse(&gd::predict(w, &eval.xq))))
-                    .collect();
-                for &(step, loss) in &losses {
-                    // The reference after `step` of its steps, with the hyperparameters of those steps.
-                    let mut params = Learner::params(*r);
-                    params.insert("after_step".into(), (step as usize).into());
-                    measurements.push(Measurement::new(task.name(), &r.name, params, "loss", loss));
-                }
+                let losses = curve_of(&rows, |row| row.model.is_none() && row.learner == r.name, |row| {
+                    row.params.get("after_step").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+                });
                 let name = if r.name == "gd" { "GD (after step)" } else { "GD++ (after step)" };
                 ref_json.push(NamedCurve { name: r.name.clone(), loss: losses.iter().map(|p| p.1).collect() });
                 series.push(Series {
@@ -294,6 +276,7 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<serde
                     ..Default::default()
                 });
             }
+            measurements.extend(rows);
             layer_charts.push(Chart {
                 title: m.spec.label.clone(),
                 x_label: "layer / step".into(),
