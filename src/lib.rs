@@ -23,4 +23,5 @@ pub mod probe;
 pub mod references;
 pub mod rng;
 pub mod runs;
+pub mod tournament;
 pub mod train;

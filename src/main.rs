@@ -138,6 +138,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The hypothesis tournament: each model read out after every layer, compared at every n with
+    /// every candidate learner (fitted on separate prompts) by SPD, ILWD, model cos and preds diff,
+    /// and the candidates ranked per layer, with the untrained model and order sensitivity as
+    /// controls. Writes <reports>/<name>.{json,md} and <figures>/<name>/spd.{png,svg}.
+    Tournament {
+        /// Run directories: a run (…/seed-0) or a folder of seed-* runs of one configuration
+        /// (all its seeds). The first one's task is the tournament's.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        run_dirs: Vec<PathBuf>,
+        /// Runs trained on a control task (e.g. `linear` with fixed_w = true), as contestants of
+        /// their own, evaluated on the first run's task (repeatable).
+        #[arg(long = "control-task", value_name = "RUN_DIR")]
+        control_task: Vec<PathBuf>,
+        /// Leave out each model's untrained twin (its seed's initial weights).
+        #[arg(long)]
+        no_untrained: bool,
+        /// Candidates: `default` (the task's learners), a list such as "gd(steps=1),ridge", or
+        /// `+list` to add to the task's. A candidate with `steps` runs `steps = layer`.
+        #[arg(long, default_value = "default")]
+        learners: String,
+        /// Report name (default: tournament-<first run name>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Numbers of in-context examples, comma-separated (default: 1…N).
+        #[arg(long, value_delimiter = ',')]
+        n: Vec<usize>,
+        /// Evaluation prompts per n.
+        #[arg(long, default_value_t = 512)]
+        prompts: usize,
+        /// Prompts the candidates' hyperparameters are fitted on, per n.
+        #[arg(long, default_value_t = 4096)]
+        tuning_prompts: usize,
+        /// Random context orders for the order-sensitivity control.
+        #[arg(long, default_value_t = 8)]
+        orders: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        #[arg(long, default_value = "figures")]
+        figures: PathBuf,
+        /// Print the whole report as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the registered tasks (with their parameters and default learners) and learners.
     List,
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
@@ -347,6 +392,96 @@ fn run() -> anyhow::Result<()> {
             } else {
                 println!("{} — normalised error (zero predictor = 1), mean over {prompts} prompts", task.name());
                 print!("{}", icl_lab::curve::summary(&file.measurements, 6));
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("wrote {}", names.join(", "));
+            }
+        }
+        Command::Tournament {
+            run_dirs,
+            control_task,
+            no_untrained,
+            learners,
+            name,
+            n,
+            prompts,
+            tuning_prompts,
+            orders,
+            seed,
+            reports,
+            figures,
+            json,
+        } => {
+            use icl_lab::tournament::{LoadedEntrant, Role, TournamentOptions};
+            icl_lab::learners::register();
+            let mut entrants = Vec::new();
+            for dir in &run_dirs {
+                let e = LoadedEntrant::trained(dir, Role::Trained)?;
+                let twin = (!no_untrained).then(|| e.untrained_twin());
+                entrants.push(e);
+                entrants.extend(twin);
+            }
+            for dir in &control_task {
+                entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
+            }
+            let first = icl_lab::tournament::seed_dirs(&run_dirs[0])?;
+            let config = RunConfig::from_file(&first[0].join("config.toml"))?;
+            let task = config.task();
+            let candidates = match learners.as_str() {
+                "default" => task.learners(),
+                list if list.starts_with('+') => {
+                    let mut all = task.learners();
+                    all.extend(icl_lab::curve::parse_learners(&list[1..])?);
+                    all
+                }
+                list => icl_lab::curve::parse_learners(list)?,
+            };
+            let mut opts = TournamentOptions::for_task(task.as_ref());
+            if !n.is_empty() {
+                anyhow::ensure!(
+                    n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
+                    "--n: every value must be in 1..={}",
+                    icl_tasks::MAX_CONTEXT
+                );
+                opts.n_values = n;
+            }
+            anyhow::ensure!((1..=100_000).contains(&prompts), "--prompts: must be in 1..=100000 (got {prompts})");
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&tuning_prompts),
+                "--tuning-prompts: must be in 1..=1000000 (got {tuning_prompts})"
+            );
+            anyhow::ensure!((1..=1000).contains(&orders), "--orders: must be in 1..=1000 (got {orders})");
+            opts.prompts = prompts;
+            opts.tuning_prompts = tuning_prompts;
+            opts.orders = orders;
+            opts.seed = seed;
+            let name = name.unwrap_or_else(|| format!("tournament-{}", config.name));
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && !name.starts_with('.'),
+                "--name: use letters, digits, '-', '_' and '.' only (got `{name}`)"
+            );
+            let bar = icl_lab::train::progress_bar(0, "tournament");
+            let report = icl_lab::tournament::run(&name, task.as_ref(), &entrants, &candidates, &opts, &|what| {
+                bar.set_message(what.to_string());
+                bar.tick();
+            })?;
+            bar.finish_and_clear();
+            let command: Vec<String> = std::env::args().collect();
+            let files = icl_lab::tournament::write(
+                &report,
+                &reports,
+                &figures,
+                &format!("icl-lab {}", command[1..].join(" ")),
+                "",
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+                for s in &report.skipped {
+                    println!("not fitted: {s}");
+                }
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
                 println!("wrote {}", names.join(", "));
             }

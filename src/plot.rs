@@ -361,3 +361,128 @@ fn draw_heatmaps<DB: DrawingBackend>(
     }
     Ok(())
 }
+
+/// A table of values drawn as a heatmap with named rows and columns and the value in each cell,
+/// e.g. SPD by layer (rows) and learner (columns).
+#[derive(Clone, Debug)]
+pub struct LabelledHeatmap {
+    pub title: String,
+    pub row_labels: Vec<String>,
+    pub column_labels: Vec<String>,
+    /// values[row][column]; NaN cells are left grey.
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Writes `<dir>/<stem>.png|svg`: labelled heatmaps in a grid of `columns`, coloured on a log
+/// scale shared by all maps (dark = small), each cell printing its value.
+pub fn render_labelled_heatmaps(
+    maps: &[LabelledHeatmap],
+    columns: usize,
+    dir: &Path,
+    stem: &str,
+    caption: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    register_fonts();
+    let columns = columns.clamp(1, maps.len().max(1));
+    let rows = maps.len().div_ceil(columns).max(1);
+    let widest = maps.iter().map(|m| m.column_labels.len()).max().unwrap_or(1) as u32;
+    let tallest = maps.iter().map(|m| m.row_labels.len()).max().unwrap_or(1) as u32;
+    let size = ((140 + 86 * widest) * columns as u32, (120 + 30 * tallest) * rows as u32 + 40);
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    with_atomic_path(&png, |p| {
+        let root = BitMapBackend::new(p, size).into_drawing_area();
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption)?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    with_atomic_path(&svg, |p| {
+        let root = SVGBackend::new(p, size).into_drawing_area();
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption)?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?;
+    Ok(vec![png, svg])
+}
+
+fn draw_labelled_heatmaps<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    maps: &[LabelledHeatmap],
+    grid: (usize, usize),
+    caption: &str,
+) -> anyhow::Result<()> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(caption, ("sans-serif", 18)).map_err(err)?;
+    let finite: Vec<f64> =
+        maps.iter().flat_map(|m| m.values.iter().flatten()).copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max).log10();
+    // At most 4 decades of colour: smaller values all get the darkest.
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min).log10().max(hi - 4.0);
+    let span = (hi - lo).max(1e-9);
+    for (map, area) in maps.iter().zip(root.split_evenly(grid).iter()) {
+        let (n_rows, n_cols) = (map.row_labels.len(), map.column_labels.len());
+        let rows = map.row_labels.clone();
+        let cols = map.column_labels.clone();
+        let mut chart = ChartBuilder::on(area)
+            .caption(&map.title, ("sans-serif", 15))
+            .margin(6)
+            .x_label_area_size(28)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..n_cols as f64, 0.0..n_rows as f64)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(n_cols * 2 + 1)
+            .y_labels(n_rows * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = (x - 0.5).round();
+                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                    cols.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| {
+                let i = (y - 0.5).round();
+                // row 0 at the top
+                if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n_rows {
+                    rows[n_rows - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(err)?;
+        for (i, row) in map.values.iter().enumerate() {
+            let y = (n_rows - 1 - i) as f64;
+            for (j, &v) in row.iter().enumerate() {
+                let (fill, ink) = if v.is_finite() && v > 0.0 {
+                    let t = ((v.log10() - lo) / span).clamp(0.0, 1.0); // 0 = smallest
+                    let c = ViridisRGB::get_color(t);
+                    (c, if t < 0.55 { WHITE } else { BLACK })
+                } else {
+                    (RGBColor(200, 200, 200), BLACK)
+                };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(j as f64, y), (j as f64 + 1.0, y + 1.0)],
+                        fill.filled(),
+                    )))
+                    .map_err(err)?;
+                let text = if v.is_finite() { tick(v) } else { "–".into() };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text,
+                        (j as f64 + 0.5, y + 0.5),
+                        ("sans-serif", 11).into_font().color(&ink).pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Center,
+                            plotters::style::text_anchor::VPos::Center,
+                        )),
+                    )))
+                    .map_err(err)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -289,7 +289,7 @@ fn the_cli_reports_bad_configs_without_panicking() {
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["train", "reproduce", "construct", "probe", "index", "bench"] {
+    for cmd in ["train", "reproduce", "construct", "probe", "index", "bench", "curve", "tournament", "list"] {
         let out = icl_lab(&[cmd, "--help"], dir.path());
         assert!(out.status.success(), "{cmd}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd}");
@@ -308,6 +308,76 @@ fn construct_and_probe_through_the_cli() {
     let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
     assert!(dir.path().join("cons/probe.json").exists());
+}
+
+#[test]
+fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrained_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = icl_lab(&["construct", "--layers", "2", "--eta", "5", "--tasks", "100", "--out", "cons"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "tournament",
+        "cons",
+        "--learners",
+        "gd(steps=1,eta=5),ridge,zero",
+        "--n",
+        "10",
+        "--prompts",
+        "64",
+        "--tuning-prompts",
+        "256",
+        "--orders",
+        "3",
+        "--name",
+        "t",
+        "--reports",
+        "r",
+        "--figures",
+        "f",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: icl_lab::tournament::TournamentReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+    for layer in [1, 2] {
+        let spd = report
+            .ranking
+            .iter()
+            .find(|r| r.layer == Some(layer) && r.metric == "spd" && !r.model.contains("untrained"))
+            .unwrap();
+        // Layer l of the construction is l GD steps with η = 5, to f32 rounding (at n = N only: the
+        // construction's step is η/N with the training N, GD's is η/n).
+        assert_eq!(spd.order[0].learner, "gd", "layer {layer}: {:?}", spd.order);
+        assert!(spd.order[0].value < 1e-10, "layer {layer}: SPD/d {}", spd.order[0].value);
+        assert!(spd.margin > 1e-4, "layer {layer}: margin {}", spd.margin);
+        let twin = report
+            .ranking
+            .iter()
+            .find(|r| r.layer == Some(layer) && r.metric == "spd" && r.model.contains("untrained"))
+            .unwrap();
+        assert_eq!(twin.order[0].learner, "zero", "the untrained twin predicts ~0: {:?}", twin.order);
+    }
+    let cos = report
+        .ranking
+        .iter()
+        .find(|r| r.layer == Some(2) && r.metric == "model_cos" && !r.model.contains("untrained"))
+        .unwrap();
+    assert_eq!(cos.order[0].learner, "gd");
+    assert!(cos.order[0].value > 1.0 - 1e-6);
+    // The construction sees its context as a set: no order sensitivity beyond f32 rounding.
+    let spread = report
+        .measurements
+        .iter()
+        .filter(|m| m.metric == "permutation_spread" && m.model.as_deref() == Some("construction"));
+    assert!(spread.clone().count() == 2 && spread.clone().all(|m| m.value < 1e-5));
+    for metric in ["spd", "ilwd", "model_cos", "preds_diff"] {
+        assert!(report.measurements.iter().any(|m| m.metric == metric && m.n_context == Some(10)), "{metric}");
+    }
+    assert!(
+        dir.path().join("r/t.md").exists()
+            && dir.path().join("f/t/spd.png").exists()
+            && dir.path().join("f/t/spd.svg").exists()
+    );
 }
 
 // --- GD++ and per-layer references -----------------------------------------------------------

@@ -11,7 +11,8 @@
 //! map: the query's x is M x_q and its y is −W x_q; W after each layer is the learner's effective
 //! weight matrix (prediction W x_q, sensitivity ∂ŷ/∂x_q = W).
 
-use ndarray::{Array2, Array3, Axis, Zip};
+use ndarray::{Array2, Array3, Axis};
+use rayon::prelude::*;
 
 use icl_tasks::Prompts;
 
@@ -21,30 +22,33 @@ pub fn gdpp_weights(p: &Prompts, etas: &[f64], gammas: &[f64]) -> Vec<Array3<f64
     let (b, n, d, o) = (p.batch(), p.context_len(), p.x_dim(), p.y_dim());
     let layers = etas.len();
     let mut out: Vec<Array3<f64>> = (0..layers).map(|_| Array3::zeros((b, o, d))).collect();
-    let mut per_prompt: Vec<Vec<Array2<f64>>> = Vec::with_capacity(b);
-    Zip::from(p.xs.outer_iter()).and(p.ys.outer_iter()).for_each(|xs, ys| {
-        let mut x = xs.to_owned(); // (N, d) context inputs, transformed layer by layer
-        let mut y = ys.to_owned(); // (N, o) context labels → residuals
-        let mut m = Array2::<f64>::eye(d); // query x = M x_q, M: (d, d)
-        let mut w = Array2::<f64>::zeros((o, d)); // prediction = W x_q
-        let mut ws = Vec::with_capacity(layers);
-        for (&eta, &gamma) in etas.iter().zip(gammas) {
-            let c = x.t().dot(&x); // (d, d) Σ x_i x_iᵀ
-            let bm = y.t().dot(&x); // (o, d) Σ y_i x_iᵀ
-                                    // No context pairs: nothing to learn from (and η/n would be 0/0).
-            let step = if n == 0 { 0.0 } else { eta / n as f64 };
-            // y_j −= (η/N) B x_j for context rows, and for the query (whose y is −W x_q).
-            let y_new = &y - &(x.dot(&bm.t()) * step);
-            w = &w + &(bm.dot(&m) * step);
-            // x_j −= γ C x_j (C symmetric).
-            let x_new = &x - &(x.dot(&c) * gamma);
-            m = &m - &(c.dot(&m) * gamma);
-            x = x_new;
-            y = y_new;
-            ws.push(w.clone());
-        }
-        per_prompt.push(ws);
-    });
+    // Prompts are independent: one task per prompt on the rayon pool.
+    let per_prompt: Vec<Vec<Array2<f64>>> = (0..b)
+        .into_par_iter()
+        .map(|i| {
+            let mut x = p.xs.index_axis(Axis(0), i).to_owned(); // (N, d) context inputs, transformed layer by layer
+            let mut y = p.ys.index_axis(Axis(0), i).to_owned(); // (N, o) context labels → residuals
+            let mut m = Array2::<f64>::eye(d); // query x = M x_q, M: (d, d)
+            let mut w = Array2::<f64>::zeros((o, d)); // prediction = W x_q
+            let mut ws = Vec::with_capacity(layers);
+            for (&eta, &gamma) in etas.iter().zip(gammas) {
+                let c = x.t().dot(&x); // (d, d) Σ x_i x_iᵀ
+                let bm = y.t().dot(&x); // (o, d) Σ y_i x_iᵀ
+                                        // No context pairs: nothing to learn from (and η/n would be 0/0).
+                let step = if n == 0 { 0.0 } else { eta / n as f64 };
+                // y_j −= (η/N) B x_j for context rows, and for the query (whose y is −W x_q).
+                let y_new = &y - &(x.dot(&bm.t()) * step);
+                w = &w + &(bm.dot(&m) * step);
+                // x_j −= γ C x_j (C symmetric).
+                let x_new = &x - &(x.dot(&c) * gamma);
+                m = &m - &(c.dot(&m) * gamma);
+                x = x_new;
+                y = y_new;
+                ws.push(w.clone());
+            }
+            ws
+        })
+        .collect();
     for (bi, ws) in per_prompt.into_iter().enumerate() {
         for (l, w) in ws.into_iter().enumerate() {
             out[l].index_axis_mut(Axis(0), bi).assign(&w);

@@ -22,6 +22,7 @@ pub mod learners;
 pub mod measure;
 pub mod metrics;
 pub mod ridge;
+pub mod tournament;
 pub mod tune;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@ pub mod vo2023_depth;
 pub mod vo2023_fig2;
 pub mod vo2023_fig5;
 pub mod vo2023_rollout;
+pub mod vo2023_tournament;
 pub mod vo2023_weights;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,12 @@ pub const FIGURES: &[Figure] = &[
         about: "Fig. 14: LayerNorm with 1 and 2 layers",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG14, o),
+    },
+    Figure {
+        name: "vo2023-tournament",
+        about: "which learner each layer of the vo2023 models matches (SPD, ILWD, model cos), with untrained, control-task and order controls",
+        default_seeds: 3,
+        run: vo2023_tournament::reproduce,
     },
     Figure {
         name: "garg2022-baselines",

@@ -258,14 +258,18 @@ pub fn reproduce(fig: &Comparison, opts: &FigureOptions) -> anyhow::Result<serde
             let rows = crate::measure::per_layer_rows(task.name(), &models, &refs, &eval)?;
             let per_seed: Vec<Vec<(f64, f64)>> = models
                 .iter()
-                .map(|net| curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, |r| r.layer.unwrap_or(0) as f64))
+                .map(|net| {
+                    curve_of(&rows, |r| r.model.is_some() && r.seed == net.seed, |r| r.layer.unwrap_or(0) as f64)
+                })
                 .collect();
             let mut series = vec![mean_band("Trained TF (readout after layer)", 0, &per_seed)];
             let mut ref_json = Vec::new();
             for (k, r) in refs.iter().enumerate() {
-                let losses = curve_of(&rows, |row| row.model.is_none() && row.learner == r.name, |row| {
-                    row.params.get("after_step").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
-                });
+                let losses = curve_of(
+                    &rows,
+                    |row| row.model.is_none() && row.learner == r.name,
+                    |row| row.params.get("after_step").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+                );
                 let name = if r.name == "gd" { "GD (after step)" } else { "GD++ (after step)" };
                 ref_json.push(NamedCurve { name: r.name.clone(), loss: losses.iter().map(|p| p.1).collect() });
                 series.push(Series {

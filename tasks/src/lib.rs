@@ -86,6 +86,29 @@ impl Prompts {
         }
     }
 
+    /// Every prompt's context asked at each of `queries` (K, d): B·K prompts, prompt b·K + k has
+    /// context b and query k. Targets are y = W x_q where the hidden W is known, else NaN. Used
+    /// to read a learner's implicit linear function off its predictions (Akyürek et al. 2023).
+    pub fn with_queries(&self, queries: &Array2<f64>) -> Prompts {
+        let (b, k, d, o) = (self.batch(), queries.nrows(), self.x_dim(), self.y_dim());
+        assert_eq!(queries.ncols(), d, "queries must be (K, d) with d = {d}");
+        let repeat3 = |a: &Array3<f64>| {
+            let shape = (b, k, a.shape()[1], a.shape()[2]);
+            // (B, n, ·) → (B, K, n, ·) → (B·K, n, ·)
+            let expanded = a.view().insert_axis(ndarray::Axis(1)).broadcast(shape).expect("broadcast").to_owned();
+            expanded.into_shape_with_order((b * k, shape.2, shape.3)).expect("contiguous")
+        };
+        let xq = Array2::from_shape_fn((b * k, d), |(i, j)| queries[[i % k, j]]);
+        let w = self.w.as_ref().map(repeat3);
+        let yq = match &w {
+            Some(w) => {
+                Array2::from_shape_fn((b * k, o), |(i, r)| (0..d).map(|j| w[[i, r, j]] * xq[[i, j]]).sum::<f64>())
+            }
+            None => Array2::from_elem((b * k, o), f64::NAN),
+        };
+        Prompts { xs: repeat3(&self.xs), ys: repeat3(&self.ys), xq, yq, w }
+    }
+
     /// Per prompt, ‖ŷ − y_q‖² summed over outputs, (B).
     pub fn squared_errors(&self, predictions: &Array2<f64>) -> Vec<f64> {
         assert_eq!(predictions.dim(), self.yq.dim(), "predictions must be (B, o)");

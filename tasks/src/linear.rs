@@ -38,11 +38,25 @@ pub struct LinearParams {
     pub noise_std: f64,
     /// How many context labels are replaced by N(0, 1) noise ("distractors", von Oswald et al. A.13).
     pub distractors: usize,
+    /// Every prompt's teacher is the all-ones W (times w_scale) instead of a fresh draw: the
+    /// control task of Akyürek et al. 2023 §5, on which a model can score well without learning
+    /// in context.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_w: bool,
 }
 
 impl Default for LinearParams {
     fn default() -> Self {
-        Self { x_dim: 10, y_dim: 1, context_len: 10, input_range: 1.0, w_scale: 1.0, noise_std: 0.0, distractors: 0 }
+        Self {
+            x_dim: 10,
+            y_dim: 1,
+            context_len: 10,
+            input_range: 1.0,
+            w_scale: 1.0,
+            noise_std: 0.0,
+            distractors: 0,
+            fixed_w: false,
+        }
     }
 }
 
@@ -138,7 +152,8 @@ impl Task for LinearRegression {
     }
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
-        let LinearParams { x_dim: d, y_dim: o, input_range, w_scale, noise_std, distractors, .. } = self.params;
+        let LinearParams { x_dim: d, y_dim: o, input_range, w_scale, noise_std, distractors, fixed_w, .. } =
+            self.params;
         check_sample_size(batch, n, d + o);
         let half = input_range / 2.0;
         let uniform = Uniform::new(-half, half).expect("input_range is checked > 0");
@@ -151,7 +166,11 @@ impl Task for LinearRegression {
         let mut ws = vec![0.0; batch * o * d]; // (B, o, d)
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
-            w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+            if fixed_w {
+                w.fill(w_scale);
+            } else {
+                w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+            }
             let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
             xs_b.iter_mut().for_each(|v| *v = uniform.sample(rng));
             let xq_b = &mut xq[b * d..(b + 1) * d];
@@ -266,6 +285,17 @@ mod tests {
         let b = wide.sample(&mut TaskRng::seed_from_u64(2), 10);
         assert!((&b.xq - &(&a.xq * 2.0)).iter().all(|e| e.abs() < 1e-12));
         assert!(task.shifted(Shift { kind: ShiftKind::ConditionNumber, value: 3.0 }).is_err());
+    }
+
+    #[test]
+    fn the_control_task_has_one_teacher_for_every_prompt() {
+        let p = sample(&linear().with("x_dim", 4).with("fixed_w", true), 3, 6);
+        assert!(p.w.as_ref().unwrap().iter().all(|&v| v == 1.0));
+        for b in 0..6 {
+            assert!((p.yq[[b, 0]] - p.xq.row(b).sum()).abs() < 1e-12);
+        }
+        // Off by default, and the default leaves the resolved parameters as they were.
+        assert!(!build(&linear()).unwrap().params().contains_key("fixed_w"));
     }
 
     #[test]

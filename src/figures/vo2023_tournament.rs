@@ -1,0 +1,81 @@
+//! `vo2023-tournament`: the hypothesis tournament ([`crate::tournament`]) for von Oswald et al.
+//! 2023's models — 1 layer; 2, 3 and 10 recurrent layers; 5 separate layers; softmax with 1 and
+//! 2 heads; LayerNorm — with controls: each model's untrained twin, 1- and 3-layer models trained
+//! on the control task (`linear` with `fixed_w = true`, Akyürek et al. 2023), order sensitivity
+//! and several seeds. Candidates: the `linear` task's learners (GD with one step per layer, least
+//! squares, ridge, averaging, 3-NN, zero) plus GD++ and Newton–Schulz with one step per layer and
+//! one-step preconditioned GD.
+
+use std::time::Instant;
+
+use super::{train_seeds, FigureOptions};
+use crate::presets::model;
+use crate::tournament::{LoadedEntrant, Role, TournamentOptions};
+
+pub const NAME: &str = "vo2023-tournament";
+
+/// The models of the tournament (preset keys), shallow first.
+pub const MODELS: &[&str] =
+    &["lsa-1", "lsa-2-rec", "lsa-3-rec", "lsa-5-sep", "lsa-10-rec", "softmax-1h", "softmax-2h", "ln-1"];
+/// Models that also get a control-task twin.
+pub const CONTROL_TASK_MODELS: &[&str] = &["lsa-1", "lsa-3-rec"];
+/// The numbers of in-context examples evaluated.
+pub const N_VALUES: &[usize] = &[2, 5, 10];
+/// Candidates beyond the task's own.
+pub const EXTRA_LEARNERS: &str = "gd++(steps=1),newton(steps=1),precond_gd(steps=1)";
+
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    let start = Instant::now();
+    crate::learners::register();
+    let mut entrants = Vec::new();
+    let mut task = None;
+    for key in MODELS {
+        let spec = model(key, opts.quick)?;
+        let runs = train_seeds(&spec.config, opts)?;
+        let e = LoadedEntrant::from_dirs(runs.iter().map(|r| r.dir.clone()).collect(), Role::Trained)?;
+        let twin = e.untrained_twin();
+        entrants.push(e);
+        entrants.push(twin);
+        if CONTROL_TASK_MODELS.contains(key) {
+            let mut control = spec.config.clone();
+            control.task.set("fixed_w", true);
+            control.name = format!("{}-control", spec.config.name);
+            let control = control.resolve()?;
+            let runs = train_seeds(&control, opts)?;
+            entrants.push(LoadedEntrant::from_dirs(runs.iter().map(|r| r.dir.clone()).collect(), Role::ControlTask)?);
+        }
+        task.get_or_insert_with(|| spec.config.task());
+    }
+    let task = task.expect("at least one model");
+    let mut learners = task.learners();
+    learners.extend(crate::curve::parse_learners(EXTRA_LEARNERS)?);
+    // Three numbers of in-context examples (under-determined, half, the training N = d = 10) and
+    // 1,024 tuning prompts keep the 10-layer GD++ fits (one per layer and n) to minutes on a CPU.
+    let opts_t = TournamentOptions {
+        n_values: N_VALUES.to_vec(),
+        tuning_prompts: 1024,
+        ..TournamentOptions::for_task(task.as_ref())
+    };
+    let bar = crate::train::progress_bar(0, "tournament");
+    let report = crate::tournament::run(NAME, task.as_ref(), &entrants, &learners, &opts_t, &|what| {
+        bar.set_message(what.to_string());
+        bar.tick();
+    })?;
+    bar.finish_and_clear();
+    let mut command = format!("icl-lab reproduce {NAME}");
+    if opts.quick {
+        command.push_str(" --quick");
+    }
+    command.push_str(&format!(" --seeds {}", opts.seed_count()));
+    let preface = format!(
+        "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {}{} s wall.\n\n",
+        if opts.quick {
+            "**Quick variant**: the depth, softmax and LayerNorm models are trained for 3,000 steps instead of 5,000 (50,000 for 5 separate layers) and are not all converged. "
+        } else {
+            ""
+        },
+        start.elapsed().as_secs()
+    );
+    crate::tournament::write(&report, &opts.reports_root, &opts.figures_root, &command, &preface)?;
+    Ok(serde_json::to_value(&report)?)
+}

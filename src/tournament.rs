@@ -1,0 +1,612 @@
+//! `icl-lab tournament`: which algorithm does each layer of a trained model run? Every model,
+//! read out after each of its layers (through the activation cache and the model's readout), is
+//! compared at every number of in-context examples n with every learner its task names (plus any
+//! the user adds), each fitted on tuning prompts separate from the evaluation prompts, by SPD,
+//! ILWD, model cos and preds diff ([`icl_probes::tournament`]); the learners are ranked per
+//! (model, layer).
+//!
+//! Controls ride along as contestants of their own: the same architecture untrained (its seed's
+//! initial weights, same readout: Deutch et al. 2024 found such models score similarity
+//! comparable to trained ones under some metrics) and models trained on a control task (e.g.
+//! `linear` with `fixed_w = true`, Akyürek et al. 2023). Order sensitivity (Shen et al. 2024) is
+//! measured for every contestant and learner as the spread of the prediction over random orders
+//! of the same context.
+//!
+//! Iterative learners follow the depth: a learner whose spec sets `steps` is run, at the readout
+//! after layer l, with `steps = l` (one GD step per layer is the hypothesis under test).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use icl_probes::learner::{fit, Learner};
+use icl_probes::measure::Measurement;
+use icl_probes::tournament::{compare, permutation_spread, rank, Answers, Ranking, METRICS};
+use icl_tasks::{LearnerSpec, Task, TaskConfig};
+
+use crate::config::RunConfig;
+use crate::learners::ModelLearner;
+use crate::rng::seeded_rng;
+
+/// RNG streams of a tournament's seed.
+const EVAL_STREAM: u64 = 0;
+const TUNING_STREAM: u64 = 1;
+const QUERY_STREAM: u64 = 2;
+const ORDER_STREAM: u64 = 3;
+
+/// How a tournament is measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TournamentOptions {
+    /// Evaluation prompts per n.
+    pub prompts: usize,
+    /// Prompts the learners' hyperparameters are fitted on, per n (never the evaluation prompts).
+    pub tuning_prompts: usize,
+    /// Fresh queries per context from which a learner's implicit weights are fitted (≥ d + 1).
+    pub queries: usize,
+    /// Random context orders for the order-sensitivity control.
+    pub orders: usize,
+    /// The numbers of in-context examples (default 1…N).
+    pub n_values: Vec<usize>,
+    pub seed: u64,
+}
+
+impl TournamentOptions {
+    pub fn for_task(task: &dyn Task) -> Self {
+        let d = task.dims().x_dim;
+        Self {
+            prompts: 512,
+            tuning_prompts: 4096,
+            queries: 2 * (d + 1),
+            orders: 8,
+            n_values: (1..=task.dims().context_len).collect(),
+            seed: 0,
+        }
+    }
+}
+
+/// What a contestant is: a trained model, its untrained twin, or a model trained on a control task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Trained,
+    Untrained,
+    ControlTask,
+}
+
+/// One model (all its seeds) in the tournament.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entrant {
+    /// The name its rows carry (`model` field): the run name, `<run> · untrained` for the control.
+    pub model: String,
+    pub role: Role,
+    /// The trained model this is a control for, if it is one.
+    pub control_of: Option<String>,
+    pub layers: usize,
+    pub seeds: Vec<u64>,
+    pub dirs: Vec<String>,
+}
+
+/// The seed directories of `dir`: itself if it is a run directory (has config.toml), else its
+/// `seed-*` subdirectories.
+pub fn seed_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.join("config.toml").exists() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: not a run directory (no config.toml) and not readable", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.toml").exists() && p.join("weights.safetensors").exists())
+        .collect();
+    dirs.sort();
+    anyhow::ensure!(
+        !dirs.is_empty(),
+        "{}: no run directories (config.toml + weights.safetensors) in it",
+        dir.display()
+    );
+    Ok(dirs)
+}
+
+/// A model's seeds loaded as learners (one per seed), with its entry.
+pub struct LoadedEntrant {
+    pub entrant: Entrant,
+    configs: Vec<RunConfig>,
+    dirs: Vec<PathBuf>,
+}
+
+impl LoadedEntrant {
+    /// The runs in `dir` (a run directory or a folder of `seed-*` runs of one configuration).
+    pub fn trained(dir: &Path, role: Role) -> anyhow::Result<Self> {
+        Self::from_dirs(seed_dirs(dir)?, role)
+    }
+
+    /// The seed runs `dirs` of one configuration.
+    pub fn from_dirs(dirs: Vec<PathBuf>, role: Role) -> anyhow::Result<Self> {
+        anyhow::ensure!(!dirs.is_empty(), "no run directories given");
+        let dir = &dirs[0];
+        let configs: Vec<RunConfig> =
+            dirs.iter().map(|d| RunConfig::from_file(&d.join("config.toml"))).collect::<anyhow::Result<_>>()?;
+        let name = configs[0].name.clone();
+        anyhow::ensure!(
+            configs.iter().all(|c| c.name == name && c.model == configs[0].model),
+            "{}: the runs in it differ in name or model",
+            dir.display()
+        );
+        let entrant = Entrant {
+            model: name,
+            role,
+            control_of: None,
+            layers: configs[0].model.layers,
+            seeds: configs.iter().map(|c| c.seed).collect(),
+            dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
+        };
+        Ok(Self { entrant, configs, dirs })
+    }
+
+    /// The untrained twin: the same configs, each seed's initial weights.
+    pub fn untrained_twin(&self) -> Self {
+        let mut entrant = self.entrant.clone();
+        entrant.control_of = Some(entrant.model.clone());
+        entrant.model = format!("{} · untrained", entrant.model);
+        entrant.role = Role::Untrained;
+        entrant.dirs.clear();
+        Self { entrant, configs: self.configs.clone(), dirs: Vec::new() }
+    }
+
+    /// The model of seed `i` read out after `layer`.
+    fn learner(&self, i: usize, layer: usize) -> anyhow::Result<ModelLearner> {
+        let config = &self.configs[i];
+        let model = match self.entrant.role {
+            Role::Untrained => {
+                let t = crate::train::Trainer::new(config, config.dims(), tch::Device::Cpu)?;
+                ModelLearner::new(&self.entrant.model, Some(config.seed), t.vs, t.model)
+            }
+            _ => {
+                let mut m = ModelLearner::from_run(&self.dirs[i], config)?;
+                m.run = self.entrant.model.clone();
+                m
+            }
+        };
+        Ok(model.at_layer(Some(layer)))
+    }
+}
+
+/// What `icl-lab tournament` writes to `reports/<name>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TournamentReport {
+    pub name: String,
+    pub task: TaskConfig,
+    pub options: TournamentOptions,
+    pub entrants: Vec<Entrant>,
+    /// The candidate learners as specified (a spec with `steps` runs `steps = layer`).
+    pub learners: Vec<LearnerSpec>,
+    /// Candidates that could not be fitted at some layer, with why.
+    pub skipped: Vec<String>,
+    /// Rankings by each metric, per model and layer.
+    pub ranking: Vec<Ranking>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// The candidate spec at the readout after `layer`: `steps` follows the layer.
+fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
+    let mut spec = spec.clone();
+    if spec.params.contains_key("steps") {
+        spec.params.insert("steps".into(), layer.into());
+    }
+    spec
+}
+
+/// A fitted candidate's answers at one n.
+struct Candidate {
+    learner: Box<dyn Learner>,
+    answers: Answers,
+    /// Its spec sets `steps`, so it is refitted per layer.
+    follows_depth: bool,
+}
+
+/// Runs the tournament. `on_progress` gets a short description of each step.
+pub fn run(
+    name: &str,
+    task: &dyn Task,
+    entrants: &[LoadedEntrant],
+    learners: &[LearnerSpec],
+    opts: &TournamentOptions,
+    on_progress: &dyn Fn(&str),
+) -> anyhow::Result<TournamentReport> {
+    crate::learners::register();
+    let dims = task.dims();
+    for e in entrants {
+        let c = &e.configs[0];
+        anyhow::ensure!(
+            c.dims().x_dim == dims.x_dim && c.dims().y_dim == dims.y_dim,
+            "{} was trained on d = {}, o = {}; the tournament's task has d = {}, o = {}",
+            e.entrant.model,
+            c.dims().x_dim,
+            c.dims().y_dim,
+            dims.x_dim,
+            dims.y_dim
+        );
+    }
+    anyhow::ensure!(opts.queries > dims.x_dim, "queries: need at least d + 1 = {} per context", dims.x_dim + 1);
+    let n_max = opts.n_values.iter().copied().max().context("no numbers of in-context examples")?;
+    let eval = task.sample_n(&mut seeded_rng(opts.seed, EVAL_STREAM), opts.prompts, n_max);
+    let tuning = task.sample_n(&mut seeded_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max);
+    let queries: Array2<f64> = task.sample_n(&mut seeded_rng(opts.seed, QUERY_STREAM), opts.queries, 0).xq;
+    let max_layers = entrants.iter().map(|e| e.entrant.layers).max().unwrap_or(1);
+
+    // Candidates per (layer, n): fitted once on the tuning prompts, answered on the evaluation prompts.
+    let mut skipped = Vec::new();
+    let mut candidates: BTreeMap<(usize, usize), Vec<Candidate>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for layer in 1..=max_layers {
+        for &n in &opts.n_values {
+            let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
+            let mut here = Vec::new();
+            for spec in learners {
+                let follows_depth = spec.params.contains_key("steps");
+                if layer > 1 && !follows_depth {
+                    continue; // does not depend on the layer: fitted at layer 1 already
+                }
+                let spec = at_depth(spec, layer);
+                on_progress(&format!("fit {} at n = {n}", spec.label()));
+                let fitted =
+                    fit(&spec, Some(&tune)).and_then(|l| Answers::of(l.as_ref(), &prompts, &queries).map(|a| (l, a)));
+                match fitted {
+                    Ok((learner, answers)) => {
+                        let mut m = Measurement::new(
+                            task.name(),
+                            learner.name(),
+                            learner.params(),
+                            "loss",
+                            prompts.half_mse(&answers.prediction.preds),
+                        );
+                        m.n_context = Some(n);
+                        rows.push(m);
+                        here.push(Candidate { learner, answers, follows_depth });
+                    }
+                    Err(e) => {
+                        let why = format!("{} at layer {layer}: {e}", spec.label());
+                        if !skipped.contains(&why) {
+                            skipped.push(why);
+                        }
+                    }
+                }
+            }
+            candidates.insert((layer, n), here);
+        }
+    }
+    let candidates_at = |layer: usize, n: usize| -> Vec<&Candidate> {
+        // Layer-independent candidates live at layer 1.
+        let mut all: Vec<&Candidate> = candidates[&(layer, n)].iter().collect();
+        if layer > 1 {
+            all.extend(candidates[&(1, n)].iter().filter(|c| !c.follows_depth));
+        }
+        all
+    };
+    // Order sensitivity of the candidates (at n_max; layer-1 and deepest variants).
+    let mut order_rng = seeded_rng(opts.seed, ORDER_STREAM);
+    let full = eval.prefix(n_max);
+    for layer in [1, max_layers] {
+        for c in candidates_at(layer, n_max) {
+            if layer > 1 && !c.follows_depth {
+                continue;
+            }
+            let spread = permutation_spread(c.learner.as_ref(), &full, opts.orders, &mut order_rng)?;
+            let mut m =
+                Measurement::new(task.name(), c.learner.name(), c.learner.params(), "permutation_spread", spread);
+            m.n_context = Some(n_max);
+            rows.push(m);
+        }
+        if max_layers == 1 {
+            break;
+        }
+    }
+
+    for e in entrants {
+        for (i, &seed) in e.entrant.seeds.iter().enumerate() {
+            for layer in 1..=e.entrant.layers {
+                on_progress(&format!("{} seed {seed}, layer {layer}", e.entrant.model));
+                let model = e.learner(i, layer)?;
+                let tag = |mut m: Measurement| {
+                    m.model = Some(e.entrant.model.clone());
+                    m.seed = Some(seed);
+                    m.layer = Some(layer);
+                    m
+                };
+                for &n in &opts.n_values {
+                    let prompts = eval.prefix(n);
+                    let answers = Answers::of(&model, &prompts, &queries)?;
+                    let mut loss = tag(Measurement::new(
+                        task.name(),
+                        "model",
+                        model.params(),
+                        "loss",
+                        prompts.half_mse(&answers.prediction.preds),
+                    ));
+                    loss.n_context = Some(n);
+                    rows.push(loss);
+                    for c in candidates_at(layer, n) {
+                        for (metric, value) in compare(&answers, &c.answers) {
+                            let mut m =
+                                tag(Measurement::new(task.name(), c.learner.name(), c.learner.params(), metric, value));
+                            m.n_context = Some(n);
+                            rows.push(m);
+                        }
+                    }
+                }
+                let spread = permutation_spread(&model.without_sensitivity(), &full, opts.orders, &mut order_rng)?;
+                let mut m =
+                    tag(Measurement::new(task.name(), "model", Default::default(), "permutation_spread", spread));
+                m.n_context = Some(n_max);
+                rows.push(m);
+            }
+        }
+    }
+    let ranking = METRICS.iter().flat_map(|metric| rank(&rows, metric)).collect();
+    Ok(TournamentReport {
+        name: name.into(),
+        task: task.config(),
+        options: opts.clone(),
+        entrants: entrants.iter().map(|e| e.entrant.clone()).collect(),
+        learners: learners.to_vec(),
+        skipped,
+        ranking,
+        measurements: rows,
+    })
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e4) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+impl TournamentReport {
+    fn ranking_for(&self, model: &str, layer: usize, metric: &str) -> Option<&Ranking> {
+        self.ranking.iter().find(|r| r.model == model && r.layer == Some(layer) && r.metric == metric)
+    }
+
+    /// The mean over seeds of `metric` for the model's row with `learner` (e.g. the
+    /// permutation spread, learner `model`).
+    fn model_value(&self, model: &str, layer: usize, learner: &str, metric: &str) -> f64 {
+        let v: Vec<f64> = self
+            .measurements
+            .iter()
+            .filter(|m| {
+                m.model.as_deref() == Some(model)
+                    && m.layer == Some(layer)
+                    && m.learner == learner
+                    && m.metric == metric
+            })
+            .map(|m| m.value)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+
+    /// One line per model and layer: the best learner by SPD with its margin, by ILWD and by
+    /// model cos, and the order sensitivity.
+    pub fn table(&self) -> String {
+        let mut out = String::from(
+            "| model | layer | best by SPD (SPD/d) | runner-up | margin [min, max over seeds] | best by ILWD | best by model cos | order spread |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for e in &self.entrants {
+            for layer in 1..=e.layers {
+                let Some(spd) = self.ranking_for(&e.model, layer, "spd") else { continue };
+                let best = |metric: &str| {
+                    self.ranking_for(&e.model, layer, metric).map_or("–".to_string(), |r| {
+                        format!(
+                            "{} ({}; margin {})",
+                            label(&r.order[0].learner, layer, &self.learners),
+                            fmt(r.order[0].value),
+                            fmt(r.margin)
+                        )
+                    })
+                };
+                out.push_str(&format!(
+                    "| {} | {layer} | **{}** ({}) | {} ({}) | {} [{}, {}], {}/{} seeds | {} | {} | {} |\n",
+                    e.model,
+                    label(&spd.order[0].learner, layer, &self.learners),
+                    fmt(spd.order[0].value),
+                    label(&spd.order[1].learner, layer, &self.learners),
+                    fmt(spd.order[1].value),
+                    fmt(spd.margin),
+                    fmt(spd.margin_min),
+                    fmt(spd.margin_max),
+                    spd.seeds_agreeing,
+                    spd.seeds,
+                    best("ilwd"),
+                    best("model_cos"),
+                    fmt(self.model_value(&e.model, layer, "model", "permutation_spread")),
+                ));
+            }
+        }
+        out
+    }
+
+    /// SPD/d by layer (rows) and learner (columns), mean over n and seeds, for one model.
+    pub fn spd_matrix(&self, model: &str, layers: usize) -> (Vec<String>, Vec<Vec<f64>>) {
+        let mut names: Vec<String> = Vec::new();
+        for r in self.ranking.iter().filter(|r| r.model == model && r.metric == "spd") {
+            for l in &r.order {
+                if !names.contains(&l.learner) {
+                    names.push(l.learner.clone());
+                }
+            }
+        }
+        names.sort();
+        let values = (1..=layers)
+            .map(|layer| {
+                let r = self.ranking_for(model, layer, "spd");
+                names
+                    .iter()
+                    .map(|n| r.and_then(|r| r.order.iter().find(|l| &l.learner == n)).map_or(f64::NAN, |l| l.value))
+                    .collect()
+            })
+            .collect();
+        (names, values)
+    }
+}
+
+impl TournamentReport {
+    /// Plain sentences per trained model: the best candidate by SPD at its output layer, by how
+    /// much, in how many seeds, and what its controls score; where the best is not GD, it says so.
+    pub fn findings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in self.entrants.iter().filter(|e| e.role == Role::Trained) {
+            let Some(r) = self.ranking_for(&e.model, e.layers, "spd") else { continue };
+            let best = label(&r.order[0].learner, e.layers, &self.learners);
+            let gd = r.order.iter().find(|l| l.learner == "gd");
+            let mut line = format!(
+                "`{}` at its output (layer {}): closest to **{best}** (SPD/d {}), runner-up {} ({}); margin {} [{}, {}], best in {}/{} seeds.",
+                e.model,
+                e.layers,
+                fmt(r.order[0].value),
+                label(&r.order[1].learner, e.layers, &self.learners),
+                fmt(r.order[1].value),
+                fmt(r.margin),
+                fmt(r.margin_min),
+                fmt(r.margin_max),
+                r.seeds_agreeing,
+                r.seeds
+            );
+            if r.order[0].learner != "gd" {
+                if let Some(gd) = gd {
+                    line.push_str(&format!(
+                        " Not GD: {}-step GD scores SPD/d {} ({:.1}× the best).",
+                        e.layers,
+                        fmt(gd.value),
+                        gd.value / r.order[0].value
+                    ));
+                }
+            }
+            for c in self.entrants.iter().filter(|c| c.control_of.as_deref() == Some(&e.model)) {
+                if let Some(cr) = self.ranking_for(&c.model, c.layers, "spd") {
+                    let same = cr.order.iter().find(|l| l.learner == r.order[0].learner);
+                    line.push_str(&format!(
+                        " Untrained control: closest to {} ({}); its SPD/d to {best} is {}.",
+                        label(&cr.order[0].learner, c.layers, &self.learners),
+                        fmt(cr.order[0].value),
+                        same.map_or("–".into(), |l| fmt(l.value))
+                    ));
+                }
+            }
+            out.push(line);
+        }
+        for e in self.entrants.iter().filter(|e| e.role == Role::ControlTask) {
+            if let Some(r) = self.ranking_for(&e.model, e.layers, "spd") {
+                out.push(format!(
+                    "`{}` (control task) at layer {}: closest to {} (SPD/d {}), its loss on the real task {}.",
+                    e.model,
+                    e.layers,
+                    label(&r.order[0].learner, e.layers, &self.learners),
+                    fmt(r.order[0].value),
+                    fmt(self.model_value(&e.model, e.layers, "model", "loss"))
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `gd` at layer 3 reads `gd (3 steps)` when its spec follows the depth.
+fn label(learner: &str, layer: usize, specs: &[LearnerSpec]) -> String {
+    let follows = specs.iter().any(|s| s.name == learner && s.params.contains_key("steps"));
+    if follows {
+        format!("{learner} ({layer} step{})", if layer == 1 { "" } else { "s" })
+    } else {
+        learner.to_string()
+    }
+}
+
+/// Writes `<reports>/<name>.json`, `<reports>/<name>.md` and the heatmap
+/// `<figures>/<name>/spd.{png,svg}`; returns the paths.
+/// `preface` (Markdown, may be empty) goes under the title.
+pub fn write(
+    report: &TournamentReport,
+    reports: &Path,
+    figures: &Path,
+    command: &str,
+    preface: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let json = reports.join(format!("{}.json", report.name));
+    // Compact: a tournament has tens of thousands of rows.
+    crate::io::write_atomic(&json, &serde_json::to_vec(report)?)?;
+    let fig_dir = figures.join(&report.name);
+    std::fs::create_dir_all(&fig_dir)?;
+    let maps: Vec<crate::plot::LabelledHeatmap> = report
+        .entrants
+        .iter()
+        .map(|e| {
+            let (columns, values) = report.spd_matrix(&e.model, e.layers);
+            crate::plot::LabelledHeatmap {
+                title: e.model.clone(),
+                row_labels: (1..=e.layers).map(|l| format!("layer {l}")).collect(),
+                column_labels: columns,
+                values,
+            }
+        })
+        .collect();
+    let mut files = vec![json];
+    files.extend(crate::plot::render_labelled_heatmaps(
+        &maps,
+        2,
+        &fig_dir,
+        "spd",
+        "SPD/d (log colour; lower = closer)",
+    )?);
+    let md = reports.join(format!("{}.md", report.name));
+    crate::io::write_atomic(&md, markdown(report, command, preface).as_bytes())?;
+    files.push(md);
+    Ok(files)
+}
+
+fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
+    let o = &r.options;
+    let mut s = format!("# Tournament `{}`: which learner does each layer match?\n\n{preface}", r.name);
+    s += &format!(
+        "Made by `{command}`. Task `{}` ({}). Each model is read out after every layer and compared with each candidate learner on {} evaluation prompts at n ∈ {{{}}} in-context examples; candidates are fitted per n on {} separate tuning prompts; a candidate whose spec sets `steps` runs as many steps as the layer read. SPD and ILWD are divided by d (Akyürek et al. 2023); ILWD fits a model's implicit weights at {} fresh queries per context; model cos is von Oswald et al.'s (∂ŷ/∂x_q). Rankings average over n, then over seeds; the margin is runner-up − best per seed (mean, [min, max]); \"k/S seeds\" counts the seeds whose own best is the overall best. Order spread: the standard deviation of the prediction over {} random orders of the same context (n = {}), mean over prompts (the candidates' own spreads are rows of the JSON; a learner that treats its context as a set scores 0).\n\n",
+        r.task.name,
+        serde_json::to_string(&r.task.params).unwrap_or_default(),
+        o.prompts,
+        o.n_values.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "),
+        o.tuning_prompts,
+        o.queries,
+        o.orders,
+        o.n_values.iter().max().copied().unwrap_or(0),
+    );
+    s.push_str("Contestants:\n\n");
+    for e in &r.entrants {
+        let role = match (e.role, &e.control_of) {
+            (Role::Trained, _) => "trained".to_string(),
+            (Role::Untrained, Some(of)) => format!("control: `{of}` at its initial weights"),
+            (Role::ControlTask, _) => "control: trained on the control task".to_string(),
+            (Role::Untrained, None) => "control: untrained".to_string(),
+        };
+        s.push_str(&format!("- `{}` — {role}; {} layer(s); seeds {:?}\n", e.model, e.layers, e.seeds));
+    }
+    s.push_str(&format!(
+        "\nCandidates: {}.\n",
+        r.learners.iter().map(|l| format!("`{}`", l.label())).collect::<Vec<_>>().join(", ")
+    ));
+    if !r.skipped.is_empty() {
+        s.push_str("\nNot fitted (left out of the ranking where listed):\n\n");
+        for k in &r.skipped {
+            s.push_str(&format!("- {k}\n"));
+        }
+    }
+    s.push_str("\n## Findings\n\n");
+    for f in r.findings() {
+        s.push_str(&format!("- {f}\n"));
+    }
+    s.push_str("\n## Ranking per layer\n\n");
+    s.push_str(&r.table());
+    s.push_str(&format!("\n![SPD by layer and learner](../figures/{}/spd.png)\n", r.name));
+    s.push_str(&format!("\nEvery number is in `reports/{}.json` (`measurements`, metrics `spd`, `ilwd`, `model_cos`, `preds_diff`, `loss`, `permutation_spread`; `ranking` per model, layer and metric).\n", r.name));
+    s
+}
