@@ -49,6 +49,62 @@ pub fn per_layer_predictions(
     names.iter().map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?)).collect()
 }
 
+/// How far the tokens after `layer` applied layers (1-based, read from `layers.{l-1}.resid_post`
+/// through the activation cache) are from what the construction says they hold when the model
+/// runs `layer` steps of GD++ with (etas, gammas) from W₀ = 0 (γ = 0: GD; von Oswald et al.
+/// Prop. 1 and App. A.10): context tokens (x̃ᵢ, yᵢ − W xᵢ) with x̃ᵢ the preconditioned inputs, the
+/// query token (M x_q, −W x_q). Returns (max |difference|, ‖difference‖ / ‖expected‖) over all
+/// tokens of all prompts. Only for the `constructed` token layout.
+pub fn token_residual(
+    model: &Transformer,
+    tokens: &Tensor,
+    prompts: &icl_tasks::Prompts,
+    layer: usize,
+    etas: &[f64],
+    gammas: &[f64],
+) -> anyhow::Result<(f64, f64)> {
+    anyhow::ensure!(
+        model.config().tokens == crate::layout::TokenLayout::Constructed,
+        "the construction's statement about tokens is for the constructed layout"
+    );
+    anyhow::ensure!(etas.len() == layer && gammas.len() == layer, "one (η, γ) per applied layer");
+    let name = crate::cache::resid_post(layer - 1);
+    let mut cache = ActivationCache::names(&[name.as_str()]);
+    let _ = tch::no_grad(|| model.forward(tokens, Some(&mut cache)));
+    let actual = cache.array(&name)?.into_dimensionality::<ndarray::Ix3>()?; // (B, N+1, d+o)
+    let (n, d) = (prompts.context_len(), prompts.x_dim());
+    let (mut max_abs, mut diff_sq, mut norm_sq) = (0.0f64, 0.0, 0.0);
+    let mut add = |expected: f64, got: f64| {
+        max_abs = max_abs.max((expected - got).abs());
+        diff_sq += (expected - got).powi(2);
+        norm_sq += expected.powi(2);
+    };
+    for b in 0..prompts.batch() {
+        let xs = prompts.xs.index_axis(ndarray::Axis(0), b);
+        let ys = prompts.ys.index_axis(ndarray::Axis(0), b);
+        let state = icl_probes::gdpp::trajectory(xs, ys, etas, gammas).pop().expect("layer ≥ 1");
+        let token = actual.index_axis(ndarray::Axis(0), b); // (N+1, d+o)
+        for i in 0..n {
+            for j in 0..d {
+                add(state.xs[[i, j]], token[[i, j]]);
+            }
+            for k in 0..state.ys.ncols() {
+                add(state.ys[[i, k]], token[[i, d + k]]);
+            }
+        }
+        let xq = prompts.xq.row(b);
+        let mx = state.m.dot(&xq); // (d)
+        let wx = state.w.dot(&xq); // (o)
+        for j in 0..d {
+            add(mx[j], token[[n, j]]);
+        }
+        for k in 0..wx.len() {
+            add(-wx[k], token[[n, d + k]]);
+        }
+    }
+    Ok((max_abs, (diff_sq / norm_sq.max(f64::MIN_POSITIVE)).sqrt()))
+}
+
 /// Everything `icl-lab probe` reports about a model, computed on its config's evaluation set.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProbeReport {

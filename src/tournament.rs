@@ -198,6 +198,19 @@ fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
     spec
 }
 
+/// (η, γ) per step for a `gd` or `gd++` candidate of `layer` steps, from its parameters.
+fn gd_family_steps(learner: &dyn Learner, layer: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    let p = learner.params();
+    let steps = p.get("steps")?.as_u64()? as usize;
+    let eta = p.get("eta")?.as_f64()?;
+    let gamma = match learner.name() {
+        "gd" => 0.0,
+        "gd++" => p.get("gamma")?.as_f64()?,
+        _ => return None,
+    };
+    (steps == layer).then(|| (vec![eta; layer], vec![gamma; layer]))
+}
+
 /// A fitted candidate's answers at one n.
 struct Candidate {
     learner: Box<dyn Learner>,
@@ -336,6 +349,30 @@ pub fn run(
                         }
                     }
                 }
+                // The construction's statement about every token, against the GD and GD++ candidates
+                // of this depth (at the largest n; constructed token layout only).
+                for c in candidates_at(layer, n_max) {
+                    let Some((etas, gammas)) = gd_family_steps(c.learner.as_ref(), layer) else { continue };
+                    let residual = model.with_model(|vs, net| -> anyhow::Result<Option<f64>> {
+                        if net.config().tokens != crate::layout::TokenLayout::Constructed {
+                            return Ok(None);
+                        }
+                        let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
+                        let (tokens, _) = crate::layout::tensors(net.config().tokens, &full, kind, vs.device());
+                        Ok(Some(crate::probe::token_residual(net, &tokens, &full, layer, &etas, &gammas)?.1))
+                    })?;
+                    if let Some(r) = residual {
+                        let mut m = tag(Measurement::new(
+                            task.name(),
+                            c.learner.name(),
+                            c.learner.params(),
+                            "token_residual",
+                            r,
+                        ));
+                        m.n_context = Some(n_max);
+                        rows.push(m);
+                    }
+                }
                 let spread = permutation_spread(&model.without_sensitivity(), &full, opts.orders, &mut order_rng)?;
                 let mut m =
                     tag(Measurement::new(task.name(), "model", Default::default(), "permutation_spread", spread));
@@ -424,6 +461,43 @@ impl TournamentReport {
                     best("model_cos"),
                     fmt(self.model_value(&e.model, layer, "model", "permutation_spread")),
                 ));
+            }
+        }
+        out
+    }
+
+    /// The construction's statement about activations, per model and layer: the relative
+    /// difference between the tokens and those l steps of GD / GD++ (the fitted candidates) imply.
+    pub fn token_table(&self) -> String {
+        let rows: Vec<&Measurement> = self.measurements.iter().filter(|m| m.metric == "token_residual").collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n## Every token against the construction\n\nAfter layer l, a model running l steps of GD from W₀ = 0 holds (xᵢ, yᵢ − W_l xᵢ) in each context token and (x_q, −W_l x_q) in the query token; GD++ also transforms the x-entries (von Oswald et al. Prop. 1, App. A.10). ‖tokens − that‖ / ‖that‖ at n = N, mean over seeds, with the fitted GD / GD++ candidates of each depth (a trained model may scale its tokens differently and still predict well, so this is the strict test):\n\n| model | layer | vs GD | vs GD++ |\n|---|---|---|---|\n",
+        );
+        for e in &self.entrants {
+            for layer in 1..=e.layers {
+                let mean_of = |learner: &str| {
+                    let v: Vec<f64> = rows
+                        .iter()
+                        .filter(|m| {
+                            m.model.as_deref() == Some(e.model.as_str())
+                                && m.layer == Some(layer)
+                                && m.learner == learner
+                        })
+                        .map(|m| m.value)
+                        .collect();
+                    if v.is_empty() {
+                        f64::NAN
+                    } else {
+                        v.iter().sum::<f64>() / v.len() as f64
+                    }
+                };
+                let (gd, gdpp) = (mean_of("gd"), mean_of("gd++"));
+                if gd.is_finite() || gdpp.is_finite() {
+                    out.push_str(&format!("| {} | {layer} | {} | {} |\n", e.model, fmt(gd), fmt(gdpp)));
+                }
             }
         }
         out
@@ -606,6 +680,7 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     }
     s.push_str("\n## Ranking per layer\n\n");
     s.push_str(&r.table());
+    s.push_str(&r.token_table());
     s.push_str(&format!("\n![SPD by layer and learner](../figures/{}/spd.png)\n", r.name));
     s.push_str(&format!("\nEvery number is in `reports/{}.json` (`measurements`, metrics `spd`, `ilwd`, `model_cos`, `preds_diff`, `loss`, `permutation_spread`; `ranking` per model, layer and metric).\n", r.name));
     s

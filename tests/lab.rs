@@ -417,6 +417,19 @@ fn gdpp_construction_is_exact_in_the_transformer() {
             let err = (got - &want).iter().fold(0.0f64, |m, e| m.max(e.abs()));
             assert!(err <= 1e-12, "recurrent={recurrent} layer {l}: {err:e}");
         }
+        // Not only the readout: every token after layer l holds what l GD++ steps say
+        // (preconditioned context inputs, residual labels, the query's M x_q and −W x_q).
+        let all = applied(&etas);
+        let all_gammas = applied(&gammas);
+        for l in 1..=3 {
+            let (max_abs, rel) =
+                icl_lab::probe::token_residual(&model, &tokens, &p, l, &all[..l], &all_gammas[..l]).unwrap();
+            assert!(max_abs <= 1e-10, "recurrent={recurrent} layer {l}: tokens off by {max_abs:e}");
+            assert!(rel <= 1e-12, "recurrent={recurrent} layer {l}: relative {rel:e}");
+        }
+        // The statement is specific: the same tokens are far from plain GD's (γ = 0).
+        let (_, rel_gd) = icl_lab::probe::token_residual(&model, &tokens, &p, 3, &all, &[0.0; 3]).unwrap();
+        assert!(rel_gd > 1e-3, "GD++ tokens should not match GD's: {rel_gd:e}");
     }
 }
 

@@ -11,42 +11,63 @@
 //! map: the query's x is M x_q and its y is −W x_q; W after each layer is the learner's effective
 //! weight matrix (prediction W x_q, sensitivity ∂ŷ/∂x_q = W).
 
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use icl_tasks::Prompts;
 
+/// One prompt's state after a GD++ layer: what every token holds in the construction.
+#[derive(Clone, Debug)]
+pub struct TokenState {
+    /// Context inputs after preconditioning, (N, d): xᵢ ← (I − γ Σ xⱼxⱼᵀ) xᵢ per layer.
+    pub xs: Array2<f64>,
+    /// Context label entries, (N, o): yᵢ − W xᵢ (residuals; the x's as transformed so far).
+    pub ys: Array2<f64>,
+    /// The query input's linear map so far, x_q ← M x_q, (d, d).
+    pub m: Array2<f64>,
+    /// The effective weights, ŷ = W x_q, (o, d); the query token's label entry is −W x_q.
+    pub w: Array2<f64>,
+}
+
+/// The states of one prompt (context xs (N, d), ys (N, o)) after each layer; layer l uses
+/// (etas[l], gammas[l]); γ = 0 throughout is plain GD from W = 0.
+pub fn trajectory(xs: ArrayView2<f64>, ys: ArrayView2<f64>, etas: &[f64], gammas: &[f64]) -> Vec<TokenState> {
+    assert_eq!(etas.len(), gammas.len(), "one (η, γ) per layer");
+    let (n, d, o) = (xs.nrows(), xs.ncols(), ys.ncols());
+    let mut x = xs.to_owned(); // (N, d) context inputs, transformed layer by layer
+    let mut y = ys.to_owned(); // (N, o) context labels → residuals
+    let mut m = Array2::<f64>::eye(d); // query x = M x_q, M: (d, d)
+    let mut w = Array2::<f64>::zeros((o, d)); // prediction = W x_q
+    let mut states = Vec::with_capacity(etas.len());
+    for (&eta, &gamma) in etas.iter().zip(gammas) {
+        let c = x.t().dot(&x); // (d, d) Σ x_i x_iᵀ
+        let bm = y.t().dot(&x); // (o, d) Σ y_i x_iᵀ
+                                // No context pairs: nothing to learn from (and η/n would be 0/0).
+        let step = if n == 0 { 0.0 } else { eta / n as f64 };
+        // y_j −= (η/N) B x_j for context rows, and for the query (whose y is −W x_q).
+        let y_new = &y - &(x.dot(&bm.t()) * step);
+        w = &w + &(bm.dot(&m) * step);
+        // x_j −= γ C x_j (C symmetric).
+        let x_new = &x - &(x.dot(&c) * gamma);
+        m = &m - &(c.dot(&m) * gamma);
+        x = x_new;
+        y = y_new;
+        states.push(TokenState { xs: x.clone(), ys: y.clone(), m: m.clone(), w: w.clone() });
+    }
+    states
+}
+
 /// Effective weights (B, o, d) after each layer; layer l uses (etas[l], gammas[l]).
 pub fn gdpp_weights(p: &Prompts, etas: &[f64], gammas: &[f64]) -> Vec<Array3<f64>> {
     assert_eq!(etas.len(), gammas.len(), "one (η, γ) per layer");
-    let (b, n, d, o) = (p.batch(), p.context_len(), p.x_dim(), p.y_dim());
-    let layers = etas.len();
-    let mut out: Vec<Array3<f64>> = (0..layers).map(|_| Array3::zeros((b, o, d))).collect();
+    let (b, d, o) = (p.batch(), p.x_dim(), p.y_dim());
+    let mut out: Vec<Array3<f64>> = (0..etas.len()).map(|_| Array3::zeros((b, o, d))).collect();
     // Prompts are independent: one task per prompt on the rayon pool.
     let per_prompt: Vec<Vec<Array2<f64>>> = (0..b)
         .into_par_iter()
         .map(|i| {
-            let mut x = p.xs.index_axis(Axis(0), i).to_owned(); // (N, d) context inputs, transformed layer by layer
-            let mut y = p.ys.index_axis(Axis(0), i).to_owned(); // (N, o) context labels → residuals
-            let mut m = Array2::<f64>::eye(d); // query x = M x_q, M: (d, d)
-            let mut w = Array2::<f64>::zeros((o, d)); // prediction = W x_q
-            let mut ws = Vec::with_capacity(layers);
-            for (&eta, &gamma) in etas.iter().zip(gammas) {
-                let c = x.t().dot(&x); // (d, d) Σ x_i x_iᵀ
-                let bm = y.t().dot(&x); // (o, d) Σ y_i x_iᵀ
-                                        // No context pairs: nothing to learn from (and η/n would be 0/0).
-                let step = if n == 0 { 0.0 } else { eta / n as f64 };
-                // y_j −= (η/N) B x_j for context rows, and for the query (whose y is −W x_q).
-                let y_new = &y - &(x.dot(&bm.t()) * step);
-                w = &w + &(bm.dot(&m) * step);
-                // x_j −= γ C x_j (C symmetric).
-                let x_new = &x - &(x.dot(&c) * gamma);
-                m = &m - &(c.dot(&m) * gamma);
-                x = x_new;
-                y = y_new;
-                ws.push(w.clone());
-            }
-            ws
+            let states = trajectory(p.xs.index_axis(Axis(0), i), p.ys.index_axis(Axis(0), i), etas, gammas);
+            states.into_iter().map(|s| s.w).collect()
         })
         .collect();
     for (bi, ws) in per_prompt.into_iter().enumerate() {
