@@ -13,6 +13,7 @@ pub mod device;
 pub mod evaluate;
 pub mod figures;
 pub mod io;
+pub mod layer_probes;
 pub mod layout;
 pub mod learners;
 pub mod measure;

@@ -183,6 +183,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Linear probes of every layer's hidden states (Akyürek et al. 2023 §5): how well the task's
+    /// hidden w, Xᵀy, w_OLS and w_ridge can be decoded from the query token and from all tokens,
+    /// for each model, its untrained twin and control-task runs. Writes <reports>/<name>.{json,md}
+    /// and <figures>/<name>/r2.{png,svg}.
+    ProbeLayers {
+        /// Run directories: a run or a folder of seed-* runs (all its seeds).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        run_dirs: Vec<PathBuf>,
+        /// Runs trained on a control task, probed on the first run's task (repeatable).
+        #[arg(long = "control-task", value_name = "RUN_DIR")]
+        control_task: Vec<PathBuf>,
+        /// Leave out each model's untrained twin.
+        #[arg(long)]
+        no_untrained: bool,
+        /// Report name (default: probes-<first run name>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Numbers of in-context examples, comma-separated (default: N).
+        #[arg(long, value_delimiter = ',')]
+        n: Vec<usize>,
+        /// Prompts the probes are fitted on.
+        #[arg(long, default_value_t = 2048)]
+        fit_prompts: usize,
+        /// Held-out prompts they are scored on.
+        #[arg(long, default_value_t = 1024)]
+        test_prompts: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        #[arg(long, default_value = "figures")]
+        figures: PathBuf,
+    },
     /// List the registered tasks (with their parameters and default learners) and learners.
     List,
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
@@ -485,6 +518,89 @@ fn run() -> anyhow::Result<()> {
                 let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
                 println!("wrote {}", names.join(", "));
             }
+        }
+        Command::ProbeLayers {
+            run_dirs,
+            control_task,
+            no_untrained,
+            name,
+            n,
+            fit_prompts,
+            test_prompts,
+            seed,
+            reports,
+            figures,
+        } => {
+            use icl_lab::tournament::{LoadedEntrant, Role};
+            let mut entrants = Vec::new();
+            for dir in &run_dirs {
+                let e = LoadedEntrant::trained(dir, Role::Trained)?;
+                let twin = (!no_untrained).then(|| e.untrained_twin());
+                entrants.push(e);
+                entrants.extend(twin);
+            }
+            for dir in &control_task {
+                entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
+            }
+            let first = icl_lab::tournament::seed_dirs(&run_dirs[0])?;
+            let config = RunConfig::from_file(&first[0].join("config.toml"))?;
+            let task = config.task();
+            let mut opts = icl_lab::layer_probes::LayerProbeOptions::for_task(task.as_ref());
+            if !n.is_empty() {
+                anyhow::ensure!(
+                    n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
+                    "--n: every value must be in 1..={}",
+                    icl_tasks::MAX_CONTEXT
+                );
+                opts.n_values = n;
+            }
+            anyhow::ensure!(
+                (20..=100_000).contains(&fit_prompts),
+                "--fit-prompts: must be in 20..=100000 (got {fit_prompts})"
+            );
+            anyhow::ensure!(
+                (10..=100_000).contains(&test_prompts),
+                "--test-prompts: must be in 10..=100000 (got {test_prompts})"
+            );
+            opts.fit_prompts = fit_prompts;
+            opts.test_prompts = test_prompts;
+            opts.seed = seed;
+            let name = name.unwrap_or_else(|| format!("probes-{}", config.name));
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && !name.starts_with('.'),
+                "--name: use letters, digits, '-', '_' and '.' only (got `{name}`)"
+            );
+            let bar = icl_lab::train::progress_bar(0, "probes");
+            let report = icl_lab::layer_probes::run(&name, task.as_ref(), &entrants, &opts, &|what| {
+                bar.set_message(what.to_string());
+                bar.tick();
+            })?;
+            bar.finish_and_clear();
+            let command: Vec<String> = std::env::args().collect();
+            let files = icl_lab::layer_probes::write(
+                &report,
+                &reports,
+                &figures,
+                &format!("icl-lab {}", command[1..].join(" ")),
+                "",
+            )?;
+            println!(
+                "held-out R² from all tokens at n = {} (mean over seeds):",
+                opts.n_values.iter().max().unwrap_or(&0)
+            );
+            for e in &report.entrants {
+                for layer in 0..=e.layers {
+                    let cells: Vec<String> = icl_probes::activation_probe::TARGETS
+                        .iter()
+                        .map(|t| format!("{t} {:.3}", report.value(&e.model, layer, t, "all_tokens", "r2").0))
+                        .collect();
+                    println!("  {:<40} layer {layer}: {}", e.model, cells.join(", "));
+                }
+            }
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            println!("wrote {}", names.join(", "));
         }
         Command::List => {
             icl_lab::learners::register();

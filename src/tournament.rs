@@ -156,7 +156,7 @@ impl LoadedEntrant {
     }
 
     /// The model of seed `i` read out after `layer`.
-    fn learner(&self, i: usize, layer: usize) -> anyhow::Result<ModelLearner> {
+    pub fn learner(&self, i: usize, layer: usize) -> anyhow::Result<ModelLearner> {
         let config = &self.configs[i];
         let model = match self.entrant.role {
             Role::Untrained => {

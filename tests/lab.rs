@@ -289,7 +289,9 @@ fn the_cli_reports_bad_configs_without_panicking() {
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["train", "reproduce", "construct", "probe", "index", "bench", "curve", "tournament", "list"] {
+    for cmd in
+        ["train", "reproduce", "construct", "probe", "index", "bench", "curve", "tournament", "probe-layers", "list"]
+    {
         let out = icl_lab(&[cmd, "--help"], dir.path());
         assert!(out.status.success(), "{cmd}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd}");
@@ -378,6 +380,38 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
             && dir.path().join("f/t/spd.png").exists()
             && dir.path().join("f/t/spd.svg").exists()
     );
+}
+
+#[test]
+fn probe_layers_writes_a_row_per_model_layer_target_and_feature_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = icl_lab(&["construct", "--layers", "1", "--eta", "5", "--tasks", "100", "--out", "cons"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "probe-layers",
+        "cons",
+        "--fit-prompts",
+        "300",
+        "--test-prompts",
+        "200",
+        "--name",
+        "p",
+        "--reports",
+        "r",
+        "--figures",
+        "f",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("layer 1: w "));
+    let report: icl_lab::layer_probes::LayerProbeReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/p.json")).unwrap()).unwrap();
+    // 2 models (construction, untrained twin) × layers 0–1 × 2 feature sets × 4 targets × 2 metrics.
+    assert_eq!(report.measurements.len(), 2 * 2 * 2 * 4 * 2);
+    // y = w·x is bilinear in (w, x): no linear map of the raw tokens recovers w.
+    let (r2, _, _) = report.value("construction", 0, "w", "all_tokens", "r2");
+    assert!(r2 < 0.1, "w linearly decoded from raw tokens: R² {r2}");
+    assert!(dir.path().join("f/p/r2.png").exists() && dir.path().join("r/p.md").exists());
 }
 
 // --- GD++ and per-layer references -----------------------------------------------------------

@@ -13,6 +13,7 @@
 //! descent", arXiv 2212.07677) and its official code: row-vector weights (`x @ W`), tokens
 //! e = (x, y), prediction = −(y-entries of the query token), losses ½·MSE.
 
+pub mod activation_probe;
 pub mod construct;
 pub mod curve;
 pub mod gd;
