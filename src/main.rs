@@ -444,20 +444,8 @@ fn run() -> anyhow::Result<()> {
             figures,
             json,
         } => {
-            use icl_lab::tournament::{LoadedEntrant, Role, TournamentOptions};
             icl_lab::learners::register();
-            let mut entrants = Vec::new();
-            for dir in &run_dirs {
-                let e = LoadedEntrant::trained(dir, Role::Trained)?;
-                let twin = (!no_untrained).then(|| e.untrained_twin());
-                entrants.push(e);
-                entrants.extend(twin);
-            }
-            for dir in &control_task {
-                entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
-            }
-            let first = icl_lab::tournament::seed_dirs(&run_dirs[0])?;
-            let config = RunConfig::from_file(&first[0].join("config.toml"))?;
+            let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
             let candidates = match learners.as_str() {
                 "default" => task.learners(),
@@ -468,7 +456,7 @@ fn run() -> anyhow::Result<()> {
                 }
                 list => icl_lab::curve::parse_learners(list)?,
             };
-            let mut opts = TournamentOptions::for_task(task.as_ref());
+            let mut opts = icl_lab::tournament::TournamentOptions::for_task(task.as_ref());
             if !n.is_empty() {
                 anyhow::ensure!(
                     n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
@@ -488,12 +476,7 @@ fn run() -> anyhow::Result<()> {
             opts.orders = orders;
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("tournament-{}", config.name));
-            anyhow::ensure!(
-                !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    && !name.starts_with('.'),
-                "--name: use letters, digits, '-', '_' and '.' only (got `{name}`)"
-            );
+            icl_lab::tournament::check_report_name(&name)?;
             let bar = icl_lab::train::progress_bar(0, "tournament");
             let report = icl_lab::tournament::run(&name, task.as_ref(), &entrants, &candidates, &opts, &|what| {
                 bar.set_message(what.to_string());
@@ -531,19 +514,7 @@ fn run() -> anyhow::Result<()> {
             reports,
             figures,
         } => {
-            use icl_lab::tournament::{LoadedEntrant, Role};
-            let mut entrants = Vec::new();
-            for dir in &run_dirs {
-                let e = LoadedEntrant::trained(dir, Role::Trained)?;
-                let twin = (!no_untrained).then(|| e.untrained_twin());
-                entrants.push(e);
-                entrants.extend(twin);
-            }
-            for dir in &control_task {
-                entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
-            }
-            let first = icl_lab::tournament::seed_dirs(&run_dirs[0])?;
-            let config = RunConfig::from_file(&first[0].join("config.toml"))?;
+            let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
             let mut opts = icl_lab::layer_probes::LayerProbeOptions::for_task(task.as_ref());
             if !n.is_empty() {
@@ -566,12 +537,7 @@ fn run() -> anyhow::Result<()> {
             opts.test_prompts = test_prompts;
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("probes-{}", config.name));
-            anyhow::ensure!(
-                !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                    && !name.starts_with('.'),
-                "--name: use letters, digits, '-', '_' and '.' only (got `{name}`)"
-            );
+            icl_lab::tournament::check_report_name(&name)?;
             let bar = icl_lab::train::progress_bar(0, "probes");
             let report = icl_lab::layer_probes::run(&name, task.as_ref(), &entrants, &opts, &|what| {
                 bar.set_message(what.to_string());

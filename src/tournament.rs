@@ -173,6 +173,40 @@ impl LoadedEntrant {
     }
 }
 
+/// The contestants of a comparison: each run folder of `run_dirs` with (unless `no_untrained`)
+/// its untrained twin, then each control-task run; and the first run's config, whose task the
+/// comparison uses. Shared by `icl-lab tournament` and `icl-lab probe-layers`.
+pub fn load_entrants(
+    run_dirs: &[PathBuf],
+    control_task: &[PathBuf],
+    no_untrained: bool,
+) -> anyhow::Result<(Vec<LoadedEntrant>, RunConfig)> {
+    let first = run_dirs.first().context("no run directories given")?;
+    let mut entrants = Vec::new();
+    for dir in run_dirs {
+        let e = LoadedEntrant::trained(dir, Role::Trained)?;
+        let twin = (!no_untrained).then(|| e.untrained_twin());
+        entrants.push(e);
+        entrants.extend(twin);
+    }
+    for dir in control_task {
+        entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
+    }
+    let config = RunConfig::from_file(&seed_dirs(first)?[0].join("config.toml"))?;
+    Ok((entrants, config))
+}
+
+/// A report name that stays inside the reports folder.
+pub fn check_report_name(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !name.starts_with('.'),
+        "--name: use letters, digits, '-', '_' and '.' only (got `{name}`)"
+    );
+    Ok(())
+}
+
 /// What `icl-lab tournament` writes to `reports/<name>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TournamentReport {
