@@ -11,12 +11,83 @@ use std::path::{Path, PathBuf};
 use ndarray::{s, Array2, Ix3};
 use serde::{Deserialize, Serialize};
 
-use icl_probes::activation_probe::{linear_probe, targets, TARGETS};
+use icl_probes::activation_probe::{linear_probe, targets, ProbeScore, TARGETS};
 use icl_probes::measure::Measurement;
 use icl_tasks::{Params, Prompts, Task, TaskConfig};
 
 use crate::rng::seeded_rng;
 use crate::tournament::{Entrant, LoadedEntrant, Role};
+
+/// A 2-layer GELU MLP probe (Akyürek et al. 2023 App. E use width 512; 128 here, for CPU): features
+/// standardised with the fitting rows' statistics, Adam lr 1e-3 on mini-batches of 256, the
+/// weights with the lowest validation error (last fifth of the fitting rows, checked every 50
+/// steps) kept; scored on the held-out rows like the linear probe.
+pub fn mlp_probe(
+    train: (&Array2<f64>, &Array2<f64>),
+    held_out: (&Array2<f64>, &Array2<f64>),
+    steps: usize,
+    seed: u64,
+) -> anyhow::Result<ProbeScore> {
+    use tch::nn::{Module, OptimizerConfig};
+    use tch::{nn, Device, Kind, Tensor};
+    let to_tensor = |a: &Array2<f64>| {
+        Tensor::from_slice(a.as_standard_layout().as_slice().expect("standard layout"))
+            .reshape([a.nrows() as i64, a.ncols() as i64])
+            .to_kind(Kind::Float)
+    };
+    let (x, y) = (to_tensor(train.0), to_tensor(train.1));
+    let mean = x.mean_dim(0, true, Kind::Float);
+    let std = x.std_dim(0, false, true).clamp_min(1e-8);
+    let t_mean = y.mean_dim(0, true, Kind::Float);
+    let standard = |f: &Tensor| (f - &mean) / &std;
+    let rows = train.0.nrows();
+    let split = rows - rows / 5;
+    let x_std = standard(&x);
+    let (fit_x, val_x) = (x_std.narrow(0, 0, split as i64), x_std.narrow(0, split as i64, (rows - split) as i64));
+    let (fit_y, val_y) = (y.narrow(0, 0, split as i64), y.narrow(0, split as i64, (rows - split) as i64));
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let (m, k) = (train.0.ncols() as i64, train.1.ncols() as i64);
+    let net = nn::seq()
+        .add(nn::linear(vs.root() / "0", m, 128, Default::default()))
+        .add_fn(|t| t.gelu("none"))
+        // A zero read-out: at step 0 the probe predicts the mean target (R² = 0), so the kept
+        // (best validated) weights are never worse than the mean on the validation rows.
+        .add(nn::linear(
+            vs.root() / "1",
+            128,
+            k,
+            nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true },
+        ));
+    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+    let mut best: (f64, Vec<Tensor>) = (f64::INFINITY, Vec::new());
+    let mut order_rng = crate::rng::seeded_rng(seed, 7);
+    let batch = 256.min(split);
+    for step in 0..=steps {
+        if step % 50 == 0 || step == steps {
+            let val = tch::no_grad(|| (net.forward(&val_x) + &t_mean - &val_y).square().mean(Kind::Float));
+            let val = f64::try_from(val)?;
+            if val < best.0 {
+                best = (val, vs.trainable_variables().iter().map(|v| v.detach().copy()).collect());
+            }
+        }
+        if step == steps {
+            break;
+        }
+        let start = rand::Rng::random_range(&mut order_rng, 0..=(split - batch)) as i64;
+        let (bx, by) = (fit_x.narrow(0, start, batch as i64), fit_y.narrow(0, start, batch as i64));
+        let loss = (net.forward(&bx) + &t_mean - by).square().mean(Kind::Float);
+        opt.backward_step(&loss);
+    }
+    tch::no_grad(|| {
+        for (v, b) in vs.trainable_variables().iter_mut().zip(&best.1) {
+            v.copy_(b);
+        }
+    });
+    let pred = tch::no_grad(|| net.forward(&standard(&to_tensor(held_out.0))) + &t_mean);
+    let pred = crate::cache::tensor_to_array(&pred)?.into_dimensionality::<ndarray::Ix2>()?;
+    Ok(ProbeScore::of(&pred, held_out.1, &train.1.mean_axis(ndarray::Axis(0)).expect("rows"), 0.0))
+}
 
 /// Feature sets read from a layer's residual stream (B, T, D).
 pub const FEATURES: [&str; 2] = ["query", "all_tokens"];
@@ -29,11 +100,19 @@ pub struct LayerProbeOptions {
     pub test_prompts: usize,
     pub n_values: Vec<usize>,
     pub seed: u64,
+    /// Adam steps of the MLP probe on all tokens (0: linear probes only).
+    pub mlp_steps: usize,
 }
 
 impl LayerProbeOptions {
     pub fn for_task(task: &dyn Task) -> Self {
-        Self { fit_prompts: 2048, test_prompts: 1024, n_values: vec![task.dims().context_len], seed: 0 }
+        Self {
+            fit_prompts: 2048,
+            test_prompts: 1024,
+            n_values: vec![task.dims().context_len],
+            seed: 0,
+            mlp_steps: 1000,
+        }
     }
 }
 
@@ -80,6 +159,8 @@ pub fn run(
     opts: &LayerProbeOptions,
     on_progress: &dyn Fn(&str),
 ) -> anyhow::Result<LayerProbeReport> {
+    // Small models and probes: one libtorch thread is fastest (and does not fight other jobs).
+    tch::set_num_threads(1);
     let n_max = opts.n_values.iter().copied().max().unwrap_or(task.dims().context_len);
     let fit_all = task.sample_n(&mut seeded_rng(opts.seed, 0), opts.fit_prompts, n_max);
     let test_all = task.sample_n(&mut seeded_rng(opts.seed, 1), opts.test_prompts, n_max);
@@ -102,19 +183,29 @@ pub fn run(
                     for which in FEATURES {
                         let (fit_f, test_f) = (features(&fit_h, which), features(&test_h, which));
                         for (target, fit_t, test_t) in &goals {
-                            let score = linear_probe((&fit_f, fit_t), (&test_f, test_t))?;
-                            let mut params = Params::new();
-                            params.insert("target".into(), (*target).into());
-                            params.insert("features".into(), which.into());
-                            params.insert("lambda".into(), score.lambda.into());
-                            for (metric, value) in [("r2", score.r2), ("normalised_error", score.normalised_error)] {
-                                let mut m =
-                                    Measurement::new(task.name(), "linear_probe", params.clone(), metric, value);
-                                m.model = Some(e.entrant.model.clone());
-                                m.seed = Some(seed);
-                                m.layer = Some(layer);
-                                m.n_context = Some(n);
-                                rows.push(m);
+                            let mut scores = vec![("linear_probe", linear_probe((&fit_f, fit_t), (&test_f, test_t))?)];
+                            if which == "all_tokens" && opts.mlp_steps > 0 {
+                                scores.push((
+                                    "mlp_probe",
+                                    mlp_probe((&fit_f, fit_t), (&test_f, test_t), opts.mlp_steps, opts.seed)?,
+                                ));
+                            }
+                            for (probe, score) in scores {
+                                let mut params = Params::new();
+                                params.insert("target".into(), (*target).into());
+                                params.insert("features".into(), which.into());
+                                if probe == "linear_probe" {
+                                    params.insert("lambda".into(), score.lambda.into());
+                                }
+                                for (metric, value) in [("r2", score.r2), ("normalised_error", score.normalised_error)]
+                                {
+                                    let mut m = Measurement::new(task.name(), probe, params.clone(), metric, value);
+                                    m.model = Some(e.entrant.model.clone());
+                                    m.seed = Some(seed);
+                                    m.layer = Some(layer);
+                                    m.n_context = Some(n);
+                                    rows.push(m);
+                                }
                             }
                         }
                     }
@@ -132,14 +223,24 @@ pub fn run(
 }
 
 impl LayerProbeReport {
-    /// Mean over seeds of `metric` for (model, layer, target, features) at the largest n.
-    pub fn value(&self, model: &str, layer: usize, target: &str, features: &str, metric: &str) -> (f64, f64, f64) {
+    /// Mean over seeds [min, max] of `metric` for (model, layer, probe, target, features) at the
+    /// largest n; `probe` is `linear_probe` or `mlp_probe`.
+    pub fn value(
+        &self,
+        model: &str,
+        layer: usize,
+        probe: &str,
+        target: &str,
+        features: &str,
+        metric: &str,
+    ) -> (f64, f64, f64) {
         let n_max = self.options.n_values.iter().copied().max();
         let v: Vec<f64> = self
             .measurements
             .iter()
             .filter(|m| {
                 m.model.as_deref() == Some(model)
+                    && m.learner == probe
                     && m.layer == Some(layer)
                     && m.metric == metric
                     && m.n_context == n_max
@@ -168,10 +269,14 @@ pub fn write(
     crate::io::write_atomic(&json, &serde_json::to_vec(report)?)?;
     let fig_dir = figures.join(&report.name);
     std::fs::create_dir_all(&fig_dir)?;
+    let chart_probe = if report.options.mlp_steps > 0 { "mlp_probe" } else { "linear_probe" };
     let charts = TARGETS
         .iter()
         .map(|target| crate::plot::Chart {
-            title: format!("probe R² of {target} (all tokens)"),
+            title: format!(
+                "{} R² of {target} (all tokens)",
+                if chart_probe == "mlp_probe" { "MLP probe" } else { "linear probe" }
+            ),
             x_label: "layer (0 = input tokens)".into(),
             y_label: "held-out R²".into(),
             y_range: Some((-0.1, 1.05)),
@@ -187,7 +292,7 @@ pub fn write(
                         ..Default::default()
                     };
                     for layer in 0..=e.layers {
-                        let (mean, lo, hi) = report.value(&e.model, layer, target, "all_tokens", "r2");
+                        let (mean, lo, hi) = report.value(&e.model, layer, chart_probe, target, "all_tokens", "r2");
                         s.points.push((layer as f64, mean));
                         if e.seeds.len() > 1 {
                             s.band.push((layer as f64, lo, hi));
@@ -210,16 +315,22 @@ pub fn write(
 fn markdown(r: &LayerProbeReport, command: &str, preface: &str) -> String {
     let o = &r.options;
     let mut s = format!(
-        "# Probes of hidden states: `{}`\n\n{preface}Made by `{command}`. Task `{}`. Ridge probes (closed form, λ chosen on a fifth of the fitting prompts) fitted on {} prompts and scored on {} held-out prompts, at n = {} in-context examples; R² is 1 − SSE/SST on the held-out prompts (0 = no better than the mean target, 1 = exact). Features: the query token's hidden state, or all tokens' (a linear map of all tokens contains Akyürek et al.'s attention pooling followed by a linear map). Mean over seeds [min, max].\n\n",
+        "# Probes of hidden states: `{}`\n\n{preface}Made by `{command}`. Task `{}`. Ridge probes (closed form, λ chosen on a fifth of the fitting prompts) and 2-layer GELU MLP probes on all tokens (width 128, Adam, {} steps, best validated weights; 0 = none) fitted on {} prompts and scored on {} held-out prompts, at n = {} in-context examples; R² is 1 − SSE/SST on the held-out prompts (0 = no better than the mean target, 1 = exact). Features: the query token's hidden state, or all tokens' (a linear map of all tokens contains Akyürek et al.'s attention pooling followed by a linear map). Mean over seeds [min, max].\n\n",
         r.name,
         r.task.name,
+        o.mlp_steps,
         o.fit_prompts,
         o.test_prompts,
         o.n_values.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
     );
-    for features in FEATURES {
+    let mut sections = vec![("linear_probe", "query"), ("linear_probe", "all_tokens")];
+    if o.mlp_steps > 0 {
+        sections.push(("mlp_probe", "all_tokens"));
+    }
+    for (probe, features) in sections {
         s.push_str(&format!(
-            "## R² from {}\n\n| model | layer |",
+            "## {} probe, R² from {}\n\n| model | layer |",
+            if probe == "mlp_probe" { "MLP" } else { "Linear" },
             if features == "query" { "the query token" } else { "all tokens" }
         ));
         for t in TARGETS {
@@ -232,7 +343,7 @@ fn markdown(r: &LayerProbeReport, command: &str, preface: &str) -> String {
             for layer in 0..=e.layers {
                 s.push_str(&format!("| {} | {layer} |", e.model));
                 for t in TARGETS {
-                    let (mean, lo, hi) = r.value(&e.model, layer, t, features, "r2");
+                    let (mean, lo, hi) = r.value(&e.model, layer, probe, t, features, "r2");
                     if e.seeds.len() > 1 {
                         s.push_str(&format!(" {mean:.3} [{lo:.3}, {hi:.3}] |"));
                     } else {
@@ -244,6 +355,35 @@ fn markdown(r: &LayerProbeReport, command: &str, preface: &str) -> String {
         }
         s.push('\n');
     }
-    s.push_str(&format!("![probe R² by layer](../figures/{}/r2.png)\n\nEvery number is in `reports/{}.json` (`measurements`: learner `linear_probe`, params `target` and `features`, metrics `r2` and `normalised_error`).\n", r.name, r.name));
+    s.push_str(&format!("![probe R² by layer](../figures/{}/r2.png)\n\nEvery number is in `reports/{}.json` (`measurements`: learner `linear_probe` or `mlp_probe`, params `target` and `features`, metrics `r2` and `normalised_error`).\n", r.name, r.name));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    #[test]
+    fn the_mlp_probe_learns_a_smooth_target_and_scores_on_held_out_rows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut draw = |rows: usize| {
+            let f: Array2<f64> = Array2::from_shape_fn((rows, 4), |_| StandardNormal.sample(&mut rng));
+            // A smooth non-linear target: t = (f₀ f₁, f₂ + sin f₃).
+            let t = Array2::from_shape_fn((rows, 2), |(i, j)| {
+                if j == 0 {
+                    f[[i, 0]] * f[[i, 1]]
+                } else {
+                    f[[i, 2]] + f[[i, 3]].sin()
+                }
+            });
+            (f, t)
+        };
+        let (train, test) = (draw(2000), draw(500));
+        let mlp = mlp_probe((&train.0, &train.1), (&test.0, &test.1), 2000, 0).unwrap();
+        assert!(mlp.r2 > 0.8, "{mlp:?}");
+        let linear = linear_probe((&train.0, &train.1), (&test.0, &test.1)).unwrap();
+        assert!(linear.r2 < mlp.r2 - 0.2, "the product is not linear: linear {linear:?}, MLP {mlp:?}");
+    }
 }

@@ -209,6 +209,9 @@ enum Command {
         /// Held-out prompts they are scored on.
         #[arg(long, default_value_t = 1024)]
         test_prompts: usize,
+        /// Adam steps of the MLP probe on all tokens (0: linear probes only).
+        #[arg(long, default_value_t = 1000)]
+        mlp_steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value = "reports")]
@@ -510,6 +513,7 @@ fn run() -> anyhow::Result<()> {
             n,
             fit_prompts,
             test_prompts,
+            mlp_steps,
             seed,
             reports,
             figures,
@@ -533,8 +537,10 @@ fn run() -> anyhow::Result<()> {
                 (10..=100_000).contains(&test_prompts),
                 "--test-prompts: must be in 10..=100000 (got {test_prompts})"
             );
+            anyhow::ensure!(mlp_steps <= 1_000_000, "--mlp-steps: must be at most 1000000 (got {mlp_steps})");
             opts.fit_prompts = fit_prompts;
             opts.test_prompts = test_prompts;
+            opts.mlp_steps = mlp_steps;
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("probes-{}", config.name));
             icl_lab::tournament::check_report_name(&name)?;
@@ -552,15 +558,16 @@ fn run() -> anyhow::Result<()> {
                 &format!("icl-lab {}", command[1..].join(" ")),
                 "",
             )?;
+            let probe = if mlp_steps > 0 { "mlp_probe" } else { "linear_probe" };
             println!(
-                "held-out R² from all tokens at n = {} (mean over seeds):",
+                "held-out R² of the {probe} from all tokens at n = {} (mean over seeds):",
                 opts.n_values.iter().max().unwrap_or(&0)
             );
             for e in &report.entrants {
                 for layer in 0..=e.layers {
                     let cells: Vec<String> = icl_probes::activation_probe::TARGETS
                         .iter()
-                        .map(|t| format!("{t} {:.3}", report.value(&e.model, layer, t, "all_tokens", "r2").0))
+                        .map(|t| format!("{t} {:.3}", report.value(&e.model, layer, probe, t, "all_tokens", "r2").0))
                         .collect();
                     println!("  {:<40} layer {layer}: {}", e.model, cells.join(", "));
                 }

@@ -263,6 +263,8 @@ pub fn run(
     on_progress: &dyn Fn(&str),
 ) -> anyhow::Result<TournamentReport> {
     crate::learners::register();
+    // Small models: one libtorch thread is fastest (and does not fight other jobs).
+    tch::set_num_threads(1);
     let dims = task.dims();
     for e in entrants {
         let c = &e.configs[0];

@@ -394,6 +394,8 @@ fn probe_layers_writes_a_row_per_model_layer_target_and_feature_set() {
         "300",
         "--test-prompts",
         "200",
+        "--mlp-steps",
+        "30",
         "--name",
         "p",
         "--reports",
@@ -406,10 +408,10 @@ fn probe_layers_writes_a_row_per_model_layer_target_and_feature_set() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("layer 1: w "));
     let report: icl_lab::layer_probes::LayerProbeReport =
         serde_json::from_slice(&std::fs::read(dir.path().join("r/p.json")).unwrap()).unwrap();
-    // 2 models (construction, untrained twin) × layers 0–1 × 2 feature sets × 4 targets × 2 metrics.
-    assert_eq!(report.measurements.len(), 2 * 2 * 2 * 4 * 2);
+    // 2 models (construction, untrained twin) × layers 0–1 × (2 linear + 1 MLP probe) × 4 targets × 2 metrics.
+    assert_eq!(report.measurements.len(), 2 * 2 * 3 * 4 * 2);
     // y = w·x is bilinear in (w, x): no linear map of the raw tokens recovers w.
-    let (r2, _, _) = report.value("construction", 0, "w", "all_tokens", "r2");
+    let (r2, _, _) = report.value("construction", 0, "linear_probe", "w", "all_tokens", "r2");
     assert!(r2 < 0.1, "w linearly decoded from raw tokens: R² {r2}");
     assert!(dir.path().join("f/p/r2.png").exists() && dir.path().join("r/p.md").exists());
 }

@@ -59,6 +59,21 @@ pub struct ProbeScore {
     pub lambda: f64,
 }
 
+impl ProbeScore {
+    /// The scores of predictions `pred` of `target` (B, k), with `train_mean` the fitting rows'
+    /// mean target (the R² baseline).
+    pub fn of(pred: &Array2<f64>, target: &Array2<f64>, train_mean: &Array1<f64>, lambda: f64) -> Self {
+        let sse = (pred - target).iter().map(|v| v * v).sum::<f64>();
+        let sst = (target - train_mean).iter().map(|v| v * v).sum::<f64>();
+        let norm = target.iter().map(|v| v * v).sum::<f64>();
+        ProbeScore {
+            r2: 1.0 - sse / sst.max(f64::MIN_POSITIVE),
+            normalised_error: sse / norm.max(f64::MIN_POSITIVE),
+            lambda,
+        }
+    }
+}
+
 /// A fitted linear probe: t̂ = (f − μ_f) β + μ_t.
 pub struct LinearProbe {
     feature_mean: Array1<f64>,
@@ -117,15 +132,7 @@ impl LinearProbe {
 
     /// R² and normalised error on held-out rows.
     pub fn score(&self, features: &Array2<f64>, targets: &Array2<f64>) -> ProbeScore {
-        let pred = self.predict(features);
-        let sse = (&pred - targets).iter().map(|v| v * v).sum::<f64>();
-        let sst = (targets - &self.target_mean).iter().map(|v| v * v).sum::<f64>();
-        let norm = targets.iter().map(|v| v * v).sum::<f64>();
-        ProbeScore {
-            r2: 1.0 - sse / sst.max(f64::MIN_POSITIVE),
-            normalised_error: sse / norm.max(f64::MIN_POSITIVE),
-            lambda: self.lambda,
-        }
+        ProbeScore::of(&self.predict(features), targets, &self.target_mean, self.lambda)
     }
 }
 
