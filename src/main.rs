@@ -145,8 +145,11 @@ enum Command {
     Tournament {
         /// Run directories: a run (…/seed-0) or a folder of seed-* runs of one configuration
         /// (all its seeds). The first one's task is the tournament's.
-        #[arg(required = true, value_name = "RUN_DIR")]
+        #[arg(required_unless_present = "rerender", value_name = "RUN_DIR")]
         run_dirs: Vec<PathBuf>,
+        /// Rebuild the Markdown report and the figure from a tournament's JSON (no measuring).
+        #[arg(long, value_name = "JSON", conflicts_with = "run_dirs")]
+        rerender: Option<PathBuf>,
         /// Runs trained on a control task (e.g. `linear` with fixed_w = true), as contestants of
         /// their own, evaluated on the first run's task (repeatable).
         #[arg(long = "control-task", value_name = "RUN_DIR")]
@@ -434,6 +437,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Tournament {
             run_dirs,
+            rerender,
             control_task,
             no_untrained,
             learners,
@@ -447,6 +451,15 @@ fn run() -> anyhow::Result<()> {
             figures,
             json,
         } => {
+            if let Some(path) = rerender {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let report: icl_lab::tournament::TournamentReport = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a tournament report", path.display()))?;
+                let files = icl_lab::tournament::write(&report, &reports, &figures)?;
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("wrote {}", names.join(", "));
+                return Ok(());
+            }
             icl_lab::learners::register();
             let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
@@ -487,13 +500,11 @@ fn run() -> anyhow::Result<()> {
             })?;
             bar.finish_and_clear();
             let command: Vec<String> = std::env::args().collect();
-            let files = icl_lab::tournament::write(
-                &report,
-                &reports,
-                &figures,
-                &format!("icl-lab {}", command[1..].join(" ")),
-                "",
-            )?;
+            let report = icl_lab::tournament::TournamentReport {
+                command: format!("icl-lab {}", command[1..].join(" ")),
+                ..report
+            };
+            let files = icl_lab::tournament::write(&report, &reports, &figures)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

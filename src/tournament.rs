@@ -221,6 +221,12 @@ pub struct TournamentReport {
     /// Rankings by each metric, per model and layer.
     pub ranking: Vec<Ranking>,
     pub measurements: Vec<Measurement>,
+    /// The command that made it and a Markdown preface for the report (so `--rerender` can
+    /// rebuild the Markdown and figure from the JSON alone).
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub preface: String,
 }
 
 /// The candidate spec at the readout after `layer`: `steps` follows the layer.
@@ -427,6 +433,8 @@ pub fn run(
         skipped,
         ranking,
         measurements: rows,
+        command: String::new(),
+        preface: String::new(),
     })
 }
 
@@ -585,7 +593,18 @@ impl TournamentReport {
                 r.seeds_agreeing,
                 r.seeds
             );
-            if r.order[0].learner != "gd" {
+            // Candidates whose mean is the best's to 1e-9 (relative) make the same predictions here
+            // (1-step GD++ is GD): a tie, not a win.
+            let tied = |v: f64| (v - r.order[0].value).abs() <= 1e-9 * r.order[0].value.abs().max(1e-300);
+            let ties: Vec<String> = r.order[1..]
+                .iter()
+                .filter(|l| tied(l.value))
+                .map(|l| label(&l.learner, e.layers, &self.learners))
+                .collect();
+            if !ties.is_empty() {
+                line.push_str(&format!(" Tied (same predictions to 1e-9): {}.", ties.join(", ")));
+            }
+            if r.order[0].learner != "gd" && !gd.is_some_and(|g| tied(g.value)) {
                 if let Some(gd) = gd {
                     line.push_str(&format!(
                         " Not GD: {}-step GD scores SPD/d {} ({:.1}× the best).",
@@ -636,14 +655,7 @@ fn label(learner: &str, layer: usize, specs: &[LearnerSpec]) -> String {
 
 /// Writes `<reports>/<name>.json`, `<reports>/<name>.md` and the heatmap
 /// `<figures>/<name>/spd.{png,svg}`; returns the paths.
-/// `preface` (Markdown, may be empty) goes under the title.
-pub fn write(
-    report: &TournamentReport,
-    reports: &Path,
-    figures: &Path,
-    command: &str,
-    preface: &str,
-) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write(report: &TournamentReport, reports: &Path, figures: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let json = reports.join(format!("{}.json", report.name));
     // Compact: a tournament has tens of thousands of rows.
     crate::io::write_atomic(&json, &serde_json::to_vec(report)?)?;
@@ -671,7 +683,7 @@ pub fn write(
         "SPD/d (log colour; lower = closer)",
     )?);
     let md = reports.join(format!("{}.md", report.name));
-    crate::io::write_atomic(&md, markdown(report, command, preface).as_bytes())?;
+    crate::io::write_atomic(&md, markdown(report, &report.command, &report.preface).as_bytes())?;
     files.push(md);
     Ok(files)
 }

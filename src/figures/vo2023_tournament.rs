@@ -76,6 +76,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         },
         start.elapsed().as_secs()
     );
-    crate::tournament::write(&report, &opts.reports_root, &opts.figures_root, &command, &preface)?;
+    let report = crate::tournament::TournamentReport { command, preface, ..report };
+    crate::tournament::write(&report, &opts.reports_root, &opts.figures_root)?;
     Ok(serde_json::to_value(&report)?)
 }
