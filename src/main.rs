@@ -245,6 +245,16 @@ enum Command {
     },
 }
 
+/// `--n`: numbers of in-context examples, each in 1..=MAX_CONTEXT.
+fn checked_n_values(n: Vec<usize>) -> anyhow::Result<Vec<usize>> {
+    anyhow::ensure!(
+        n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
+        "--n: every value must be in 1..={}",
+        icl_tasks::MAX_CONTEXT
+    );
+    Ok(n)
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -474,12 +484,7 @@ fn run() -> anyhow::Result<()> {
             };
             let mut opts = icl_lab::tournament::TournamentOptions::for_task(task.as_ref());
             if !n.is_empty() {
-                anyhow::ensure!(
-                    n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
-                    "--n: every value must be in 1..={}",
-                    icl_tasks::MAX_CONTEXT
-                );
-                opts.n_values = n;
+                opts.n_values = checked_n_values(n)?;
             }
             anyhow::ensure!((1..=100_000).contains(&prompts), "--prompts: must be in 1..=100000 (got {prompts})");
             anyhow::ensure!(
@@ -533,12 +538,7 @@ fn run() -> anyhow::Result<()> {
             let task = config.task();
             let mut opts = icl_lab::layer_probes::LayerProbeOptions::for_task(task.as_ref());
             if !n.is_empty() {
-                anyhow::ensure!(
-                    n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
-                    "--n: every value must be in 1..={}",
-                    icl_tasks::MAX_CONTEXT
-                );
-                opts.n_values = n;
+                opts.n_values = checked_n_values(n)?;
             }
             anyhow::ensure!(
                 (20..=100_000).contains(&fit_prompts),
