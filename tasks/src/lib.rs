@@ -267,6 +267,18 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// The linear weights (d) of a hidden function, for tasks that have them.
 pub(crate) type WeightsOf<'a, F> = &'a dyn Fn(&F) -> Vec<f64>;
 
+/// Garg et al.'s scalings of the Gaussian-input tasks: ⅓, ½, 1, 2, 3.
+pub(crate) const GARG_SCALES: [f64; 5] = [1.0 / 3.0, 0.5, 1.0, 2.0, 3.0];
+
+/// The sweeps every Gaussian-input task of Garg et al. has: input scale and label noise (the
+/// training noise level is `noise_std`).
+pub(crate) fn gaussian_input_shifts(noise_std: f64) -> Vec<ShiftSweep> {
+    vec![
+        ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: GARG_SCALES.to_vec() },
+        ShiftSweep { kind: ShiftKind::LabelNoise, training_value: noise_std, values: vec![0.0, 0.1, 0.5, 1.0] },
+    ]
+}
+
 /// Prompts with one output whose inputs (context and query) are N(0, I)·`input_scale` (Garg et
 /// al.'s `GaussianSampler`). Per prompt, in this order: `draw` picks the hidden function, the n
 /// context inputs and the query input are drawn, each context label is f(xᵢ) plus N(0, σ²) noise

@@ -86,18 +86,7 @@ impl Task for ReluNet {
     }
 
     fn shifts(&self) -> Vec<ShiftSweep> {
-        vec![
-            ShiftSweep {
-                kind: ShiftKind::InputScale,
-                training_value: 1.0,
-                values: vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0],
-            },
-            ShiftSweep {
-                kind: ShiftKind::LabelNoise,
-                training_value: self.params.noise_std,
-                values: vec![0.0, 0.1, 0.5, 1.0],
-            },
-        ]
+        crate::gaussian_input_shifts(self.params.noise_std)
     }
 
     fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError> {

@@ -91,16 +91,12 @@ impl Task for SparseLinear {
     }
 
     fn shifts(&self) -> Vec<ShiftSweep> {
-        let scales = vec![1.0 / 3.0, 0.5, 1.0, 2.0, 3.0];
-        vec![
-            ShiftSweep { kind: ShiftKind::InputScale, training_value: 1.0, values: scales.clone() },
-            ShiftSweep { kind: ShiftKind::TeacherScale, training_value: 1.0, values: scales },
-            ShiftSweep {
-                kind: ShiftKind::LabelNoise,
-                training_value: self.params.noise_std,
-                values: vec![0.0, 0.1, 0.5, 1.0],
-            },
-        ]
+        // Garg's sweeps, with the teacher scaled too (after the input scale, before the noise).
+        let mut sweeps = crate::gaussian_input_shifts(self.params.noise_std);
+        let teacher =
+            ShiftSweep { kind: ShiftKind::TeacherScale, training_value: 1.0, values: crate::GARG_SCALES.to_vec() };
+        sweeps.insert(1, teacher);
+        sweeps
     }
 
     fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError> {
