@@ -125,21 +125,19 @@ pub struct LayerProbeReport {
     pub measurements: Vec<Measurement>,
 }
 
-/// The residual stream after `layer` applied layers (0: the input tokens), (B, T, D).
+/// The residual stream of `model` on `prompts` before the first layer (index 0: the input
+/// tokens) and after each applied layer (index l), (B, T, D) each, from one forward pass.
 fn hidden_states(
-    e: &LoadedEntrant,
-    seed_index: usize,
-    layer: usize,
+    model: &crate::learners::ModelLearner,
     prompts: &Prompts,
-) -> anyhow::Result<ndarray::Array3<f64>> {
-    let model = e.learner(seed_index, layer.max(1))?;
-    model.with_model(|vs, net| {
-        let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
-        let (tokens, _) = crate::layout::tensors(net.config().tokens, prompts, kind, vs.device());
-        let name = if layer == 0 { "tokens".to_string() } else { crate::cache::resid_post(layer - 1) };
-        let mut cache = crate::cache::ActivationCache::names(&[name.as_str()]);
-        let _ = tch::no_grad(|| net.forward(&tokens, Some(&mut cache)));
-        Ok(cache.array(&name)?.into_dimensionality::<Ix3>()?)
+) -> anyhow::Result<Vec<ndarray::Array3<f64>>> {
+    model.with_tokens(prompts, |net, tokens| {
+        let names: Vec<String> = std::iter::once("tokens".to_string())
+            .chain((0..net.config().layers).map(crate::cache::resid_post))
+            .collect();
+        let mut cache = crate::cache::ActivationCache::names(&names);
+        let _ = tch::no_grad(|| net.forward(tokens, Some(&mut cache)));
+        names.iter().map(|n| Ok(cache.array(n)?.into_dimensionality::<Ix3>()?)).collect()
     })
 }
 
@@ -177,11 +175,13 @@ pub fn run(
             .collect();
         for e in entrants {
             for (i, &seed) in e.entrant.seeds.iter().enumerate() {
+                let model = e.learner(i, 1)?;
+                let (fit_states, test_states) = (hidden_states(&model, &fit_p)?, hidden_states(&model, &test_p)?);
                 for layer in 0..=e.entrant.layers {
                     on_progress(&format!("{} seed {seed}, n = {n}, layer {layer}", e.entrant.model));
-                    let (fit_h, test_h) = (hidden_states(e, i, layer, &fit_p)?, hidden_states(e, i, layer, &test_p)?);
+                    let (fit_h, test_h) = (&fit_states[layer], &test_states[layer]);
                     for which in FEATURES {
-                        let (fit_f, test_f) = (features(&fit_h, which), features(&test_h, which));
+                        let (fit_f, test_f) = (features(fit_h, which), features(test_h, which));
                         for (target, fit_t, test_t) in &goals {
                             let mut scores = vec![("linear_probe", linear_probe((&fit_f, fit_t), (&test_f, test_t))?)];
                             if which == "all_tokens" && opts.mlp_steps > 0 {

@@ -88,10 +88,17 @@ impl ModelLearner {
         f(&guard.0, &guard.1)
     }
 
-    fn run_model(&self, prompts: &Prompts) -> anyhow::Result<Prediction> {
+    /// Runs `f` with the model and `prompts` laid out as its tokens (its layout, dtype and device).
+    pub fn with_tokens<T>(&self, prompts: &Prompts, f: impl FnOnce(&Transformer, &Tensor) -> T) -> T {
         self.with_model(|vs, model| {
             let kind = vs.variables().values().next().map_or(Kind::Float, |v| v.kind());
             let (tokens, _) = layout::tensors(model.config().tokens, prompts, kind, vs.device());
+            f(model, &tokens)
+        })
+    }
+
+    fn run_model(&self, prompts: &Prompts) -> anyhow::Result<Prediction> {
+        self.with_tokens(prompts, |model, tokens| {
             let layers = model.config().layers;
             let layer = self.layer.unwrap_or(layers);
             anyhow::ensure!(

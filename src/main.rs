@@ -245,6 +245,12 @@ enum Command {
     },
 }
 
+/// The one line that ends a command which wrote files.
+fn print_written(files: &[PathBuf]) {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("wrote {}", names.join(", "));
+}
+
 /// `--n`: numbers of in-context examples, each in 1..=MAX_CONTEXT.
 fn checked_n_values(n: Vec<usize>) -> anyhow::Result<Vec<usize>> {
     anyhow::ensure!(
@@ -441,8 +447,7 @@ fn run() -> anyhow::Result<()> {
             } else {
                 println!("{} — normalised error (zero predictor = 1), mean over {prompts} prompts", task.name());
                 print!("{}", icl_lab::curve::summary(&file.measurements, 6));
-                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-                println!("wrote {}", names.join(", "));
+                print_written(&files);
             }
         }
         Command::Tournament {
@@ -466,8 +471,7 @@ fn run() -> anyhow::Result<()> {
                 let report: icl_lab::tournament::TournamentReport = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{}: not a tournament report", path.display()))?;
                 let files = icl_lab::tournament::write(&report, &reports, &figures)?;
-                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-                println!("wrote {}", names.join(", "));
+                print_written(&files);
                 return Ok(());
             }
             icl_lab::learners::register();
@@ -517,8 +521,7 @@ fn run() -> anyhow::Result<()> {
                 for s in &report.skipped {
                     println!("not fitted: {s}");
                 }
-                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-                println!("wrote {}", names.join(", "));
+                print_written(&files);
             }
         }
         Command::ProbeLayers {
@@ -583,8 +586,7 @@ fn run() -> anyhow::Result<()> {
                     println!("  {:<40} layer {layer}: {}", e.model, cells.join(", "));
                 }
             }
-            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            println!("wrote {}", names.join(", "));
+            print_written(&files);
         }
         Command::List => {
             icl_lab::learners::register();

@@ -148,11 +148,8 @@ pub fn per_layer_rows(
 ) -> anyhow::Result<Vec<Measurement>> {
     let mut rows = Vec::new();
     for model in models {
-        let preds = model.with_model(|vs, net| {
-            let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
-            let (tokens, _) = crate::layout::tensors(net.config().tokens, prompts, kind, vs.device());
-            crate::probe::per_layer_predictions(net, &tokens, Default::default())
-        })?;
+        let preds = model
+            .with_tokens(prompts, |net, tokens| crate::probe::per_layer_predictions(net, tokens, Default::default()))?;
         for (l, p) in preds.iter().enumerate() {
             let mut m = Measurement::new(task, "model", model.params(), "loss", prompts.half_mse(p));
             tag(&mut m, Some(model));

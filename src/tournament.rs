@@ -361,9 +361,12 @@ pub fn run(
 
     for e in entrants {
         for (i, &seed) in e.entrant.seeds.iter().enumerate() {
+            // Loaded once per seed, read out after each layer in turn.
+            let mut model = e.learner(i, 1)?;
             for layer in 1..=e.entrant.layers {
                 on_progress(&format!("{} seed {seed}, layer {layer}", e.entrant.model));
-                let model = e.learner(i, layer)?;
+                model.layer = Some(layer);
+                model.sensitivity = true;
                 let tag = |mut m: Measurement| {
                     m.model = Some(e.entrant.model.clone());
                     m.seed = Some(seed);
@@ -395,13 +398,11 @@ pub fn run(
                 // of this depth (at the largest n; constructed token layout only).
                 for c in candidates_at(layer, n_max) {
                     let Some((etas, gammas)) = gd_family_steps(c.learner.as_ref(), layer) else { continue };
-                    let residual = model.with_model(|vs, net| -> anyhow::Result<Option<f64>> {
+                    let residual = model.with_tokens(&full, |net, tokens| -> anyhow::Result<Option<f64>> {
                         if net.config().tokens != crate::layout::TokenLayout::Constructed {
                             return Ok(None);
                         }
-                        let kind = vs.variables().values().next().map_or(tch::Kind::Float, |v| v.kind());
-                        let (tokens, _) = crate::layout::tensors(net.config().tokens, &full, kind, vs.device());
-                        Ok(Some(crate::probe::token_residual(net, &tokens, &full, layer, &etas, &gammas)?.1))
+                        Ok(Some(crate::probe::token_residual(net, tokens, &full, layer, &etas, &gammas)?.1))
                     })?;
                     if let Some(r) = residual {
                         let mut m = tag(Measurement::new(
@@ -415,7 +416,8 @@ pub fn run(
                         rows.push(m);
                     }
                 }
-                let spread = permutation_spread(&model.without_sensitivity(), &full, opts.orders, &mut order_rng)?;
+                model.sensitivity = false; // predictions only
+                let spread = permutation_spread(&model, &full, opts.orders, &mut order_rng)?;
                 let mut m =
                     tag(Measurement::new(task.name(), "model", Default::default(), "permutation_spread", spread));
                 m.n_context = Some(n_max);
