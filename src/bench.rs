@@ -1,5 +1,5 @@
 //! `icl-lab bench`: training speed in ms/step, data generation included, for the paper's
-//! 1-, 2- and 3-layer recurrent configurations. Every line is measured in the same process, one
+//! 1-, 2- and 3-layer recurrent configurations and the 5-separate-layer model of Figs. 3 and 6. Every line is measured in the same process, one
 //! after another, so ratios between lines are meaningful on a shared, noisy machine.
 
 use std::time::Instant;
@@ -13,6 +13,7 @@ use crate::train::{batch_tensors, spawn_data_stream, Trainer};
 pub struct BenchLine {
     pub name: String,
     pub layers: usize,
+    pub recurrent: bool,
     pub threads: usize,
     pub device: String,
     pub ms_per_step: f64,
@@ -55,6 +56,7 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     Ok(BenchLine {
         name: config.name.clone(),
         layers: config.model.layers,
+        recurrent: config.model.recurrent,
         threads: config.train.threads,
         device: config.train.device.clone(),
         ms_per_step,
@@ -66,20 +68,29 @@ impl std::fmt::Display for BenchLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<28} {:>8.2} ms/step  ({} layer(s) recurrent, {} thread(s), {}; sampling alone {:.2} ms/batch)",
-            self.name, self.ms_per_step, self.layers, self.threads, self.device, self.data_ms_per_batch
+            "{:<28} {:>8.2} ms/step  ({} layer(s) {}, {} thread(s), {}; sampling alone {:.2} ms/batch)",
+            self.name,
+            self.ms_per_step,
+            self.layers,
+            if self.recurrent { "recurrent" } else { "separate" },
+            self.threads,
+            self.device,
+            self.data_ms_per_batch
         )
     }
 }
 
-/// The configurations `icl-lab bench` measures: vo2023-fig2 with 1, 2, 3 recurrent layers.
+/// The configurations `icl-lab bench` measures: vo2023-fig2 with 1, 2, 3 recurrent layers and
+/// with 5 separate layers (the model of Figs. 3 and 6).
 pub fn default_configs(device: &str, threads: &[usize]) -> anyhow::Result<Vec<RunConfig>> {
     let mut out = Vec::new();
-    for layers in [1usize, 2, 3] {
+    for (layers, recurrent) in [(1usize, true), (2, true), (3, true), (5, false)] {
         for &t in threads {
             let mut c = RunConfig::preset("vo2023-fig2")?;
-            c.name = format!("vo2023-fig2 L={layers} t={t}");
+            let kind = if recurrent { "" } else { " sep" };
+            c.name = format!("vo2023-fig2 L={layers}{kind} t={t}");
             c.model.layers = layers;
+            c.model.recurrent = recurrent;
             c.model.init_scale = None;
             c.train.grad_clip = None;
             c.train.device = device.to_string();

@@ -232,7 +232,7 @@ enum Command {
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
     },
-    /// Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models.
+    /// Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model.
     Bench {
         #[arg(long, default_value = "cpu")]
         device: String,
