@@ -17,6 +17,7 @@ use icl_tasks::{Dims, Task, TaskConfig};
 pub const PRESETS: &[(&str, &str)] = &[
     ("vo2023-fig2", include_str!("../figures/vo2023-fig2/config.toml")),
     ("tiny", include_str!("../figures/presets/tiny.toml")),
+    ("garg2022-fig2", include_str!("../figures/garg2022-fig2/config.toml")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,9 +28,54 @@ pub struct RunConfig {
     /// Seeds model initialisation and the training-data stream.
     pub seed: u64,
     pub task: TaskConfig,
+    /// von Oswald et al.'s transformer (every run without a `[gpt]` table).
+    #[serde(skip_serializing_if = "ModelConfig::is_default")]
     pub model: ModelConfig,
+    /// The GPT-style model of Garg et al. 2022 / Akyürek et al. 2023 instead
+    /// ([`crate::models::gpt`]); `[model]` must then be absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpt: Option<crate::models::GptConfig>,
+    /// Garg et al.'s curriculum (GPT-style runs only): inputs and prompts grow during training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curriculum: Option<Curriculum>,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+}
+
+/// Garg et al. 2022's curriculum (their `conf/*.yaml` `curriculum`): training starts with
+/// `dims_start` input dimensions and `points_start` points (context pairs + query) per prompt and
+/// adds `dims_step` and `points_step` every `every` steps, up to the task's x_dim and
+/// context_len + 1. A stage's prompts are the task at that dimension with the inputs padded by
+/// zeros to x_dim (Garg zeroes the truncated coordinates of full-size inputs; for linear tasks
+/// the two are the same distribution).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Curriculum {
+    pub dims_start: usize,
+    pub dims_step: usize,
+    pub points_start: usize,
+    pub points_step: usize,
+    pub every: usize,
+}
+
+impl Default for Curriculum {
+    /// Garg et al.'s setting for d = 20 (dims 5 → 20 by 1, points 11 → 41 by 2, every 2,000 steps).
+    fn default() -> Self {
+        Self { dims_start: 5, dims_step: 1, points_start: 11, points_step: 2, every: 2000 }
+    }
+}
+
+impl Curriculum {
+    /// (input dimensions, points per prompt) at training step `step` (0-based) for a task of
+    /// `dims`.
+    pub fn at(&self, step: usize, dims: Dims) -> (usize, usize) {
+        let stage = step / self.every;
+        let grow = |start: usize, by: usize, end: usize| start.saturating_add(by.saturating_mul(stage)).min(end);
+        (
+            grow(self.dims_start, self.dims_step, dims.x_dim),
+            grow(self.points_start, self.points_step, dims.context_len + 1),
+        )
+    }
 }
 
 impl Default for RunConfig {
@@ -39,6 +85,8 @@ impl Default for RunConfig {
             seed: 0,
             task: TaskConfig::default(),
             model: ModelConfig::default(),
+            gpt: None,
+            curriculum: None,
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
         }
@@ -94,6 +142,10 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Width of the residual stream: the layout's token width plus the positional encoding.
     pub fn width(&self, dims: icl_tasks::Dims) -> usize {
         self.tokens.shape(dims).1 + self.pos_enc
@@ -120,7 +172,8 @@ pub struct TrainConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
-    /// Global-norm gradient clipping; defaults to 0.001 for layers ≤ 2 and 10 above.
+    /// Global-norm gradient clipping; defaults to 0.001 for layers ≤ 2 and 10 above (von Oswald),
+    /// none (`inf`) for GPT-style runs (Garg).
     pub grad_clip: Option<f64>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
@@ -271,7 +324,55 @@ impl RunConfig {
 
     /// Width of the model's residual stream (d + o in the constructed layout).
     pub fn token_width(&self) -> usize {
-        self.model.width(self.dims())
+        match &self.gpt {
+            Some(g) => g.width,
+            None => self.model.width(self.dims()),
+        }
+    }
+
+    /// Number of applied layers, whichever the model family.
+    pub fn layers(&self) -> usize {
+        match &self.gpt {
+            Some(g) => g.layers,
+            None => self.model.layers,
+        }
+    }
+
+    /// Checks the GPT-style model, its curriculum and the task it reads.
+    fn resolve_gpt(&mut self, dims: Dims) -> anyhow::Result<()> {
+        check(
+            self.model.is_default(),
+            "model",
+            "absent in a run with a [gpt] table (the GPT-style model is sized by gpt.layers, gpt.heads, gpt.width)",
+            "a [model] table",
+        )?;
+        let g = self.gpt.as_ref().expect("called for GPT-style runs");
+        check((1..=1000).contains(&g.layers), "gpt.layers", "an integer in 1..=1000", g.layers)?;
+        check((1..=64).contains(&g.heads), "gpt.heads", "an integer in 1..=64", g.heads)?;
+        check(
+            (1..=65_536).contains(&g.width) && g.width.is_multiple_of(g.heads),
+            "gpt.width",
+            "an integer in 1..=65536 divisible by gpt.heads",
+            g.width,
+        )?;
+        check(dims.y_dim <= dims.x_dim, "task.y_dim", "at most task.x_dim for a GPT-style model", dims.y_dim)?;
+        if let Some(c) = &self.curriculum {
+            check(
+                (1..=dims.x_dim).contains(&c.dims_start),
+                "curriculum.dims_start",
+                "in 1..=task.x_dim",
+                c.dims_start,
+            )?;
+            let points = dims.context_len + 1;
+            check(
+                (1..=points).contains(&c.points_start),
+                "curriculum.points_start",
+                "in 1..=task.context_len + 1",
+                c.points_start,
+            )?;
+            check(c.every >= 1, "curriculum.every", "an integer >= 1", c.every)?;
+        }
+        Ok(())
     }
 
     /// Fills derived defaults and checks every field.
@@ -280,13 +381,26 @@ impl RunConfig {
         let task = icl_tasks::build(&self.task)?;
         let dims = task.dims();
         self.task = task.config();
-        let m = &mut self.model;
         check(
             !self.name.is_empty() && !self.name.contains(['/', '\\']),
             "name",
             "a non-empty name without slashes",
             &self.name,
         )?;
+        if self.gpt.is_some() {
+            self.resolve_gpt(dims)?;
+            self.resolve_train_eval(f64::INFINITY)
+        } else {
+            check(self.curriculum.is_none(), "curriculum", "absent without a [gpt] table", "a [curriculum] table")?;
+            self.resolve_vo2023(dims)?;
+            let clip = if self.model.layers <= 2 { 0.001 } else { 10.0 };
+            self.resolve_train_eval(clip)
+        }
+    }
+
+    /// Checks von Oswald et al.'s transformer and fills its derived defaults.
+    fn resolve_vo2023(&mut self, dims: Dims) -> anyhow::Result<()> {
+        let m = &mut self.model;
         check((1..=1000).contains(&m.layers), "model.layers", "an integer in 1..=1000", m.layers)?;
         check((1..=64).contains(&m.heads), "model.heads", "an integer in 1..=64", m.heads)?;
         let width = m.width(dims);
@@ -306,6 +420,11 @@ impl RunConfig {
         if let Some(c) = m.token_clip {
             check(positive_finite(c), "model.token_clip", "a finite number > 0", c)?;
         }
+        Ok(())
+    }
+
+    /// Checks training and evaluation settings; `default_clip` is the family's gradient clipping.
+    fn resolve_train_eval(mut self, default_clip: f64) -> anyhow::Result<Self> {
         let t = &mut self.train;
         check((1..=10_000_000).contains(&t.steps), "train.steps", "an integer in 1..=10000000", t.steps)?;
         check((1..=1_000_000).contains(&t.batch), "train.batch", "an integer in 1..=1000000", t.batch)?;
@@ -313,8 +432,8 @@ impl RunConfig {
         check((0.0..1.0).contains(&t.beta1), "train.beta1", "in [0, 1)", t.beta1)?;
         check((0.0..1.0).contains(&t.beta2), "train.beta2", "in [0, 1)", t.beta2)?;
         check(positive_finite(t.eps), "train.eps", "a finite number > 0", t.eps)?;
-        let clip = *t.grad_clip.get_or_insert(if self.model.layers <= 2 { 0.001 } else { 10.0 });
-        check(positive_finite(clip), "train.grad_clip", "a finite number > 0", clip)?;
+        let clip = *t.grad_clip.get_or_insert(default_clip);
+        check(clip > 0.0, "train.grad_clip", "a number > 0 (inf: no clipping)", clip)?;
         crate::device::parse_device(&t.device).context("train.device")?;
         check((1..=1024).contains(&t.threads), "train.threads", "an integer in 1..=1024", t.threads)?;
         let task_name = self.task.name.clone();

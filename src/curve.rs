@@ -72,7 +72,7 @@ pub fn measure_with_errors(
             task.dims().x_dim,
             task.dims().y_dim
         );
-        let layers = run.config.model.layers;
+        let layers = run.config.layers();
         let readouts: Vec<Option<usize>> = if per_layer { (1..=layers).map(Some).collect() } else { vec![None] };
         for layer in readouts {
             let layer = layer.filter(|&l| l < layers); // the last layer is the model's output

@@ -44,6 +44,12 @@ pub fn open(name: &str) -> anyhow::Result<Device> {
     }
 }
 
+/// The device a run was trained on if it can be opened here, else the CPU: analyses of a run
+/// trained on a GPU use the GPU where there is one and still run on a CPU-only machine.
+pub fn open_or_cpu(name: &str) -> Device {
+    open(name).unwrap_or(Device::Cpu)
+}
+
 fn load_cuda_backend() -> anyhow::Result<()> {
     static LOADED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     LOADED

@@ -132,9 +132,8 @@ fn hidden_states(
     prompts: &Prompts,
 ) -> anyhow::Result<Vec<ndarray::Array3<f64>>> {
     model.with_tokens(prompts, |net, tokens| {
-        let names: Vec<String> = std::iter::once("tokens".to_string())
-            .chain((0..net.config().layers).map(crate::cache::resid_post))
-            .collect();
+        let names: Vec<String> =
+            std::iter::once("tokens".to_string()).chain((0..net.layers()).map(crate::cache::resid_post)).collect();
         let mut cache = crate::cache::ActivationCache::names(&names);
         let _ = tch::no_grad(|| net.forward(tokens, Some(&mut cache)));
         names.iter().map(|n| Ok(cache.array(n)?.into_dimensionality::<Ix3>()?)).collect()

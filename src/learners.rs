@@ -2,7 +2,7 @@
 //! reference learners of `icl-probes`:
 //!
 //! - [`ModelLearner`]: a trained (or constructed) model read out after layer l, through the
-//!   activation cache and the model's one readout ([`Transformer::readout`]);
+//!   activation cache and the model's one readout ([`Model::readout`](crate::models::Model::readout));
 //! - the `nn` family: Garg et al. 2022's in-context 2-layer ReLU network baseline, fitted on each
 //!   prompt's context by Adam (lr 5e-3, 100 full-batch steps), all prompts at once as a batched
 //!   computation (each prompt's loss only reaches its own weights, so this is B independent fits);
@@ -26,8 +26,7 @@ use icl_tasks::{LearnerSpec, Params, Prompts};
 
 use crate::cache::{tensor_to_array, ActivationCache};
 use crate::config::RunConfig;
-use crate::layout;
-use crate::models::Transformer;
+use crate::models::Model;
 use crate::references::Reference;
 
 /// Adds this crate's learner families (`nn`) to the registry; idempotent.
@@ -49,24 +48,35 @@ pub struct ModelLearner {
     pub layer: Option<usize>,
     /// Compute ∂ŷ/∂x_q by autograd (one backward pass per call).
     pub sensitivity: bool,
-    model: Mutex<(nn::VarStore, Transformer)>,
+    model: Mutex<(nn::VarStore, Model)>,
 }
 
 impl ModelLearner {
-    pub fn new(run: &str, seed: Option<u64>, vs: nn::VarStore, model: Transformer) -> Self {
-        Self { run: run.into(), seed, layer: None, sensitivity: true, model: Mutex::new((vs, model)) }
+    pub fn new(run: &str, seed: Option<u64>, vs: nn::VarStore, model: impl Into<Model>) -> Self {
+        Self { run: run.into(), seed, layer: None, sensitivity: true, model: Mutex::new((vs, model.into())) }
     }
 
-    /// Loads a run directory's final weights (see [`crate::runs::load_run`]).
+    /// Loads a run directory's final weights, whichever the model family (see
+    /// [`crate::runs::load_model`]).
+    /// The model goes where the run was trained if that device is here (see
+    /// [`crate::device::open_or_cpu`]).
     pub fn from_run(dir: &std::path::Path, config: &RunConfig) -> anyhow::Result<Self> {
-        let (vs, model) = crate::runs::load_run(dir, config, Device::Cpu)?;
+        let device = crate::device::open_or_cpu(&config.train.device);
+        let (vs, model) = crate::runs::load_model(dir, config, device)?;
         Ok(Self::new(&config.name, Some(config.seed), vs, model))
+    }
+
+    /// The untrained control of a run: its model at the run's initial weights.
+    pub fn untrained(label: &str, config: &RunConfig) -> anyhow::Result<Self> {
+        let (vs, model) = crate::runs::initial_model(config, Device::Cpu)?;
+        Ok(Self::new(label, Some(config.seed), vs, model))
     }
 
     /// A trained run's final weights; `config` is the run's (any seed: the architecture is what
     /// matters), the run name and seed come from the run.
     pub fn from_outcome(run: &crate::train::RunOutcome, config: &RunConfig) -> anyhow::Result<Self> {
-        let (vs, model) = crate::runs::load_run(&run.dir, config, Device::Cpu)?;
+        let device = crate::device::open_or_cpu(&config.train.device);
+        let (vs, model) = crate::runs::load_model(&run.dir, config, device)?;
         Ok(Self::new(&run.metrics.name, Some(run.metrics.seed), vs, model))
     }
 
@@ -81,25 +91,24 @@ impl ModelLearner {
         self
     }
 
-    /// Runs `f` with the model (the store and the transformer are behind a lock: tch tensors are
-    /// not `Sync`).
-    pub fn with_model<T>(&self, f: impl FnOnce(&nn::VarStore, &Transformer) -> T) -> T {
+    /// Runs `f` with the model (the store and the model are behind a lock: tch tensors are not
+    /// `Sync`).
+    pub fn with_model<T>(&self, f: impl FnOnce(&nn::VarStore, &Model) -> T) -> T {
         let guard = self.model.lock().expect("model lock");
         f(&guard.0, &guard.1)
     }
 
     /// Runs `f` with the model and `prompts` laid out as its tokens (its layout, dtype and device).
-    pub fn with_tokens<T>(&self, prompts: &Prompts, f: impl FnOnce(&Transformer, &Tensor) -> T) -> T {
+    pub fn with_tokens<T>(&self, prompts: &Prompts, f: impl FnOnce(&Model, &Tensor) -> T) -> T {
         self.with_model(|vs, model| {
             let kind = vs.variables().values().next().map_or(Kind::Float, |v| v.kind());
-            let (tokens, _) = layout::tensors(model.config().tokens, prompts, kind, vs.device());
-            f(model, &tokens)
+            f(model, &model.tokens(prompts, kind, vs.device()))
         })
     }
 
     fn run_model(&self, prompts: &Prompts) -> anyhow::Result<Prediction> {
         self.with_tokens(prompts, |model, tokens| {
-            let layers = model.config().layers;
+            let layers = model.layers();
             let layer = self.layer.unwrap_or(layers);
             anyhow::ensure!(
                 (1..=layers).contains(&layer),

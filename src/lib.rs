@@ -26,3 +26,4 @@ pub mod rng;
 pub mod runs;
 pub mod tournament;
 pub mod train;
+pub mod train_gpt;

@@ -43,7 +43,8 @@ enum Command {
     },
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
-        /// The figure: vo2023-fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, or vo2023-all.
+        /// The figure: vo2023-fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, vo2023-all,
+        /// garg2022-fig2, garg2022-baselines, ahn2023, vo2023-tournament.
         figure: String,
         /// Shortened training (minutes on a CPU); the report says so. Default: the paper's setting.
         #[arg(long)]
@@ -61,6 +62,10 @@ enum Command {
         /// Device for training: cpu, cuda or cuda:N.
         #[arg(long)]
         device: Option<String>,
+        /// Train for this many steps instead of the setting's (e.g. to fit a device budget); the
+        /// report says so. Figures that support it: garg2022-fig2.
+        #[arg(long)]
+        steps: Option<usize>,
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
         #[arg(long, default_value = "figures")]
@@ -306,7 +311,7 @@ fn run() -> anyhow::Result<()> {
                 }))?
             );
         }
-        Command::Reproduce { figure, quick, seeds, jobs, force, device, runs, figures, reports } => {
+        Command::Reproduce { figure, quick, seeds, jobs, force, device, steps, runs, figures, reports } => {
             anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let opts = icl_lab::figures::FigureOptions {
@@ -315,6 +320,7 @@ fn run() -> anyhow::Result<()> {
                 jobs: jobs.unwrap_or(cores),
                 force,
                 device,
+                steps,
                 runs_root: runs,
                 figures_root: figures,
                 reports_root: reports,

@@ -148,8 +148,7 @@ pub fn per_layer_rows(
 ) -> anyhow::Result<Vec<Measurement>> {
     let mut rows = Vec::new();
     for model in models {
-        let preds = model
-            .with_tokens(prompts, |net, tokens| crate::probe::per_layer_predictions(net, tokens, Default::default()))?;
+        let preds = model.with_tokens(prompts, crate::probe::layer_readouts)?;
         for (l, p) in preds.iter().enumerate() {
             let mut m = Measurement::new(task, "model", model.params(), "loss", prompts.half_mse(p));
             tag(&mut m, Some(model));

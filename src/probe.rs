@@ -49,6 +49,15 @@ pub fn per_layer_predictions(
     names.iter().map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?)).collect()
 }
 
+/// The prediction read out after every applied layer of a model of any family, (B, o) each:
+/// the family's one readout applied to `layers.{l}.resid_post`.
+pub fn layer_readouts(model: &crate::models::Model, tokens: &Tensor) -> anyhow::Result<Vec<Array2<f64>>> {
+    let names: Vec<String> = (0..model.layers()).map(crate::cache::resid_post).collect();
+    let mut cache = ActivationCache::names(&names);
+    let _ = tch::no_grad(|| model.forward(tokens, Some(&mut cache)));
+    names.iter().map(|n| Ok(tensor_to_array(&model.readout(cache.tensor(n)?))?.into_dimensionality::<Ix2>()?)).collect()
+}
+
 /// How far the tokens after `layer` applied layers (1-based, read from `layers.{l-1}.resid_post`
 /// through the activation cache) are from what the construction says they hold when the model
 /// runs `layer` steps of GD++ with (etas, gammas) from W₀ = 0 (γ = 0: GD; von Oswald et al.

@@ -130,7 +130,7 @@ impl LoadedEntrant {
             dirs.iter().map(|d| RunConfig::from_file(&d.join("config.toml"))).collect::<anyhow::Result<_>>()?;
         let name = configs[0].name.clone();
         anyhow::ensure!(
-            configs.iter().all(|c| c.name == name && c.model == configs[0].model),
+            configs.iter().all(|c| c.name == name && c.model == configs[0].model && c.gpt == configs[0].gpt),
             "{}: the runs in it differ in name or model",
             dir.display()
         );
@@ -138,7 +138,7 @@ impl LoadedEntrant {
             model: name,
             role,
             control_of: None,
-            layers: configs[0].model.layers,
+            layers: configs[0].layers(),
             seeds: configs.iter().map(|c| c.seed).collect(),
             dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
         };
@@ -159,10 +159,7 @@ impl LoadedEntrant {
     pub fn learner(&self, i: usize, layer: usize) -> anyhow::Result<ModelLearner> {
         let config = &self.configs[i];
         let model = match self.entrant.role {
-            Role::Untrained => {
-                let t = crate::train::Trainer::new(config, config.dims(), tch::Device::Cpu)?;
-                ModelLearner::new(&self.entrant.model, Some(config.seed), t.vs, t.model)
-            }
+            Role::Untrained => ModelLearner::untrained(&self.entrant.model, config)?,
             _ => {
                 let mut m = ModelLearner::from_run(&self.dirs[i], config)?;
                 m.run = self.entrant.model.clone();
@@ -399,9 +396,11 @@ pub fn run(
                 for c in candidates_at(layer, n_max) {
                     let Some((etas, gammas)) = gd_family_steps(c.learner.as_ref(), layer) else { continue };
                     let residual = model.with_tokens(&full, |net, tokens| -> anyhow::Result<Option<f64>> {
-                        if net.config().tokens != crate::layout::TokenLayout::Constructed {
+                        let Some(net) =
+                            net.as_vo2023().filter(|n| n.config().tokens == crate::layout::TokenLayout::Constructed)
+                        else {
                             return Ok(None);
-                        }
+                        };
                         Ok(Some(crate::probe::token_residual(net, tokens, &full, layer, &etas, &gammas)?.1))
                     })?;
                     if let Some(r) = residual {

@@ -87,22 +87,31 @@ impl Trainer {
         loss
     }
 
-    /// optax's `clip_by_global_norm`: g ← g·c/max(‖g‖, c), computed on the device (no sync).
     fn clip_gradients(&self) {
-        let grads: Vec<Tensor> =
-            self.vs.trainable_variables().iter().map(|v| v.grad()).filter(|g| g.defined()).collect();
-        if grads.is_empty() {
-            return;
-        }
-        tch::no_grad(|| {
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
-            let norm = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt();
-            let scale = norm.clamp_min(self.grad_clip).reciprocal() * self.grad_clip;
-            for mut g in grads {
-                let _ = g.g_mul_(&scale);
-            }
-        });
+        clip_global_norm(&self.vs, self.grad_clip);
     }
+}
+
+/// optax's `clip_by_global_norm`: g ← g·c/max(‖g‖, c) over every parameter of `vs`, computed on
+/// the device (no sync).
+pub fn clip_global_norm(vs: &nn::VarStore, clip: f64) {
+    let mut grads: Vec<Tensor> = vs.trainable_variables().iter().map(|v| v.grad()).filter(|g| g.defined()).collect();
+    clip_global_norm_of(&mut grads, clip);
+}
+
+/// [`clip_global_norm`] of gradients held as tensors (scaled in place).
+pub fn clip_global_norm_of(grads: &mut [Tensor], clip: f64) {
+    if grads.is_empty() {
+        return;
+    }
+    tch::no_grad(|| {
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
+        let norm = Tensor::stack(&norms, 0).sum(Kind::Float).sqrt();
+        let scale = norm.clamp_min(clip).reciprocal() * clip;
+        for g in grads.iter_mut() {
+            let _ = g.g_mul_(&scale);
+        }
+    });
 }
 
 /// A batch on the host: tokens (B, T, D) and targets (B, o), flat f32.
@@ -160,6 +169,9 @@ pub struct TrainOptions {
     pub progress: Option<ProgressBar>,
     /// References fitted for this config's evaluation set, shared by its seeds.
     pub references: Option<Vec<crate::references::Reference>>,
+    /// Stop after this step's checkpoint as if the process were killed there, leaving the run
+    /// resumable (GPT-style runs; tests of resuming).
+    pub stop_after: Option<usize>,
 }
 
 /// What `train` produced.
@@ -179,6 +191,9 @@ pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
 }
 
 pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
+    if config.gpt.is_some() {
+        return crate::train_gpt::train(config, runs_root, opts);
+    }
     let dir = run_dir(runs_root, config);
     if !opts.force {
         if let Some(metrics) = load_complete_run(&dir, config) {

@@ -708,3 +708,122 @@ fn reports_rows_are_long_format() {
         assert!(json.get(key).is_some(), "row lacks `{key}`: {json}");
     }
 }
+
+/// A GPT-style run small enough for CI: d = 3, n ≤ 6, 2 layers of width 16, a short curriculum.
+fn tiny_gpt(name: &str, steps: usize) -> RunConfig {
+    let text = format!(
+        r#"
+name = "{name}"
+[task]
+name = "gaussian_linear"
+x_dim = 3
+context_len = 6
+[gpt]
+layers = 2
+heads = 2
+width = 16
+[curriculum]
+dims_start = 2
+dims_step = 1
+points_start = 4
+points_step = 3
+every = 100
+[train]
+steps = {steps}
+batch = 64
+lr = 0.01
+beta2 = 0.999
+[eval]
+every = 200
+tasks = 500
+"#
+    );
+    RunConfig::from_toml_str(&text).unwrap()
+}
+
+#[test]
+fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_gpt("gpt-tiny", 1200);
+    assert_eq!(RunConfig::from_toml_str(&config.to_toml()).unwrap(), config, "the resolved config round-trips");
+    let whole = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let rows = &whole.metrics.rows;
+    // The zero predictor scores ½·E[y²] = ½·d = 1.5 at the query; 1,200 steps leave the plateau
+    // GPT-style models start on (Garg's take hundreds of thousands).
+    let losses_seen: Vec<f64> = rows.iter().map(|r| r.loss).collect();
+    assert!(rows[0].loss > 1.2, "untrained: {losses_seen:?}");
+    assert!(rows.last().unwrap().loss < 0.75 * 1.5, "trained: {losses_seen:?}");
+
+    // Killed after step 600 (a checkpoint), then started again: the same weights, bit for bit.
+    let other = tempfile::tempdir().unwrap();
+    let stop = TrainOptions { stop_after: Some(600), ..Default::default() };
+    let stopped = train(&config, other.path(), stop).unwrap();
+    assert_eq!(stopped.metrics.status, RunStatus::Running);
+    assert_eq!(stopped.metrics.weights_step, 600);
+    let resumed = train(&config, other.path(), TrainOptions::default()).unwrap();
+    assert_eq!(resumed.metrics.status, RunStatus::Complete);
+    let bytes = |d: &Path| std::fs::read(d.join("weights.safetensors")).unwrap();
+    assert!(bytes(&whole.dir) == bytes(&resumed.dir), "resumed weights differ from the uninterrupted run's");
+    // The evaluation rows agree too (to the last bits: MKL's kernel choice for the f32 evaluation can
+    // depend on the buffers' alignment, while the training arithmetic above matched exactly).
+    assert_eq!(whole.metrics.rows.len(), resumed.metrics.rows.len());
+    for (a, b) in whole.metrics.rows.iter().zip(&resumed.metrics.rows) {
+        assert_eq!(a.step, b.step);
+        assert!((a.loss - b.loss).abs() <= 1e-12 * a.loss.abs(), "step {}: {} vs {}", a.step, a.loss, b.loss);
+    }
+
+    // The run is a learner like any other: the curve and the tournament take it with no special case.
+    let out = icl_lab(
+        &[
+            "curve",
+            "--learners",
+            "least_squares,averaging",
+            "--run",
+            whole.dir.to_str().unwrap(),
+            "--prompts",
+            "200",
+            "--out",
+            "c",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let curve: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("c/curve.json")).unwrap()).unwrap();
+    let model_rows: Vec<&serde_json::Value> = curve["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["learner"] == "model" && m["metric"] == "normalised_error")
+        .collect();
+    assert!(!model_rows.is_empty());
+    let at = |n: u64| model_rows.iter().find(|m| m["n_context"] == n).unwrap()["value"].as_f64().unwrap();
+    assert!(at(6) < at(0), "more examples help: n = 0 {} vs n = 6 {}", at(0), at(6));
+    let args = [
+        "tournament",
+        whole.dir.to_str().unwrap(),
+        "--learners",
+        "least_squares,averaging,zero",
+        "--n",
+        "6",
+        "--prompts",
+        "64",
+        "--tuning-prompts",
+        "128",
+        "--orders",
+        "2",
+        "--name",
+        "g",
+        "--reports",
+        "r",
+        "--figures",
+        "f",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: icl_lab::tournament::TournamentReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/g.json")).unwrap()).unwrap();
+    for layer in [1, 2] {
+        assert!(report.ranking.iter().any(|r| r.layer == Some(layer) && r.metric == "spd"), "layer {layer}");
+    }
+}

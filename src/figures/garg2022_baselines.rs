@@ -108,7 +108,7 @@ pub struct BaselinesReport {
 }
 
 /// The closed forms for x, w ~ N(0, I_d), noise-free, n examples (tasks-learners-probes.md §2).
-fn closed_form(learner: &str, d: f64, n: f64) -> Option<(f64, &'static str)> {
+pub(crate) fn closed_form(learner: &str, d: f64, n: f64) -> Option<(f64, &'static str)> {
     match learner {
         "least_squares" => Some((((d - n) / d).max(0.0), "(d − n)/d for n < d, else 0")),
         "averaging" => Some(((d + 1.0) / n, "(d + 1)/n")),

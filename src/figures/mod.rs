@@ -4,6 +4,7 @@
 
 pub mod ahn2023;
 pub mod garg2022_baselines;
+pub mod garg2022_fig2;
 pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig2;
@@ -33,6 +34,8 @@ pub struct FigureOptions {
     pub jobs: usize,
     pub force: bool,
     pub device: Option<String>,
+    /// Training steps instead of the setting's (figures in [`STEPS_OVERRIDABLE`] only).
+    pub steps: Option<usize>,
     pub runs_root: PathBuf,
     pub figures_root: PathBuf,
     pub reports_root: PathBuf,
@@ -112,6 +115,12 @@ pub const FIGURES: &[Figure] = &[
         run: vo2023_tournament::reproduce,
     },
     Figure {
+        name: "garg2022-fig2",
+        about: "Garg et al. 2022 Fig. 2: a GPT-style transformer on linear regression vs least squares, 3-NN and averaging",
+        default_seeds: 2,
+        run: garg2022_fig2::reproduce,
+    },
+    Figure {
         name: "garg2022-baselines",
         about: "Garg et al. 2022: every reference learner on linear, sparse, tree and ReLU-net tasks (d = 20), with closed forms",
         default_seeds: 1,
@@ -138,8 +147,17 @@ pub fn find(name: &str) -> anyhow::Result<&'static Figure> {
     })
 }
 
+/// The figures that honour `--steps`.
+pub const STEPS_OVERRIDABLE: &[&str] = &[garg2022_fig2::NAME];
+
 pub fn reproduce(name: &str, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let figure = find(name)?;
+    if opts.steps.is_some() && !STEPS_OVERRIDABLE.contains(&name) {
+        anyhow::bail!(
+            "--steps: `{name}` trains the paper's steps (figures that take --steps: {})",
+            STEPS_OVERRIDABLE.join(", ")
+        );
+    }
     let opts = FigureOptions { seeds: Some(opts.seeds.unwrap_or(figure.default_seeds)), ..opts.clone() };
     (figure.run)(&opts)
 }
@@ -175,6 +193,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
         .flatten();
     let references = match stored {
         Some(r) => Some(r),
+        None if config.gpt.is_some() => None, // GPT-style runs compare with no fitted reference while training
         None => {
             let eval = crate::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
             Some(crate::references::references_for(&configs[0], &eval)?)
@@ -190,7 +209,12 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
                 train(
                     c,
                     &opts.runs_root,
-                    TrainOptions { force: opts.force, progress: Some(bar), references: references.clone() },
+                    TrainOptions {
+                        force: opts.force,
+                        progress: Some(bar),
+                        references: references.clone(),
+                        stop_after: None,
+                    },
                 )
             })
             .collect()

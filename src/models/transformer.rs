@@ -113,16 +113,16 @@ impl Attention {
 }
 
 #[derive(Debug)]
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     scale: Tensor,
     offset: Tensor,
 }
 
 impl LayerNorm {
-    fn new(p: nn::Path, width: i64) -> Self {
+    pub(crate) fn new(p: nn::Path, width: i64) -> Self {
         Self { scale: p.ones("scale", &[width]), offset: p.zeros("offset", &[width]) }
     }
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let width = self.scale.size()[0];
         // Haiku's LayerNorm default epsilon.
         x.layer_norm([width], Some(&self.scale), Some(&self.offset), 1e-5, false)
@@ -377,7 +377,7 @@ impl Transformer {
     }
 }
 
-fn truncated_normal(rng: &mut TaskRng) -> f64 {
+pub(crate) fn truncated_normal(rng: &mut TaskRng) -> f64 {
     loop {
         let z: f64 = rng.sample(StandardNormal);
         if z.abs() <= 2.0 {

@@ -1,0 +1,327 @@
+//! Training the GPT-style model of Garg et al. 2022 ([`crate::models::gpt`]): Adam (their lr 1e-4,
+//! batch 64), the loss averaged over every x position of the prompt (their `mean_squared_error`
+//! of the predictions at all points), fresh prompts every step, and their curriculum (inputs and
+//! prompts grow during training; [`crate::config::Curriculum`]).
+//!
+//! A run directory is the same as for every run (`config.toml`, `metrics.json`,
+//! `weights.safetensors`) plus `checkpoint.safetensors`: the weights, Adam's moments and the step,
+//! written atomically in one file at every evaluation. A run killed and started again with the
+//! same config continues from that checkpoint, and since each step's prompts come from their own
+//! RNG stream (`rng::gpt_batch_rng(seed, step)`), it ends bit-identical to an uninterrupted run
+//! on CPU. Adam is written out here (a few lines of libtorch ops, PyTorch's formula) because
+//! tch's optimiser cannot save its moments.
+//!
+//! Evaluation rows hold ½·MSE at the query on the fixed evaluation set (the task's full dimension
+//! and length), the same loss every other run reports.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use ndarray::{s, Array2, Array3};
+use tch::{nn, Device, Kind, Tensor};
+
+use icl_tasks::{Dims, Prompts, Task};
+
+use crate::config::RunConfig;
+use crate::evaluate::EvalRow;
+use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
+use crate::models::Gpt;
+use crate::rng::{seeded_rng, INIT_STREAM};
+use crate::train::{
+    clip_global_norm_of, load_complete_run, progress_bar, run_dir, RunMetrics, RunOutcome, RunStatus, TrainOptions,
+};
+
+/// Adam's state, in parameter-name order (PyTorch's `torch.optim.Adam`, no weight decay).
+struct Adam {
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Steps taken.
+    t: i64,
+}
+
+impl Adam {
+    fn new(vs: &nn::VarStore) -> Self {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let zeros = |vars: &[(String, Tensor)]| vars.iter().map(|(_, p)| p.zeros_like()).collect();
+        let (m, v) = (zeros(&vars), zeros(&vars));
+        let (names, params) = vars.into_iter().unzip();
+        Self { names, params, m, v, t: 0 }
+    }
+
+    /// One update from `grads` (same order as the parameters); 9 tensor ops per parameter.
+    fn step(&mut self, grads: &[Tensor], lr: f64, (beta1, beta2): (f64, f64), eps: f64) {
+        self.t += 1;
+        let bias1 = 1.0 - beta1.powi(self.t as i32);
+        let bias2 = 1.0 - beta2.powi(self.t as i32);
+        tch::no_grad(|| {
+            for (((p, m), v), g) in self.params.iter().zip(&mut self.m).zip(&mut self.v).zip(grads) {
+                let _ = m.lerp_(g, 1.0 - beta1); // m ← β₁m + (1 − β₁)g
+                let _ = v.g_mul_scalar_(beta2).addcmul_(g, &(g * (1.0 - beta2))); // v ← β₂v + (1 − β₂)g²
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bias2.sqrt()).g_add_scalar_(eps); // √v̂ + ε
+                let _ = p.shallow_clone().addcdiv_(&(&*m * (-lr / bias1)), &denom);
+                // p ← p − lr·m̂/(√v̂ + ε)
+            }
+        });
+    }
+
+    /// Weights, moments and the step as one list of named tensors (one checkpoint file).
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, name) in self.names.iter().enumerate() {
+            out.push((format!("param.{name}"), self.params[i].detach().to_device(Device::Cpu)));
+            out.push((format!("adam_m.{name}"), self.m[i].to_device(Device::Cpu)));
+            out.push((format!("adam_v.{name}"), self.v[i].to_device(Device::Cpu)));
+        }
+        out.push(("adam_step".into(), Tensor::from_slice(&[self.t])));
+        out
+    }
+
+    fn restore(&mut self, state: &[(String, Tensor)]) -> anyhow::Result<()> {
+        let get =
+            |key: &str| state.iter().find(|(n, _)| n == key).map(|(_, t)| t).with_context(|| format!("no `{key}`"));
+        tch::no_grad(|| -> anyhow::Result<()> {
+            for (i, name) in self.names.iter().enumerate() {
+                self.params[i].shallow_clone().copy_(get(&format!("param.{name}"))?);
+                self.m[i].copy_(get(&format!("adam_m.{name}"))?);
+                self.v[i].copy_(get(&format!("adam_v.{name}"))?);
+            }
+            Ok(())
+        })?;
+        self.t = i64::try_from(get("adam_step")?)?;
+        Ok(())
+    }
+}
+
+/// Prompts of a curriculum stage (inputs of `k` ≤ d dimensions) with the inputs padded by zeros to
+/// d dimensions (and the hidden weights, where there are any).
+pub fn pad_inputs(p: Prompts, d: usize) -> Prompts {
+    let (b, n, k) = (p.batch(), p.context_len(), p.x_dim());
+    if k == d {
+        return p;
+    }
+    let mut xs = Array3::zeros((b, n, d));
+    xs.slice_mut(s![.., .., ..k]).assign(&p.xs);
+    let mut xq = Array2::zeros((b, d));
+    xq.slice_mut(s![.., ..k]).assign(&p.xq);
+    let w = p.w.map(|w| {
+        let mut padded = Array3::zeros((b, w.shape()[1], d));
+        padded.slice_mut(s![.., .., ..k]).assign(&w);
+        padded
+    });
+    Prompts { xs, ys: p.ys, xq, yq: p.yq, w }
+}
+
+/// The batch of training step `step` (1-based): the curriculum's stage of the task, from that
+/// step's own RNG stream, inputs padded to the task's dimension.
+pub fn training_batch(config: &RunConfig, task: &dyn Task, step: usize) -> anyhow::Result<Prompts> {
+    let dims = task.dims();
+    let mut rng = crate::rng::gpt_batch_rng(config.seed, step);
+    let (k, points) = match &config.curriculum {
+        Some(c) => c.at(step - 1, dims),
+        None => (dims.x_dim, dims.context_len + 1),
+    };
+    let prompts = if (k, points) == (dims.x_dim, dims.context_len + 1) {
+        task.sample(&mut rng, config.train.batch)
+    } else {
+        let stage = icl_tasks::build(&config.task.clone().with("x_dim", k).with("context_len", points - 1))?;
+        stage.sample(&mut rng, config.train.batch)
+    };
+    Ok(pad_inputs(prompts, dims.x_dim))
+}
+
+/// Tokens (B, 2P − 1, d) and the targets at every x position (B, P, o) of a batch.
+fn batch_tensors(p: &Prompts, device: Device) -> (Tensor, Tensor) {
+    let tokens = crate::layout::tensors(crate::layout::TokenLayout::Classic, p, Kind::Float, device).0;
+    let (b, n, o) = (p.batch() as i64, p.context_len() as i64, p.y_dim() as i64);
+    let ys: Vec<f32> = p.ys.iter().map(|&y| y as f32).collect();
+    let yq: Vec<f32> = p.yq.iter().map(|&y| y as f32).collect();
+    let context = Tensor::from_slice(&ys).view([b, n, o]);
+    let query = Tensor::from_slice(&yq).view([b, 1, o]);
+    (tokens, Tensor::cat(&[context, query], 1).to_device(device)) // (B, n + 1, o)
+}
+
+/// The model with its parameters and optimiser.
+pub struct GptTrainer {
+    pub vs: nn::VarStore,
+    pub model: Gpt,
+    adam: Adam,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    grad_clip: f64,
+}
+
+impl GptTrainer {
+    /// The model at its initial weights (the run's init stream).
+    pub fn new(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<Self> {
+        let gpt = config.gpt.as_ref().context("a GPT-style config")?;
+        let vs = nn::VarStore::new(device);
+        let model = Gpt::new(&vs.root(), gpt, dims);
+        Gpt::init(&vs, gpt.layers, &mut seeded_rng(config.seed, INIT_STREAM));
+        let t = &config.train;
+        let adam = Adam::new(&vs);
+        Ok(Self {
+            vs,
+            model,
+            adam,
+            lr: t.lr,
+            betas: (t.beta1, t.beta2),
+            eps: t.eps,
+            grad_clip: t.grad_clip.context("resolved config")?,
+        })
+    }
+
+    /// One step on a batch; returns the loss before the update (mean squared error over every x
+    /// position, as Garg et al.).
+    pub fn step(&mut self, prompts: &Prompts) -> anyhow::Result<f64> {
+        let (tokens, targets) = batch_tensors(prompts, self.vs.device());
+        let all = self.model.forward_all(&tokens, None); // (B, 2P − 1, o)
+        let t = all.size()[1];
+        let at_x = all.slice(1, 0, t, 2); // (B, P, o): the predictions at x₁, …, x_q
+        let loss = (at_x - targets).square().mean(Kind::Float);
+        // Gradients as fresh tensors (nothing accumulates in .grad, so nothing needs zeroing).
+        let mut grads = Tensor::run_backward(&[&loss], &self.adam.params, false, false);
+        if self.grad_clip.is_finite() {
+            clip_global_norm_of(&mut grads, self.grad_clip);
+        }
+        self.adam.step(&grads, self.lr, self.betas, self.eps);
+        Ok(f64::try_from(loss)?)
+    }
+
+    /// ½·MSE at the query on `prompts`, in chunks.
+    pub fn query_loss(&self, prompts: &Prompts) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for start in (0..prompts.batch()).step_by(1024) {
+            let chunk = prompts.slice(start..(start + 1024).min(prompts.batch()));
+            let tokens =
+                crate::layout::tensors(crate::layout::TokenLayout::Classic, &chunk, Kind::Float, self.vs.device()).0;
+            let preds = tch::no_grad(|| self.model.forward(&tokens, None));
+            let preds = crate::cache::tensor_to_array(&preds)?.into_dimensionality::<ndarray::Ix2>()?;
+            total += chunk.half_mse(&preds) * chunk.batch() as f64;
+        }
+        Ok(total / prompts.batch() as f64)
+    }
+}
+
+/// Trains (or resumes, or reuses) the GPT-style run of `config`; see the module docs.
+pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
+    let dir = run_dir(runs_root, config);
+    if !opts.force {
+        if let Some(metrics) = load_complete_run(&dir, config) {
+            return Ok(RunOutcome { dir, metrics, reused: true });
+        }
+    }
+    let device = crate::device::open(&config.train.device)?;
+    tch::set_num_threads(config.train.threads as i32);
+    icl_probes::learners::serial_blas();
+    let task = config.task();
+    let dims = task.dims();
+    let eval_prompts = crate::rng::prompts(task.as_ref(), config.eval.tasks, config.eval.seed);
+    let mut trainer = GptTrainer::new(config, dims, device)?;
+    let checkpoint_path = dir.join("checkpoint.safetensors");
+
+    // Resume from the checkpoint of an interrupted run with this exact config.
+    let mut metrics = RunMetrics {
+        name: config.name.clone(),
+        seed: config.seed,
+        status: RunStatus::Running,
+        steps_done: 0,
+        weights_step: 0,
+        wall_s: 0.0,
+        device: config.train.device.clone(),
+        references: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut first_step = 1;
+    if let Some((state, previous)) = (!opts.force).then(|| resumable(&dir, config)).flatten() {
+        trainer.adam.restore(&state)?;
+        let done = trainer.adam.t as usize;
+        metrics.rows = previous.rows.into_iter().filter(|r| r.step <= done).collect();
+        metrics.wall_s = previous.wall_s;
+        metrics.steps_done = done;
+        metrics.weights_step = done;
+        first_step = done + 1;
+        eprintln!("{}: resuming from the checkpoint of step {done}", config.name);
+    } else {
+        let _ = std::fs::remove_file(&checkpoint_path);
+        write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        let _ = std::fs::remove_file(dir.join("metrics.json"));
+    }
+
+    let steps = config.train.steps;
+    let bar = opts.progress.unwrap_or_else(|| progress_bar(steps as u64, &config.name));
+    bar.set_position(first_step as u64 - 1);
+    let start = Instant::now();
+    let wall_before = metrics.wall_s;
+    let checkpoint = |metrics: &mut RunMetrics, trainer: &GptTrainer, step: usize| -> anyhow::Result<bool> {
+        let loss = trainer.query_loss(&eval_prompts)?;
+        metrics.steps_done = step;
+        metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
+        if !loss.is_finite() {
+            return Ok(false);
+        }
+        // One file holds weights, moments and step, so a resume never mixes two steps.
+        with_atomic_path(&checkpoint_path, |p| Ok(Tensor::write_safetensors(&trainer.adam.state(), p)?))?;
+        with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(trainer.vs.save(p)?))?;
+        metrics.rows.push(EvalRow { step, loss, vs: Vec::new(), interpolated_loss: None, wall_s: metrics.wall_s });
+        metrics.weights_step = step;
+        write_json_atomic(&dir.join("metrics.json"), metrics)?;
+        Ok(true)
+    };
+    let diverged = |metrics: &mut RunMetrics, what: String| -> anyhow::Error {
+        bar.abandon_with_message(format!("diverged ({what})"));
+        metrics.status = RunStatus::Diverged;
+        if let Err(e) = write_json_atomic(&dir.join("metrics.json"), metrics) {
+            return e;
+        }
+        anyhow::anyhow!(
+            "training diverged: {what}; the weights of step {} are kept in {}",
+            metrics.weights_step,
+            dir.display()
+        )
+    };
+    if first_step == 1 && !checkpoint(&mut metrics, &trainer, 0)? {
+        return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
+    }
+    for step in first_step..=steps {
+        let batch = training_batch(config, task.as_ref(), step)?;
+        let loss = trainer.step(&batch)?;
+        if !loss.is_finite() {
+            metrics.steps_done = step;
+            return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));
+        }
+        if step % 10 == 0 || step == steps {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        }
+        let evaluate = step % config.eval.every == 0 || step == steps;
+        if evaluate && !checkpoint(&mut metrics, &trainer, step)? {
+            return Err(diverged(&mut metrics, format!("evaluation loss is not finite at step {step}")));
+        }
+        if evaluate && opts.stop_after.is_some_and(|s| step >= s) && step < steps {
+            bar.abandon_with_message(format!("stopped at step {step}"));
+            return Ok(RunOutcome { dir, metrics, reused: false });
+        }
+    }
+    metrics.status = RunStatus::Complete;
+    metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
+    write_json_atomic(&dir.join("metrics.json"), &metrics)?;
+    bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
+    Ok(RunOutcome { dir, metrics, reused: false })
+}
+
+/// The checkpoint and metrics of an interrupted run of exactly `config`, if there is one.
+fn resumable(dir: &Path, config: &RunConfig) -> Option<(Vec<(String, Tensor)>, RunMetrics)> {
+    let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
+    let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
+    if stored != *config || metrics.status != RunStatus::Running {
+        return None;
+    }
+    let state = Tensor::read_safetensors(dir.join("checkpoint.safetensors")).ok()?;
+    Some((state, metrics))
+}
