@@ -245,7 +245,7 @@ impl Gpt {
         let mut h = tokens.matmul(&self.read_in_w) + &self.read_in_b + self.pos_embed.narrow(0, 0, t); // (B, T, W)
         for (l, block) in self.blocks.iter().enumerate() {
             let (attn_out, pattern) = block.attn.forward(&block.ln_attn.forward(&h), &causal_mask);
-            h += &attn_out;
+            h = &h + &attn_out; // not `+=`: tch's AddAssign is in place, which autograd cannot differentiate
             if let Some(c) = cache.as_deref_mut() {
                 c.record(crate::cache::attn_pattern(l), &pattern);
                 c.record(crate::cache::attn_out(l), &attn_out);
