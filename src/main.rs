@@ -44,7 +44,8 @@ enum Command {
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
         /// The figure: vo2023-fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, vo2023-all,
-        /// garg2022-fig2, garg2022-baselines, ahn2023, vo2023-tournament.
+        /// garg2022-fig2, garg2022-families, garg2022-baselines, akyurek2023-phases, akyurek2023-probes, ahn2023,
+        /// vo2023-tournament.
         figure: String,
         /// Shortened training (minutes on a CPU); the report says so. Default: the paper's setting.
         #[arg(long)]
@@ -358,7 +359,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Probe { run_dir } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
-            let (vs, model) = icl_lab::runs::load_run(&run_dir, &cfg, tch::Device::Cpu)?;
+            let (vs, model) = icl_lab::runs::load_model(&run_dir, &cfg, tch::Device::Cpu)?;
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -15,12 +15,27 @@ pub struct ModelOutputs {
 }
 
 pub fn outputs_with_sensitivity(model: &Transformer, tokens: &Tensor) -> anyhow::Result<ModelOutputs> {
-    let d = model.dims().x_dim as i64;
-    let o = model.dims().y_dim as i64;
+    outputs_and_sensitivity(|t| model.forward(t, None), model.dims(), tokens)
+}
+
+/// [`outputs_with_sensitivity`] for a model of any family.
+pub fn model_outputs(model: &crate::models::Model, tokens: &Tensor) -> anyhow::Result<ModelOutputs> {
+    outputs_and_sensitivity(|t| model.forward(t, None), model.dims(), tokens)
+}
+
+/// Predictions (B, o) of `forward` and ∂ŷ_last/∂x_q by autograd (the query token is last in every
+/// layout and its first d entries are x_q).
+fn outputs_and_sensitivity(
+    forward: impl Fn(&Tensor) -> Tensor,
+    dims: icl_tasks::Dims,
+    tokens: &Tensor,
+) -> anyhow::Result<ModelOutputs> {
+    let d = dims.x_dim as i64;
+    let o = dims.y_dim as i64;
     let input = tokens.detach().set_requires_grad(true);
-    let preds = model.forward(&input, None); // (B, o)
-                                             // Each prompt's prediction depends only on its own tokens, so the gradient of the sum gives
-                                             // every prompt's sensitivity at once.
+    let preds = forward(&input); // (B, o)
+                                 // Each prompt's prediction depends only on its own tokens, so the gradient of the sum gives
+                                 // every prompt's sensitivity at once.
     let total = preds.select(1, o - 1).sum(preds.kind());
     let grads = Tensor::run_backward(&[&total], &[&input], false, false);
     let sens = grads[0].select(1, -1).narrow(1, 0, d); // query token's x-entries: (B, d)
@@ -164,11 +179,12 @@ pub struct ControlReport {
 }
 
 /// Probes a model with the parameters in `vs` (built from `config`). References are fitted
-/// here (GD; GD++ too for more than one layer) unless given.
+/// here (GD; GD++ too for more than one layer of von Oswald et al.'s model) unless given. Weight
+/// products and the interpolated model exist for von Oswald et al.'s model only.
 pub fn probe_model(
     config: &crate::config::RunConfig,
     vs: &tch::nn::VarStore,
-    model: &Transformer,
+    model: &crate::models::Model,
     references: Option<Vec<crate::references::Reference>>,
 ) -> anyhow::Result<ProbeReport> {
     use icl_probes::construct::{compare_with_construction, gd_construction, interpolate, kq_scale, weight_products};
@@ -182,14 +198,13 @@ pub fn probe_model(
         Some(r) => r,
         None => {
             let mut c = config.clone();
-            c.eval.gdpp = config.model.layers > 1;
+            c.eval.gdpp = config.gpt.is_none() && config.model.layers > 1;
             crate::references::references_for(&c, &prompts)?
         }
     };
-    let (tokens, _) = crate::layout::tensors(config.model.tokens, &prompts, kind, device);
-    let out = outputs_with_sensitivity(model, &tokens)?;
-    let per_layer_loss =
-        per_layer_predictions(model, &tokens, ForwardOptions::default())?.iter().map(|p| prompts.half_mse(p)).collect();
+    let tokens = model.tokens(&prompts, kind, device);
+    let out = model_outputs(model, &tokens)?;
+    let per_layer_loss = layer_readouts(model, &tokens)?.iter().map(|p| prompts.half_mse(p)).collect();
     let mut reports = Vec::new();
     let mut gd_outputs = None;
     for r in &references {
@@ -210,7 +225,8 @@ pub fn probe_model(
     let construction = gd_construction(t.x_dim, t.y_dim, t.context_len, &vec![gd_eta; config.model.param_layers()]);
     let trained = crate::models::transformer::named_weights(vs)?;
     let mut weight_products_out = Vec::new();
-    if config.model.heads == 1 {
+    let vo2023 = model.as_vo2023();
+    if vo2023.is_some() && config.model.heads == 1 {
         for layer in 0..config.model.param_layers() {
             let p = weight_products(&trained, layer)?;
             let c = weight_products(&construction, layer)?;
@@ -230,7 +246,7 @@ pub fn probe_model(
             });
         }
     }
-    let interpolated_loss = if crate::evaluate::interpolation_applies(config) {
+    let interpolated_loss = if vo2023.is_some() && crate::evaluate::interpolation_applies(config) {
         let (ivs, imodel) = Transformer::new_in_store(&config.model, model.dims(), kind, device);
         crate::models::transformer::load_weights(&ivs, &interpolate(&trained, &construction, t.x_dim, 1)?)?;
         Some(prompts.half_mse(&predictions(&imodel, &tokens, ForwardOptions::default())?))
@@ -238,13 +254,24 @@ pub fn probe_model(
         None
     };
 
-    let (cvs, control) = Transformer::new_in_store(&config.model, model.dims(), kind, device);
-    Transformer::init(
-        &cvs,
-        config.model.init_scale.unwrap_or(0.0),
-        &mut crate::rng::seeded_rng(config.seed, crate::rng::INIT_STREAM),
-    );
-    let c_out = outputs_with_sensitivity(&control, &tokens)?;
+    let control = match vo2023 {
+        // Drawn directly in the model's dtype (f64 in tests), as before the GPT family existed.
+        Some(vo) => {
+            let (cvs, control) = Transformer::new_in_store(&config.model, vo.dims(), kind, device);
+            Transformer::init(
+                &cvs,
+                config.model.init_scale.unwrap_or(0.0),
+                &mut crate::rng::seeded_rng(config.seed, crate::rng::INIT_STREAM),
+            );
+            (cvs, crate::models::Model::Vo2023(control))
+        }
+        None => {
+            let (mut cvs, control) = crate::runs::initial_model(config, device)?;
+            cvs.set_kind(kind);
+            (cvs, control)
+        }
+    };
+    let c_out = model_outputs(&control.1, &tokens)?;
 
     Ok(ProbeReport {
         loss: prompts.half_mse(&out.preds),

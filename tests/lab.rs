@@ -124,7 +124,7 @@ fn probe_outputs_on_the_constructed_model() {
     config.eval.tasks = 400;
     config.eval.fit_steps = 200;
     let (vs, model) = gd_model(&config, &[5.0], Kind::Double, Device::Cpu).unwrap();
-    let report = probe_model(&config, &vs, &model, None).unwrap();
+    let report = probe_model(&config, &vs, &model.into(), None).unwrap();
     // The construction with η = 5 against GD with its own tuned η: near, not equal.
     let vs_gd = report.reference("gd").unwrap().vs;
     assert!(vs_gd.model_cos > 0.9, "{vs_gd:?}");
@@ -150,7 +150,7 @@ fn a_model_equal_to_gd_aligns_perfectly() {
     let p = icl_lab::evaluate::sample_prompts(&config.task, config.eval.tasks, config.eval.seed).unwrap();
     let eta = icl_lab::evaluate::tune_gd(&config, &p, &icl_probes::gd::LeastSquaresStats::new(&p)).eta;
     let (vs, model) = gd_model(&config, &[eta], Kind::Double, Device::Cpu).unwrap();
-    let r = probe_model(&config, &vs, &model, None).unwrap();
+    let r = probe_model(&config, &vs, &model.into(), None).unwrap();
     let (gd, vs_gd) = (&r.reference("gd").unwrap().reference, r.reference("gd").unwrap().vs);
     assert!(vs_gd.preds_diff < 1e-12 && vs_gd.model_diff < 1e-12, "{vs_gd:?}");
     assert!((vs_gd.model_cos - 1.0).abs() < 1e-7);
@@ -375,11 +375,82 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
     for metric in ["spd", "ilwd", "model_cos", "preds_diff"] {
         assert!(report.measurements.iter().any(|m| m.metric == metric && m.n_context == Some(10)), "{metric}");
     }
+    insta::assert_json_snapshot!("tournament_gd_construction", spd_rankings(&report));
     assert!(
         dir.path().join("r/t.md").exists()
             && dir.path().join("f/t/spd.png").exists()
             && dir.path().join("f/t/spd.svg").exists()
     );
+}
+
+/// The SPD rankings of a tournament, rounded for a snapshot: per (model, layer) the candidates in
+/// order with SPD/d to 4 decimals (the winners' ≈ 1e-12 rounds to 0; candidates that round to
+/// the same value are listed by name, so float noise cannot reorder a tie).
+fn spd_rankings(report: &icl_lab::tournament::TournamentReport) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = report
+        .ranking
+        .iter()
+        .filter(|r| r.metric == "spd")
+        .map(|r| {
+            let mut order: Vec<(f64, String)> =
+                r.order.iter().map(|c| ((c.value * 1e4).round() / 1e4, c.learner.clone())).collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let order: Vec<serde_json::Value> = order.into_iter().map(|(v, l)| serde_json::json!([l, v])).collect();
+            serde_json::json!({ "model": r.model, "layer": r.layer, "order": order })
+        })
+        .collect();
+    rounded(serde_json::Value::Array(rows), 4)
+}
+
+#[test]
+fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
+    use icl_probes::construct::gdpp_construction;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = with_layers(2, true);
+    config.name = "gdpp-construction".into();
+    let dims = config.dims();
+    let (vs, _) = icl_lab::models::Transformer::new_in_store(&config.model, dims, Kind::Float, Device::Cpu);
+    icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &[13.0], &[0.17])).unwrap();
+    let run = dir.path().join("gdpp");
+    icl_lab::io::write_atomic(&run.join("config.toml"), config.to_toml().as_bytes()).unwrap();
+    vs.save(run.join("weights.safetensors")).unwrap();
+    let args = [
+        "tournament",
+        "gdpp",
+        "--no-untrained",
+        "--learners",
+        "gd++(steps=1,eta=13,gamma=0.17),gd(steps=1,eta=13),ridge,zero",
+        "--n",
+        "10",
+        "--prompts",
+        "64",
+        "--tuning-prompts",
+        "256",
+        "--orders",
+        "2",
+        "--name",
+        "t",
+        "--reports",
+        "r",
+        "--figures",
+        "f",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: icl_lab::tournament::TournamentReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+    // One GD++ step equals one GD step (the y-update reads the inputs before preconditioning), so
+    // layer 1 is a tie of the two at SPD ≈ 0 and layer 2 separates them.
+    let first = report.ranking.iter().find(|r| r.layer == Some(1) && r.metric == "spd").unwrap();
+    let mut tied: Vec<&str> = first.order[..2].iter().map(|c| c.learner.as_str()).collect();
+    tied.sort();
+    assert_eq!(tied, ["gd", "gd++"], "layer 1: {:?}", first.order);
+    assert!(first.order[..2].iter().all(|c| c.value < 1e-10), "layer 1: {:?}", first.order);
+    let second = report.ranking.iter().find(|r| r.layer == Some(2) && r.metric == "spd").unwrap();
+    assert_eq!(second.order[0].learner, "gd++", "layer 2: {:?}", second.order);
+    assert!(second.order[0].value < 1e-10, "layer 2: SPD/d {}", second.order[0].value);
+    assert!(second.margin > 1e-6, "GD++ vs GD at layer 2: margin {}", second.margin);
+    insta::assert_json_snapshot!("tournament_gdpp_construction", spd_rankings(&report));
 }
 
 #[test]
@@ -826,4 +897,32 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
     for layer in [1, 2] {
         assert!(report.ranking.iter().any(|r| r.layer == Some(layer) && r.metric == "spd"), "layer {layer}");
     }
+    // `probe`: loss, a readout per layer, GD's alignment and the untrained control.
+    let out = icl_lab(&["probe", whole.dir.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
+    let (loss, untrained) = (probe["loss"].as_f64().unwrap(), probe["control_untrained"]["loss"].as_f64().unwrap());
+    assert!(loss < 0.8 * untrained, "trained {loss} vs untrained {untrained}");
+    assert!(probe["weight_products"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
+    use icl_lab::figures::{akyurek2023_phases, garg2022_families, garg2022_fig2};
+    for quick in [false, true] {
+        let mut configs = vec![garg2022_fig2::config(quick).unwrap()];
+        configs.extend(garg2022_families::configs(quick).unwrap());
+        configs.extend(akyurek2023_phases::DEPTHS.iter().map(|&l| akyurek2023_phases::config(l, quick).unwrap()));
+        for c in configs {
+            assert!(c.gpt.is_some(), "{}", c.name);
+            assert_eq!(RunConfig::from_toml_str(&c.to_toml()).unwrap(), c, "{} round-trips", c.name);
+            assert_eq!(c.name.ends_with("-quick"), quick, "{}", c.name);
+        }
+    }
+    // The paper's setting is Garg's.
+    let full = garg2022_fig2::config(false).unwrap();
+    let g = full.gpt.as_ref().unwrap();
+    assert_eq!((g.layers, g.heads, g.width, full.train.steps, full.train.batch), (12, 8, 256, 500_000, 64));
+    assert_eq!((full.dims().x_dim, full.dims().context_len), (20, 40));
 }

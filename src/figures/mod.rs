@@ -3,7 +3,10 @@
 //! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
 
 pub mod ahn2023;
+pub mod akyurek2023_phases;
+pub mod akyurek2023_probes;
 pub mod garg2022_baselines;
+pub mod garg2022_families;
 pub mod garg2022_fig2;
 pub mod vo2023_all;
 pub mod vo2023_depth;
@@ -119,6 +122,24 @@ pub const FIGURES: &[Figure] = &[
         about: "Garg et al. 2022 Fig. 2: a GPT-style transformer on linear regression vs least squares, 3-NN and averaging",
         default_seeds: 2,
         run: garg2022_fig2::reproduce,
+    },
+    Figure {
+        name: "akyurek2023-phases",
+        about: "Akyürek et al. 2023 Fig. 3: which learner (GD, ridge, least squares) GPT-style models of depth 1, 2, 4, 8 match, by the tournament with untrained twins",
+        default_seeds: 1,
+        run: akyurek2023_phases::reproduce,
+    },
+    Figure {
+        name: "garg2022-families",
+        about: "Garg et al. 2022 §5: GPT-style transformers on sparse linear regression, decision trees and 2-layer ReLU networks vs each class's baselines",
+        default_seeds: 2,
+        run: garg2022_families::reproduce,
+    },
+    Figure {
+        name: "akyurek2023-probes",
+        about: "Akyürek et al. 2023 §5: linear and MLP probes of w, Xᵀy, w_OLS, w_ridge from every layer of the 8-layer GPT-style model, its untrained twin and a control-task model",
+        default_seeds: 2,
+        run: akyurek2023_probes::reproduce,
     },
     Figure {
         name: "garg2022-baselines",

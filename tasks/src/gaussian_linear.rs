@@ -54,6 +54,10 @@ pub struct GaussianLinearParams {
     pub w_scale: f64,
     /// Standard deviation σ of the label noise on context labels.
     pub noise_std: f64,
+    /// Every prompt's teacher is the all-ones w (times w_scale): Akyürek et al. 2023's control
+    /// task (§5), on which a model can score well without learning in context.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_w: bool,
 }
 
 impl Default for GaussianLinearParams {
@@ -68,6 +72,7 @@ impl Default for GaussianLinearParams {
             input_scale: 1.0,
             w_scale: 1.0,
             noise_std: 0.0,
+            fixed_w: false,
         }
     }
 }
@@ -238,7 +243,7 @@ impl Task for GaussianLinear {
     }
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
-        let GaussianLinearParams { x_dim: d, y_dim: o, input_scale, w_scale, noise_std, .. } = self.params;
+        let GaussianLinearParams { x_dim: d, y_dim: o, input_scale, w_scale, noise_std, fixed_w, .. } = self.params;
         check_sample_size(batch, n, d + o);
         let mut xs = vec![0.0; batch * n * d];
         let mut ys = vec![0.0; batch * n * o];
@@ -261,7 +266,11 @@ impl Task for GaussianLinear {
         };
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
-            w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+            if fixed_w {
+                w.fill(w_scale);
+            } else {
+                w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
+            }
             for i in 0..n {
                 draw_x(rng, &mut xs[(b * n + i) * d..(b * n + i + 1) * d]);
             }
@@ -307,6 +316,17 @@ mod tests {
         assert!((task.zero_error() - 5.25).abs() < 1e-12);
         let q = random_rotation(4, 1);
         assert!((&q.t().dot(&q) - &Array2::<f64>::eye(4)).iter().all(|e| e.abs() < 1e-12));
+    }
+
+    #[test]
+    fn the_control_task_has_one_teacher_for_every_prompt() {
+        let cfg = TaskConfig::new("gaussian_linear").with("x_dim", 4).with("fixed_w", true);
+        let p = build(&cfg).unwrap().sample_n(&mut TaskRng::seed_from_u64(1), 6, 5);
+        assert!(p.w.as_ref().unwrap().iter().all(|&v| v == 1.0));
+        for b in 0..6 {
+            assert!((p.yq[[b, 0]] - p.xq.row(b).sum()).abs() < 1e-12);
+        }
+        assert!(!build(&TaskConfig::new("gaussian_linear")).unwrap().params().contains_key("fixed_w"));
     }
 
     #[test]
