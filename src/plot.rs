@@ -200,9 +200,12 @@ where
 pub fn curve_chart(rows: &[icl_probes::measure::Measurement], title: &str, y_top: f64) -> Chart {
     let mut series: Vec<Series> = Vec::new();
     let key = |m: &icl_probes::measure::Measurement| -> String {
-        match (&m.model, m.layer) {
-            (Some(run), Some(l)) => format!("{run} (layer {l})"),
-            (Some(run), None) => run.clone(),
+        // One line per seed of a run (the seeds of one run share its name).
+        match (&m.model, m.layer, m.seed) {
+            (Some(run), Some(l), Some(s)) => format!("{run} (layer {l}, seed {s})"),
+            (Some(run), Some(l), None) => format!("{run} (layer {l})"),
+            (Some(run), None, Some(s)) => format!("{run} (seed {s})"),
+            (Some(run), None, None) => run.clone(),
             _ => curve_label(m),
         }
     };
