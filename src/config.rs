@@ -25,7 +25,9 @@ pub const PRESETS: &[(&str, &str)] = &[
 pub struct RunConfig {
     /// Names the run directory: runs/<name>/seed-<seed>.
     pub name: String,
-    /// Seeds model initialisation and the training-data stream.
+    /// Seeds model initialisation and the training-data stream (any u64; TOML integers stop at
+    /// 2⁶³ − 1, so larger seeds are written as strings).
+    #[serde(with = "u64_in_toml")]
     pub seed: u64,
     pub task: TaskConfig,
     /// von Oswald et al.'s transformer (every run without a `[gpt]` table).
@@ -206,6 +208,7 @@ pub struct EvalConfig {
     /// Tasks in the evaluation set (the official code: 10,000).
     pub tasks: usize,
     /// Seed of the evaluation set, fixed across runs so that runs compare.
+    #[serde(with = "u64_in_toml")]
     pub seed: u64,
     /// Also compare with GD++ (GD with learned input preconditioning, von Oswald et al. A.10).
     pub gdpp: bool,
@@ -247,6 +250,45 @@ impl Default for EvalConfig {
         }
     }
 }
+
+/// A u64 in TOML, whose integers are i64: written as an integer up to 2⁶³ − 1 and as a string
+/// above; read from either.
+mod u64_in_toml {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*value) {
+            Ok(v) => s.serialize_i64(v),
+            Err(_) => s.serialize_str(&value.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        struct U64Visitor;
+        impl serde::de::Visitor<'_> for U64Visitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer in 0..=18446744073709551615")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("must be an integer in 0..=18446744073709551615 (got {v})")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+                v.parse()
+                    .map_err(|_| E::custom(format!("must be an integer in 0..=18446744073709551615 (got \"{v}\")")))
+            }
+        }
+        d.deserialize_any(U64Visitor)
+    }
+}
+
+/// The most bytes one batch of prompts (training batch, evaluation set) may take as f64, checked
+/// before anything is allocated.
+pub const MAX_PROMPT_BYTES: u128 = 4 << 30;
 
 /// Names the TOML key at byte `offset` as `table.key (line N)`, so that parse errors name the field.
 fn locate(text: &str, offset: usize) -> String {
@@ -382,11 +424,26 @@ impl RunConfig {
         let dims = task.dims();
         self.task = task.config();
         check(
-            !self.name.is_empty() && !self.name.contains(['/', '\\']),
+            !self.name.is_empty() && !self.name.contains(['/', '\\']) && self.name != "." && self.name != "..",
             "name",
-            "a non-empty name without slashes",
+            "a non-empty name without slashes, not `.` or `..`",
             &self.name,
         )?;
+        // Sizes that each pass their own check can still multiply to more memory than exists.
+        let prompt_bytes =
+            |count: usize| count as u128 * (dims.context_len as u128 + 1) * (dims.x_dim + dims.y_dim) as u128 * 8;
+        for (field, count) in [("train.batch", self.train.batch), ("eval.tasks", self.eval.tasks)] {
+            let bytes = prompt_bytes(count);
+            check(
+                bytes <= MAX_PROMPT_BYTES,
+                field,
+                &format!(
+                    "small enough that {field} × (task.context_len + 1) × (task.x_dim + task.y_dim) f64s fit in {} GiB",
+                    MAX_PROMPT_BYTES >> 30
+                ),
+                format!("{count}: {:.1} GiB", bytes as f64 / (1u64 << 30) as f64),
+            )?;
+        }
         if self.gpt.is_some() {
             self.resolve_gpt(dims)?;
             self.resolve_train_eval(f64::INFINITY)

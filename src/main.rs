@@ -67,6 +67,9 @@ enum Command {
         /// report says so. Figures that support it: garg2022-fig2.
         #[arg(long)]
         steps: Option<usize>,
+        /// Print the report's JSON instead of its Markdown summary.
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
         #[arg(long, default_value = "figures")]
@@ -312,7 +315,7 @@ fn run() -> anyhow::Result<()> {
                 }))?
             );
         }
-        Command::Reproduce { figure, quick, seeds, jobs, force, device, steps, runs, figures, reports } => {
+        Command::Reproduce { figure, quick, seeds, jobs, force, device, steps, json, runs, figures, reports } => {
             anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let opts = icl_lab::figures::FigureOptions {
@@ -327,8 +330,21 @@ fn run() -> anyhow::Result<()> {
                 reports_root: reports,
             };
             let summary = icl_lab::figures::reproduce(&figure, &opts)?;
-            // The report's JSON, as written to reports/<figure>.json.
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            let markdown = opts.reports_root.join(format!("{figure}.md"));
+            if json {
+                // The report's JSON, as written to reports/<figure>.json.
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                // The report is written for people: print it, then where everything is.
+                if let Ok(text) = std::fs::read_to_string(&markdown) {
+                    println!("{}", text.trim_end());
+                }
+                println!(
+                    "\nwrote {} and {} (full rows: --json or the JSON file)",
+                    markdown.display(),
+                    opts.reports_root.join(format!("{figure}.json")).display()
+                );
+            }
         }
         Command::Construct { layers, separate, eta, tasks, seed, out } => {
             let mut cfg = RunConfig::preset("vo2023-fig2")?;
@@ -345,10 +361,16 @@ fn run() -> anyhow::Result<()> {
             } else if eta.len() == 1 {
                 vec![eta[0]; cfg.model.param_layers()]
             } else {
+                anyhow::ensure!(
+                    eta.len() == cfg.model.param_layers(),
+                    "--eta: give one η, or one per layer with --separate ({} here; got {})",
+                    cfg.model.param_layers(),
+                    eta.len()
+                );
                 eta
             };
             anyhow::ensure!(etas.iter().all(|e| e.is_finite()), "--eta: must be finite numbers");
-            anyhow::ensure!(tasks >= 1, "--tasks: must be at least 1 (got 0)");
+            anyhow::ensure!((1..=1_000_000).contains(&tasks), "--tasks: must be in 1..=1000000 (got {tasks})");
             let check = icl_lab::construct::check_construction(&cfg, &etas, tasks, seed)?;
             if let Some(dir) = out {
                 let (vs, _) = icl_lab::construct::gd_model(&cfg, &etas, tch::Kind::Float, tch::Device::Cpu)?;

@@ -50,6 +50,15 @@ pub struct RunMetrics {
     pub rows: Vec<EvalRow>,
 }
 
+/// A training or evaluation loss above this counts as divergence (the lab's losses are O(1): the
+/// zero predictor scores ½·E‖y‖²), like NaN and inf: the run stops and keeps its last good weights.
+pub const DIVERGED_LOSS: f64 = 1e10;
+
+/// Whether a loss means the run has diverged (NaN, inf, or above [`DIVERGED_LOSS`]).
+pub fn diverged_loss(loss: f64) -> bool {
+    !loss.is_finite() || loss > DIVERGED_LOSS
+}
+
 /// A model with its parameters and optimiser.
 pub struct Trainer {
     pub vs: nn::VarStore,
@@ -229,7 +238,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         let row = evaluator.evaluate(&trainer.model, &trainer.vs, step, start.elapsed().as_secs_f64())?;
         metrics.steps_done = step;
         metrics.wall_s = start.elapsed().as_secs_f64();
-        if !row.loss.is_finite() {
+        if diverged_loss(row.loss) {
             return Ok(false);
         }
         with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(trainer.vs.save(p)?))?;
@@ -258,7 +267,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         let batch = batches.recv().context("the data thread stopped")?;
         let (tokens, targets) = batch_tensors(&batch, config.model.tokens, dims, device);
         let loss = f64::try_from(trainer.step(&tokens, &targets))?;
-        if !loss.is_finite() {
+        if diverged_loss(loss) {
             metrics.steps_done = step;
             metrics.wall_s = start.elapsed().as_secs_f64();
             return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));
@@ -268,7 +277,10 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
             bar.set_message(format!("loss {loss:.4}"));
         }
         if (step % config.eval.every == 0 || step == steps) && !checkpoint(&mut metrics, &trainer, step)? {
-            return Err(diverged(&mut metrics, format!("evaluation loss is not finite at step {step}")));
+            return Err(diverged(
+                &mut metrics,
+                format!("evaluation loss is not finite or above {DIVERGED_LOSS:e} at step {step}"),
+            ));
         }
     }
     metrics.status = RunStatus::Complete;

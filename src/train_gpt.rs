@@ -29,7 +29,8 @@ use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Gpt;
 use crate::rng::{seeded_rng, INIT_STREAM};
 use crate::train::{
-    clip_global_norm_of, load_complete_run, progress_bar, run_dir, RunMetrics, RunOutcome, RunStatus, TrainOptions,
+    clip_global_norm_of, diverged_loss, load_complete_run, progress_bar, run_dir, RunMetrics, RunOutcome, RunStatus,
+    TrainOptions, DIVERGED_LOSS,
 };
 
 /// Adam's state, in parameter-name order (PyTorch's `torch.optim.Adam`, no weight decay).
@@ -262,7 +263,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         let loss = trainer.query_loss(&eval_prompts)?;
         metrics.steps_done = step;
         metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
-        if !loss.is_finite() {
+        if diverged_loss(loss) {
             return Ok(false);
         }
         // One file holds weights, moments and step, so a resume never mixes two steps.
@@ -291,7 +292,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     for step in first_step..=steps {
         let batch = training_batch(config, task.as_ref(), step)?;
         let loss = trainer.step(&batch)?;
-        if !loss.is_finite() {
+        if diverged_loss(loss) {
             metrics.steps_done = step;
             return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));
         }
@@ -301,7 +302,10 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         }
         let evaluate = step % config.eval.every == 0 || step == steps;
         if evaluate && !checkpoint(&mut metrics, &trainer, step)? {
-            return Err(diverged(&mut metrics, format!("evaluation loss is not finite at step {step}")));
+            return Err(diverged(
+                &mut metrics,
+                format!("evaluation loss is not finite or above {DIVERGED_LOSS:e} at step {step}"),
+            ));
         }
         if evaluate && opts.stop_after.is_some_and(|s| step >= s) && step < steps {
             bar.abandon_with_message(format!("stopped at step {step}"));

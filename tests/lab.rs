@@ -257,6 +257,13 @@ fn bad_configs_are_one_line_errors_naming_the_field() {
         ("[eval]\nfit_lr = 0.0", "eval.fit_lr"),
         ("[eval]\ngd_steps = 0", "eval.gd_steps"),
         ("[eval]\nfit_steps = 0", "eval.fit_steps"),
+        ("name = \"..\"", "name"),
+        ("seed = -3", "seed"),
+        ("[task]\nx_dim = 4000\ncontext_len = 100000", "train.batch"),
+        ("[eval]\ntasks = 10000000\n[task]\ncontext_len = 1000", "eval.tasks"),
+        ("[gpt]\nwidth = 10\nheads = 3", "gpt.width"),
+        ("[curriculum]\nevery = 5", "curriculum"),
+        ("[gpt]\n[model]\nlayers = 3", "model"),
     ];
     for (toml, field) in cases {
         let err = format!("{:#}", RunConfig::from_toml_str(toml).unwrap_err());
@@ -284,6 +291,43 @@ fn the_cli_reports_bad_configs_without_panicking() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error:") && stderr.contains("train.lr"), "{stderr}");
     assert!(!dir.path().join("runs").exists(), "nothing written for a bad config");
+}
+
+#[test]
+fn cli_misuse_is_a_one_line_error_and_huge_seeds_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["construct", "--layers", "3", "--separate", "--eta", "1,2"][..],
+        &["construct", "--tasks", "100000000"][..],
+        &["reproduce", "vo2023-fig2", "--steps", "10"][..],
+    ] {
+        let out = icl_lab(args, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error:") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Seeds span the whole u64 range (TOML integers stop at 2⁶³ − 1: larger ones are strings).
+    let huge = u64::MAX.to_string();
+    let out = icl_lab(&["train", "--preset", "tiny", "--seed", &huge, "--steps", "3"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dir.path().join(format!("runs/tiny/seed-{huge}"));
+    let stored = RunConfig::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(stored.seed, u64::MAX);
+    // A loss that explodes without turning NaN is divergence too: stopped, last good weights kept.
+    std::fs::write(
+        dir.path().join("hot.toml"),
+        "name = \"hot\"\n[train]\nsteps = 300\nlr = 100.0\ngrad_clip = 1e9\n[eval]\nevery = 10\ntasks = 200\n",
+    )
+    .unwrap();
+    let out = icl_lab(&["train", "--config", "hot.toml"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("diverged"), "{stderr}");
+    let metrics: RunMetrics =
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs/hot/seed-0/metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics.status, RunStatus::Diverged);
+    assert!(metrics.rows.iter().all(|r| r.loss <= icl_lab::train::DIVERGED_LOSS));
 }
 
 #[test]
