@@ -178,9 +178,6 @@ pub struct TrainOptions {
     pub progress: Option<ProgressBar>,
     /// References fitted for this config's evaluation set, shared by its seeds.
     pub references: Option<Vec<crate::references::Reference>>,
-    /// Stop after this step's checkpoint as if the process were killed there, leaving the run
-    /// resumable (GPT-style runs; tests of resuming).
-    pub stop_after: Option<usize>,
 }
 
 /// What `train` produced.

@@ -307,10 +307,6 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
                 format!("evaluation loss is not finite or above {DIVERGED_LOSS:e} at step {step}"),
             ));
         }
-        if evaluate && opts.stop_after.is_some_and(|s| step >= s) && step < steps {
-            bar.abandon_with_message(format!("stopped at step {step}"));
-            return Ok(RunOutcome { dir, metrics, reused: false });
-        }
     }
     metrics.status = RunStatus::Complete;
     metrics.wall_s = wall_before + start.elapsed().as_secs_f64();

@@ -869,13 +869,38 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
     assert!(rows[0].loss > 1.2, "untrained: {losses_seen:?}");
     assert!(rows.last().unwrap().loss < 0.75 * 1.5, "trained: {losses_seen:?}");
 
-    // Killed after step 600 (a checkpoint), then started again: the same weights, bit for bit.
+    // Killed (SIGKILL) mid-run, then started again: it resumes from its last checkpoint and ends
+    // with the same weights as the uninterrupted run, bit for bit.
     let other = tempfile::tempdir().unwrap();
-    let stop = TrainOptions { stop_after: Some(600), ..Default::default() };
-    let stopped = train(&config, other.path(), stop).unwrap();
-    assert_eq!(stopped.metrics.status, RunStatus::Running);
-    assert_eq!(stopped.metrics.weights_step, 600);
-    let resumed = train(&config, other.path(), TrainOptions::default()).unwrap();
+    std::fs::write(other.path().join("gpt.toml"), config.to_toml()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icl-lab"))
+        .args(["train", "--config", "gpt.toml"])
+        .current_dir(other.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics_path = other.path().join("runs/gpt-tiny/seed-0/metrics.json");
+    let started = std::time::Instant::now();
+    loop {
+        let done = std::fs::read(&metrics_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunMetrics>(&b).ok())
+            .map_or(0, |m| m.weights_step);
+        if done >= 400 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 600, "no checkpoint at step 400 after 10 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed: RunMetrics = serde_json::from_slice(&std::fs::read(&metrics_path).unwrap()).unwrap();
+    assert_eq!(killed.status, RunStatus::Running);
+    assert!(killed.weights_step >= 400 && killed.weights_step < 1200, "{}", killed.weights_step);
+    let resumed = train(&config, &other.path().join("runs"), TrainOptions::default()).unwrap();
+    assert!(!resumed.reused);
     assert_eq!(resumed.metrics.status, RunStatus::Complete);
     let bytes = |d: &Path| std::fs::read(d.join("weights.safetensors")).unwrap();
     assert!(bytes(&whole.dir) == bytes(&resumed.dir), "resumed weights differ from the uninterrupted run's");

@@ -230,12 +230,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
                 train(
                     c,
                     &opts.runs_root,
-                    TrainOptions {
-                        force: opts.force,
-                        progress: Some(bar),
-                        references: references.clone(),
-                        stop_after: None,
-                    },
+                    TrainOptions { force: opts.force, progress: Some(bar), references: references.clone() },
                 )
             })
             .collect()
