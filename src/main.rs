@@ -234,8 +234,14 @@ enum Command {
     /// List the registered tasks (with their parameters and default learners) and learners.
     List,
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
-    /// Prints JSON and writes <run-dir>/probe.json.
-    Probe { run_dir: PathBuf },
+    /// Prints a summary (--json: everything) and writes <run-dir>/probe.json.
+    Probe {
+        /// A run directory (config.toml + weights.safetensors).
+        run_dir: PathBuf,
+        /// Print the whole report as JSON (with the weight products) instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
     Index {
         #[arg(long, default_value = "reports")]
@@ -379,12 +385,17 @@ fn run() -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&check)?);
         }
-        Command::Probe { run_dir } => {
+        Command::Probe { run_dir, json } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
             let (vs, model) = icl_lab::runs::load_model(&run_dir, &cfg, tch::Device::Cpu)?;
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
             icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.summary(&cfg));
+                println!("wrote {} (everything, with the weight products)", run_dir.join("probe.json").display());
+            }
         }
         Command::Curve {
             task,

@@ -145,6 +145,46 @@ pub struct ProbeReport {
     pub control_untrained: ControlReport,
 }
 
+impl ProbeReport {
+    /// A few lines for the terminal: the losses, the model against each reference and the
+    /// untrained control (preds diff = mean ‖ŷ_model − ŷ_ref‖, model cos = cosine of ∂ŷ/∂x_q).
+    pub fn summary(&self, config: &crate::config::RunConfig) -> String {
+        let layers: Vec<String> = self.per_layer_loss.iter().map(|l| format!("{l:.4}")).collect();
+        let mut out = format!(
+            "{} (seed {}): ½·MSE {:.4}; read out after each layer: {}\n",
+            config.name,
+            config.seed,
+            self.loss,
+            layers.join(", ")
+        );
+        for r in &self.references {
+            out += &format!(
+                "  vs {} ({} step{}, ½·MSE {:.4}): preds diff {:.4}, model cos {:.4}\n",
+                r.reference.name,
+                r.reference.etas.len(),
+                if r.reference.etas.len() == 1 { "" } else { "s" },
+                r.reference.loss,
+                r.vs.preds_diff,
+                r.vs.model_cos
+            );
+        }
+        if let Some(l) = self.interpolated_loss {
+            out += &format!("  interpolated model (A.3): ½·MSE {l:.4}\n");
+        }
+        for p in &self.weight_products {
+            out += &format!(
+                "  layer {} weights vs the construction: β {:.3}, KQ residual {:.4}, PV residual {:.4}\n",
+                p.layer, p.beta, p.kq_residual, p.pv_residual
+            );
+        }
+        out += &format!(
+            "  untrained control: ½·MSE {:.4}, model cos with GD {:.4}",
+            self.control_untrained.loss, self.control_untrained.vs_gd.model_cos
+        );
+        out
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ReferenceReport {
     #[serde(flatten)]

@@ -349,7 +349,7 @@ fn construct_and_probe_through_the_cli() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(check["max_abs_diff_f64"].as_f64().unwrap() <= 1e-12);
-    let out = icl_lab(&["probe", "cons"], dir.path());
+    let out = icl_lab(&["probe", "cons", "--json"], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
@@ -969,7 +969,10 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
     // `probe`: loss, a readout per layer, GD's alignment and the untrained control.
     let out = icl_lab(&["probe", whole.dir.to_str().unwrap()], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.lines().count() <= 8 && summary.contains("untrained control"), "{summary}");
+    let probe: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(whole.dir.join("probe.json")).unwrap()).unwrap();
     assert_eq!(probe["per_layer_loss"].as_array().unwrap().len(), 2);
     let (loss, untrained) = (probe["loss"].as_f64().unwrap(), probe["control_untrained"]["loss"].as_f64().unwrap());
     assert!(loss < 0.8 * untrained, "trained {loss} vs untrained {untrained}");
