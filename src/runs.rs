@@ -42,3 +42,114 @@ pub fn initial_model(config: &RunConfig, device: Device) -> anyhow::Result<(nn::
         }
     }
 }
+
+// --- Run directories that cannot lie ------------------------------------------------------------
+//
+// A training process holds `.lock` in its run directory (an exclusive OS file lock: a second
+// process on the same run gets a one-line error, never mixed files). `manifest.json` is written
+// last, when a run completes: the SHA-256 of its resolved config and the size and SHA-256 of every
+// file of the run. A run is reused only if its manifest matches the config asked for and the
+// files on disk; training removes the manifest first, so a run killed at any moment is never
+// taken for complete. Leftover partial files of a killed writer are removed when training starts,
+// and so is `probe.json`, which would describe old weights.
+
+/// The files a complete run consists of (the manifest lists their sizes and checksums).
+pub const RUN_FILES: &[&str] = &["config.toml", "metrics.json", "weights.safetensors"];
+pub const MANIFEST: &str = "manifest.json";
+
+/// The lock of a run directory, held while training writes to it (released on drop).
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Takes the run directory's lock, or fails in one line if another process holds it.
+pub fn lock(dir: &Path) -> anyhow::Result<RunLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{} is in use by another icl-lab process (it holds {}); wait for it or use another --runs folder",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+/// Prepares a locked run directory for (re)training: no manifest, no derived files, no partial
+/// files left by a killed writer.
+pub fn begin_training(dir: &Path) -> anyhow::Result<()> {
+    for name in [MANIFEST, "probe.json"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(name).display()))
+            }
+            _ => {}
+        }
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(".partial-") || name.starts_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileEntry {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `manifest.json`: what a complete run is.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// SHA-256 of the resolved config's TOML.
+    pub config_sha256: String,
+    pub steps: usize,
+    pub weights_step: usize,
+    pub files: std::collections::BTreeMap<String, FileEntry>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_entry(path: &Path) -> anyhow::Result<FileEntry> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(FileEntry { bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) })
+}
+
+/// Writes the manifest of a run that has just completed (after every other file).
+pub fn write_manifest(dir: &Path, config: &RunConfig, steps: usize, weights_step: usize) -> anyhow::Result<()> {
+    let files =
+        RUN_FILES.iter().map(|f| Ok((f.to_string(), file_entry(&dir.join(f))?))).collect::<anyhow::Result<_>>()?;
+    let manifest = Manifest { config_sha256: sha256_hex(config.to_toml().as_bytes()), steps, weights_step, files };
+    crate::io::write_json_atomic(&dir.join(MANIFEST), &manifest)
+}
+
+/// Whether the run in `dir` is a complete run of exactly `config`: Ok, or why not (one line).
+pub fn verify(dir: &Path, config: &RunConfig) -> Result<Manifest, String> {
+    let text = std::fs::read(dir.join(MANIFEST)).map_err(|_| "no manifest (not complete)".to_string())?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
+    if manifest.config_sha256 != sha256_hex(config.to_toml().as_bytes()) {
+        return Err("trained with another config".into());
+    }
+    for name in RUN_FILES {
+        let want = manifest.files.get(*name).ok_or_else(|| format!("the manifest lacks {name}"))?;
+        let got = file_entry(&dir.join(name)).map_err(|_| format!("{name} is missing"))?;
+        if got != *want {
+            return Err(format!("{name} differs from the manifest ({} bytes, expected {})", got.bytes, want.bytes));
+        }
+    }
+    Ok(manifest)
+}

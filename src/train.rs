@@ -188,12 +188,29 @@ pub struct RunOutcome {
     pub reused: bool,
 }
 
-/// Loads a finished run if its stored config equals `config`.
+/// Loads a finished run if it is a complete run of exactly `config`: its manifest matches the
+/// config and every file ([`crate::runs::verify`]). A damaged or mismatched run is not reused
+/// (one line on stderr says why). A complete run from before manifests existed (same stored
+/// config, readable weights) is adopted: its manifest is written now.
 pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
-    let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
     let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
-    (stored == *config && metrics.status == RunStatus::Complete && dir.join("weights.safetensors").exists())
-        .then_some(metrics)
+    if metrics.status != RunStatus::Complete {
+        return None;
+    }
+    match crate::runs::verify(dir, config) {
+        Ok(_) => Some(metrics),
+        Err(_) if !dir.join(crate::runs::MANIFEST).exists() => {
+            let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
+            let weights_ok = Tensor::read_safetensors(dir.join("weights.safetensors")).is_ok();
+            (stored == *config && weights_ok).then_some(())?;
+            crate::runs::write_manifest(dir, config, metrics.steps_done, metrics.weights_step).ok()?;
+            Some(metrics)
+        }
+        Err(reason) => {
+            eprintln!("{}: not reused ({reason}); training it again", dir.display());
+            None
+        }
+    }
 }
 
 pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
@@ -210,6 +227,8 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     tch::set_num_threads(config.train.threads as i32);
     icl_probes::learners::serial_blas();
     let dims = config.dims();
+    let _lock = crate::runs::lock(&dir)?;
+    crate::runs::begin_training(&dir)?;
     write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
     let _ = std::fs::remove_file(dir.join("metrics.json"));
 
@@ -283,6 +302,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     metrics.status = RunStatus::Complete;
     metrics.wall_s = start.elapsed().as_secs_f64();
     write_json_atomic(&dir.join("metrics.json"), &metrics)?;
+    crate::runs::write_manifest(&dir, config, metrics.steps_done, metrics.weights_step)?;
     bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
     Ok(RunOutcome { dir, metrics, reused: false })
 }

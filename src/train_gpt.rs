@@ -225,6 +225,8 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     let eval_prompts = crate::rng::prompts(task.as_ref(), config.eval.tasks, config.eval.seed);
     let mut trainer = GptTrainer::new(config, dims, device)?;
     let checkpoint_path = dir.join("checkpoint.safetensors");
+    let _lock = crate::runs::lock(&dir)?;
+    crate::runs::begin_training(&dir)?;
 
     // Resume from the checkpoint of an interrupted run with this exact config.
     let mut metrics = RunMetrics {
@@ -311,6 +313,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     metrics.status = RunStatus::Complete;
     metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
     write_json_atomic(&dir.join("metrics.json"), &metrics)?;
+    crate::runs::write_manifest(&dir, config, metrics.steps_done, metrics.weights_step)?;
     bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
     Ok(RunOutcome { dir, metrics, reused: false })
 }

@@ -199,9 +199,51 @@ fn tiny_training_learns_and_is_reproducible() {
     let stray: Vec<_> = std::fs::read_dir(&first.dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .filter(|n| n.to_string_lossy().starts_with('.') && n != ".lock")
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn run_directories_cannot_lie() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-manifest");
+    config.train.steps = 20;
+    config.eval.every = 10;
+    config.eval.tasks = 100;
+    let first = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let manifest = icl_lab::runs::verify(&first.dir, &config).unwrap();
+    assert_eq!(manifest.weights_step, 20);
+    assert!(train(&config, dir.path(), TrainOptions::default()).unwrap().reused);
+
+    // Truncated weights: not reused, trained again, consistent afterwards.
+    let weights = first.dir.join("weights.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(icl_lab::runs::verify(&first.dir, &config).unwrap_err().contains("weights.safetensors"));
+    // Leftovers of a killed writer and a probe of the old weights are cleared by retraining.
+    std::fs::write(first.dir.join(".partial-x.safetensors"), b"half").unwrap();
+    std::fs::write(first.dir.join(".tmpABC"), b"half").unwrap();
+    std::fs::write(first.dir.join("probe.json"), b"{}").unwrap();
+    let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert!(!again.reused);
+    assert!(icl_lab::runs::verify(&again.dir, &config).is_ok());
+    for gone in [".partial-x.safetensors", ".tmpABC", "probe.json"] {
+        assert!(!again.dir.join(gone).exists(), "{gone}");
+    }
+
+    // Another config under the same name and seed never passes for this run.
+    let mut other = config.clone();
+    other.train.lr *= 2.0;
+    assert!(icl_lab::runs::verify(&again.dir, &other).unwrap_err().contains("another config"));
+
+    // A second process on the same run directory: one clear error, nothing touched.
+    let held = icl_lab::runs::lock(&again.dir).unwrap();
+    let err =
+        format!("{:#}", train(&config, dir.path(), TrainOptions { force: true, ..Default::default() }).err().unwrap());
+    assert!(err.contains("in use by another icl-lab process") && !err.contains('\n'), "{err}");
+    drop(held);
+    assert!(icl_lab::runs::verify(&again.dir, &config).is_ok());
 }
 
 #[test]
