@@ -751,7 +751,7 @@ fn probe_runs_on_every_preset() {
         assert!(out.status.success(), "probe {}: {}", c.name, String::from_utf8_lossy(&out.stderr));
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run_dir.join("probe.json")).unwrap()).unwrap();
-        assert_eq!(report["per_layer_loss"].as_array().unwrap().len(), c.model.layers, "{}", c.name);
+        assert_eq!(report["per_layer_loss"].as_array().unwrap().len(), c.layers(), "{}", c.name);
     }
 }
 
