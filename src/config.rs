@@ -340,12 +340,23 @@ impl RunConfig {
 
     /// A preset file (`PRESETS`) or a figure model (`crate::presets::KEYS`, full setting).
     pub fn preset(name: &str) -> anyhow::Result<Self> {
+        // Garg et al.'s model sizes on their linear-regression setting: garg2022-{tiny,small,standard}.
+        if let Some(gpt) = name.strip_prefix("garg2022-").and_then(crate::models::GptConfig::garg) {
+            let mut c = Self::preset("garg2022-fig2")?;
+            c.name = name.to_string();
+            c.gpt = Some(gpt);
+            return c.resolve();
+        }
         match PRESETS.iter().find(|(n, _)| *n == name) {
             Some((_, text)) => Self::from_toml_str(text).with_context(|| format!("preset {name}")),
             None if crate::presets::KEYS.contains(&name) => Ok(crate::presets::model(name, false)?.config),
             None => {
-                let names: Vec<&str> =
-                    PRESETS.iter().map(|(n, _)| *n).chain(crate::presets::KEYS.iter().copied()).collect();
+                let names: Vec<&str> = PRESETS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .chain(["garg2022-tiny", "garg2022-small", "garg2022-standard"])
+                    .chain(crate::presets::KEYS.iter().copied())
+                    .collect();
                 anyhow::bail!("unknown preset `{name}` (known: {})", names.join(", "))
             }
         }

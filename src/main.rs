@@ -21,8 +21,9 @@ enum Command {
         /// A TOML run config (tables [task], [model], [train], [eval]; every key optional).
         #[arg(long, conflicts_with = "preset")]
         config: Option<PathBuf>,
-        /// A named preset instead of a file: vo2023-fig2, tiny, or a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
-        /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2).
+        /// A named preset instead of a file: vo2023-fig2, tiny, a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
+        /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2), or Garg et al.'s GPT-style model on
+        /// their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny).
         #[arg(long)]
         preset: Option<String>,
         /// Override the config's seed.

@@ -1034,6 +1034,13 @@ fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
             assert_eq!(c.name.ends_with("-quick"), quick, "{}", c.name);
         }
     }
+    // Garg's sizes as presets.
+    for (name, size) in
+        [("garg2022-tiny", (3, 2, 64)), ("garg2022-small", (6, 4, 128)), ("garg2022-standard", (12, 8, 256))]
+    {
+        let g = RunConfig::preset(name).unwrap().gpt.unwrap();
+        assert_eq!((g.layers, g.heads, g.width), size, "{name}");
+    }
     // The paper's setting is Garg's.
     let full = garg2022_fig2::config(false).unwrap();
     let g = full.gpt.as_ref().unwrap();
