@@ -68,6 +68,46 @@ pub struct Trainer {
 }
 
 impl RunMetrics {
+    /// The metrics of a run of `config` that has just started.
+    pub fn started(config: &RunConfig, references: Vec<crate::references::Reference>) -> Self {
+        Self {
+            name: config.name.clone(),
+            seed: config.seed,
+            status: RunStatus::Running,
+            steps_done: 0,
+            weights_step: 0,
+            wall_s: 0.0,
+            device: config.train.device.clone(),
+            references,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Marks the run diverged on disk and returns the error that stops it (`what` went wrong; the
+    /// weights of the last good evaluation stay in `dir`).
+    pub fn stop_diverged(&mut self, dir: &Path, bar: &ProgressBar, what: String) -> anyhow::Error {
+        bar.abandon_with_message(format!("diverged ({what})"));
+        self.status = RunStatus::Diverged;
+        if let Err(e) = write_json_atomic(&dir.join("metrics.json"), self) {
+            return e;
+        }
+        let kept = if self.rows.is_empty() {
+            "no evaluation was finite, so no weights were kept".to_string()
+        } else {
+            format!("the weights of step {} are kept in {}", self.weights_step, dir.display())
+        };
+        anyhow::anyhow!("training diverged: {what}; {kept}")
+    }
+
+    /// Marks the run complete on disk: metrics, then the manifest (written last).
+    pub fn complete(&mut self, dir: &Path, config: &RunConfig, bar: &ProgressBar) -> anyhow::Result<()> {
+        self.status = RunStatus::Complete;
+        write_json_atomic(&dir.join("metrics.json"), self)?;
+        crate::runs::write_manifest(dir, config, self.steps_done, self.weights_step)?;
+        bar.finish_with_message(format!("loss {:.4}", self.rows.last().map_or(f64::NAN, |r| r.loss)));
+        Ok(())
+    }
+
     /// The reference named `name` (`gd`, `gd++`).
     pub fn reference(&self, name: &str) -> Option<&crate::references::Reference> {
         self.references.iter().find(|r| r.name == name)
@@ -238,17 +278,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     let steps = config.train.steps;
     let bar = opts.progress.unwrap_or_else(|| progress_bar(steps as u64, &config.name));
     let start = Instant::now();
-    let mut metrics = RunMetrics {
-        name: config.name.clone(),
-        seed: config.seed,
-        status: RunStatus::Running,
-        steps_done: 0,
-        weights_step: 0,
-        wall_s: 0.0,
-        device: config.train.device.clone(),
-        references: evaluator.references.clone(),
-        rows: Vec::new(),
-    };
+    let mut metrics = RunMetrics::started(config, evaluator.references.clone());
     // Evaluates; keeps the weights and the row only if the evaluation loss is finite.
     let checkpoint = |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
         let row = evaluator.evaluate(&trainer.model, &trainer.vs, step, start.elapsed().as_secs_f64())?;
@@ -263,19 +293,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         write_json_atomic(&dir.join("metrics.json"), metrics)?;
         Ok(true)
     };
-    let diverged = |metrics: &mut RunMetrics, what: String| -> anyhow::Error {
-        bar.abandon_with_message(format!("diverged ({what})"));
-        metrics.status = RunStatus::Diverged;
-        if let Err(e) = write_json_atomic(&dir.join("metrics.json"), metrics) {
-            return e;
-        }
-        let kept = if metrics.rows.is_empty() {
-            "no evaluation was finite, so no weights were kept".to_string()
-        } else {
-            format!("the weights of step {} are kept in {}", metrics.weights_step, dir.display())
-        };
-        anyhow::anyhow!("training diverged: {what}; {kept}")
-    };
+    let diverged = |metrics: &mut RunMetrics, what: String| metrics.stop_diverged(&dir, &bar, what);
     if !checkpoint(&mut metrics, &trainer, 0)? {
         return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
     }
@@ -299,11 +317,8 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
             ));
         }
     }
-    metrics.status = RunStatus::Complete;
     metrics.wall_s = start.elapsed().as_secs_f64();
-    write_json_atomic(&dir.join("metrics.json"), &metrics)?;
-    crate::runs::write_manifest(&dir, config, metrics.steps_done, metrics.weights_step)?;
-    bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
+    metrics.complete(&dir, config, &bar)?;
     Ok(RunOutcome { dir, metrics, reused: false })
 }
 

@@ -229,17 +229,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     crate::runs::begin_training(&dir)?;
 
     // Resume from the checkpoint of an interrupted run with this exact config.
-    let mut metrics = RunMetrics {
-        name: config.name.clone(),
-        seed: config.seed,
-        status: RunStatus::Running,
-        steps_done: 0,
-        weights_step: 0,
-        wall_s: 0.0,
-        device: config.train.device.clone(),
-        references: Vec::new(),
-        rows: Vec::new(),
-    };
+    let mut metrics = RunMetrics::started(config, Vec::new());
     let mut first_step = 1;
     if let Some((state, previous)) = (!opts.force).then(|| resumable(&dir, config)).flatten() {
         trainer.adam.restore(&state)?;
@@ -276,18 +266,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
         write_json_atomic(&dir.join("metrics.json"), metrics)?;
         Ok(true)
     };
-    let diverged = |metrics: &mut RunMetrics, what: String| -> anyhow::Error {
-        bar.abandon_with_message(format!("diverged ({what})"));
-        metrics.status = RunStatus::Diverged;
-        if let Err(e) = write_json_atomic(&dir.join("metrics.json"), metrics) {
-            return e;
-        }
-        anyhow::anyhow!(
-            "training diverged: {what}; the weights of step {} are kept in {}",
-            metrics.weights_step,
-            dir.display()
-        )
-    };
+    let diverged = |metrics: &mut RunMetrics, what: String| metrics.stop_diverged(&dir, &bar, what);
     if first_step == 1 && !checkpoint(&mut metrics, &trainer, 0)? {
         return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
     }
@@ -310,11 +289,8 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
             ));
         }
     }
-    metrics.status = RunStatus::Complete;
     metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
-    write_json_atomic(&dir.join("metrics.json"), &metrics)?;
-    crate::runs::write_manifest(&dir, config, metrics.steps_done, metrics.weights_step)?;
-    bar.finish_with_message(format!("loss {:.4}", metrics.rows.last().map_or(f64::NAN, |r| r.loss)));
+    metrics.complete(&dir, config, &bar)?;
     Ok(RunOutcome { dir, metrics, reused: false })
 }
 
