@@ -87,17 +87,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         orders: 4,
         ..TournamentOptions::for_task(task.as_ref())
     };
-    let bar = crate::train::progress_bar(0, "tournament");
-    let report = crate::tournament::run(NAME, task.as_ref(), &entrants, &learners, &opts_t, &|what| {
-        bar.set_message(what.to_string());
-        bar.tick();
+    let report = super::with_spinner("tournament", |progress| {
+        crate::tournament::run(NAME, task.as_ref(), &entrants, &learners, &opts_t, progress)
     })?;
-    bar.finish_and_clear();
-    let mut command = format!("icl-lab reproduce {NAME}");
-    if opts.quick {
-        command.push_str(" --quick");
-    }
-    command.push_str(&format!(" --seeds {}", opts.seed_count()));
+    let command = opts.command(NAME);
     let example = config(1, opts.quick)?;
     let g = example.gpt.as_ref().expect("GPT-style");
     let preface = format!(

@@ -44,12 +44,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         mlp_steps: if opts.quick { 0 } else { 1000 },
         ..LayerProbeOptions::for_task(task.as_ref())
     };
-    let bar = crate::train::progress_bar(0, "probes");
-    let report = crate::layer_probes::run(NAME, task.as_ref(), &entrants, &probe_opts, &|what| {
-        bar.set_message(what.to_string());
-        bar.tick();
+    let report = super::with_spinner("probes", |progress| {
+        crate::layer_probes::run(NAME, task.as_ref(), &entrants, &probe_opts, progress)
     })?;
-    bar.finish_and_clear();
     let losses = |runs: &[crate::train::RunOutcome]| -> String {
         runs.iter()
             .map(|r| format!("{:.4}", r.metrics.rows.last().map_or(f64::NAN, |row| row.loss)))
@@ -73,11 +70,6 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         losses(&control_runs),
         start.elapsed().as_secs()
     );
-    let mut command = format!("icl-lab reproduce {NAME}");
-    if opts.quick {
-        command.push_str(" --quick");
-    }
-    command.push_str(&format!(" --seeds {}", opts.seed_count()));
-    crate::layer_probes::write(&report, &opts.reports_root, &opts.figures_root, &command, &preface)?;
+    crate::layer_probes::write(&report, &opts.reports_root, &opts.figures_root, &opts.command(NAME), &preface)?;
     Ok(serde_json::to_value(&report)?)
 }

@@ -187,6 +187,22 @@ impl FigureOptions {
     pub fn seed_count(&self) -> usize {
         self.seeds.unwrap_or(1)
     }
+
+    /// The `icl-lab reproduce` command that makes figure `name` with these options (for reports).
+    pub fn command(&self, name: &str) -> String {
+        format!("icl-lab reproduce {name}{} --seeds {}", if self.quick { " --quick" } else { "" }, self.seed_count())
+    }
+}
+
+/// Runs `work` with a spinner labelled `label` that shows the latest progress message it reports.
+pub fn with_spinner<T>(label: &str, work: impl FnOnce(&dyn Fn(&str)) -> T) -> T {
+    let bar = progress_bar(0, label);
+    let out = work(&|what: &str| {
+        bar.set_message(what.to_string());
+        bar.tick();
+    });
+    bar.finish_and_clear();
+    out
 }
 
 /// Trains seeds 0..n of `config` in parallel (runs already complete are reused).

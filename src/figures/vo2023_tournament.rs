@@ -56,17 +56,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         tuning_prompts: 1024,
         ..TournamentOptions::for_task(task.as_ref())
     };
-    let bar = crate::train::progress_bar(0, "tournament");
-    let report = crate::tournament::run(NAME, task.as_ref(), &entrants, &learners, &opts_t, &|what| {
-        bar.set_message(what.to_string());
-        bar.tick();
+    let report = super::with_spinner("tournament", |progress| {
+        crate::tournament::run(NAME, task.as_ref(), &entrants, &learners, &opts_t, progress)
     })?;
-    bar.finish_and_clear();
-    let mut command = format!("icl-lab reproduce {NAME}");
-    if opts.quick {
-        command.push_str(" --quick");
-    }
-    command.push_str(&format!(" --seeds {}", opts.seed_count()));
+    let command = opts.command(NAME);
     let preface = format!(
         "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {}{} s wall.\n\n",
         if opts.quick {
