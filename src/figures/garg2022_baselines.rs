@@ -107,6 +107,29 @@ pub struct BaselinesReport {
     pub measurements: Vec<Measurement>,
 }
 
+/// Draws each learner's closed-form rows (metric `closed_form_normalised_error`, values ≤ 1.5)
+/// as a dashed line in the colour of that learner's measured curve.
+pub(crate) fn add_closed_form_lines(chart: &mut crate::plot::Chart, closed: &[Measurement], learners: &[&str]) {
+    for (k, learner) in learners.iter().enumerate() {
+        let points: Vec<(f64, f64)> = closed
+            .iter()
+            .filter(|m| m.learner == *learner && m.value <= 1.5)
+            .map(|m| (m.n_context.unwrap_or(0) as f64, m.value))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let color = chart.series.iter().find(|s| s.label.starts_with(learner)).map_or(k, |s| s.color);
+        chart.series.push(Series {
+            label: format!("{learner}, closed form"),
+            points,
+            dashed: true,
+            color,
+            ..Default::default()
+        });
+    }
+}
+
 /// The closed forms for x, w ~ N(0, I_d), noise-free, n examples (tasks-learners-probes.md §2).
 pub(crate) fn closed_form(learner: &str, d: f64, n: f64) -> Option<(f64, &'static str)> {
     match learner {
@@ -147,24 +170,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         }
         let family_rows: Vec<Measurement> = rows.into_iter().map(|(m, _)| m).collect();
         let mut chart = curve_chart(&family_rows, family.title, 1.5);
-        for (k, learner) in ["least_squares", "averaging", "gd"].iter().enumerate() {
-            let points: Vec<(f64, f64)> = closed_rows
-                .iter()
-                .filter(|m: &&Measurement| m.learner == *learner && m.value <= 1.5)
-                .map(|m| (m.n_context.unwrap_or(0) as f64, m.value))
-                .collect();
-            if !points.is_empty() {
-                let color = chart.series.iter().position(|s| s.label.starts_with(learner)).unwrap_or(k);
-                let color = chart.series.get(color).map_or(k, |s| s.color);
-                chart.series.push(Series {
-                    label: format!("{learner}, closed form"),
-                    points,
-                    dashed: true,
-                    color,
-                    ..Default::default()
-                });
-            }
-        }
+        add_closed_form_lines(&mut chart, &closed_rows, &["least_squares", "averaging", "gd"]);
         files.extend(render(&Panel { charts: vec![chart], chart_size: Some((860, 600)) }, &dir, family.key)?);
         measurements.extend(family_rows);
         measurements.extend(closed_rows);

@@ -16,11 +16,11 @@ use icl_probes::curve::CurveOptions;
 use icl_probes::measure::Measurement;
 use icl_tasks::LearnerSpec;
 
-use super::garg2022_baselines::closed_form;
+use super::garg2022_baselines::{add_closed_form_lines, closed_form};
 use super::{file_list, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
 use crate::curve::RunOnCurve;
-use crate::plot::{curve_chart, render, Panel, Series};
+use crate::plot::{curve_chart, render, Panel};
 
 pub const NAME: &str = "garg2022-fig2";
 
@@ -145,21 +145,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         .collect();
     let checks = checks(&measurements, d, dims.context_len);
     let mut chart = curve_chart(&measurements, &title(&config, opts.quick), 1.5);
-    for learner in ["least_squares", "averaging"] {
-        let color = chart.series.iter().find(|s| s.label.starts_with(learner)).map_or(0, |s| s.color);
-        let points: Vec<(f64, f64)> = closed
-            .iter()
-            .filter(|m| m.learner == learner && m.value <= 1.5)
-            .map(|m| (m.n_context.unwrap_or(0) as f64, m.value))
-            .collect();
-        chart.series.push(Series {
-            label: format!("{learner}, closed form"),
-            points,
-            dashed: true,
-            color,
-            ..Default::default()
-        });
-    }
+    add_closed_form_lines(&mut chart, &closed, &["least_squares", "averaging"]);
     let files =
         render(&Panel { charts: vec![chart], chart_size: Some((860, 600)) }, &opts.figures_root.join(NAME), "curve")?;
     measurements.extend(closed);
