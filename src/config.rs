@@ -347,6 +347,10 @@ impl RunConfig {
             c.gpt = Some(gpt);
             return c.resolve();
         }
+        // Akyürek et al.'s depth × width grid (Fig. 3): akyurek2023-L{1,2,4,8,12,16}-H{16,…,512}.
+        if let Some(grid) = name.strip_prefix("akyurek2023-") {
+            return akyurek_grid_preset(name, grid);
+        }
         match PRESETS.iter().find(|(n, _)| *n == name) {
             Some((_, text)) => Self::from_toml_str(text).with_context(|| format!("preset {name}")),
             None if crate::presets::KEYS.contains(&name) => Ok(crate::presets::model(name, false)?.config),
@@ -354,7 +358,7 @@ impl RunConfig {
                 let names: Vec<&str> = PRESETS
                     .iter()
                     .map(|(n, _)| *n)
-                    .chain(["garg2022-tiny", "garg2022-small", "garg2022-standard"])
+                    .chain(["garg2022-tiny", "garg2022-small", "garg2022-standard", "akyurek2023-L<depth>-H<width>"])
                     .chain(crate::presets::KEYS.iter().copied())
                     .collect();
                 anyhow::bail!("unknown preset `{name}` (known: {})", names.join(", "))
@@ -518,6 +522,32 @@ impl RunConfig {
         Ok(self)
     }
 }
+
+/// Akyürek et al. 2023's depth × width grid (Fig. 3; icl-gd-spec.md §2) on the phases figure's
+/// setting (d = 8, n ≤ 16, 4 heads): `akyurek2023-L<depth>-H<width>` for depth in
+/// [`AKYUREK_DEPTHS`] and width in [`AKYUREK_WIDTHS`].
+fn akyurek_grid_preset(name: &str, grid: &str) -> anyhow::Result<RunConfig> {
+    let usage = || {
+        format!(
+            "unknown preset `{name}`: Akyürek's grid is akyurek2023-L<depth>-H<width> with depth in {:?} and width in {:?}",
+            AKYUREK_DEPTHS, AKYUREK_WIDTHS
+        )
+    };
+    let (depth, width) = grid
+        .strip_prefix('L')
+        .and_then(|g| g.split_once("-H"))
+        .and_then(|(l, h)| Some((l.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!(usage()))?;
+    anyhow::ensure!(AKYUREK_DEPTHS.contains(&depth) && AKYUREK_WIDTHS.contains(&width), usage());
+    let mut c = crate::figures::akyurek2023_phases::config(depth, false)?;
+    c.name = name.to_string();
+    c.gpt = Some(crate::models::GptConfig { layers: depth, heads: 4, width });
+    c.resolve()
+}
+
+/// The depths and widths of Akyürek et al.'s grid.
+pub const AKYUREK_DEPTHS: [usize; 6] = [1, 2, 4, 8, 12, 16];
+pub const AKYUREK_WIDTHS: [usize; 6] = [16, 32, 64, 128, 256, 512];
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,8 @@ enum Command {
         config: Option<PathBuf>,
         /// A named preset instead of a file: vo2023-fig2, tiny, a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
         /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2), or Garg et al.'s GPT-style model on
-        /// their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny).
+        /// their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny), or a point
+        /// of Akyürek et al.'s depth × width grid (akyurek2023-L<1,2,4,8,12,16>-H<16,32,…,512>; d = 8, 4 heads).
         #[arg(long)]
         preset: Option<String>,
         /// Override the config's seed.

@@ -1041,6 +1041,20 @@ fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
         let g = RunConfig::preset(name).unwrap().gpt.unwrap();
         assert_eq!((g.layers, g.heads, g.width), size, "{name}");
     }
+    // Akyürek's grid: every depth × width, the phases figure's setting otherwise; bad points named.
+    for depth in icl_lab::config::AKYUREK_DEPTHS {
+        for width in icl_lab::config::AKYUREK_WIDTHS {
+            let c = RunConfig::preset(&format!("akyurek2023-L{depth}-H{width}")).unwrap();
+            let g = c.gpt.as_ref().unwrap();
+            assert_eq!((g.layers, g.heads, g.width), (depth, 4, width));
+            assert_eq!((c.dims().x_dim, c.dims().context_len), (8, 16));
+            assert_eq!(c.train.steps, akyurek2023_phases::config(depth, false).unwrap().train.steps);
+        }
+    }
+    for bad in ["akyurek2023-L3-H64", "akyurek2023-L8-H100", "akyurek2023-L8", "akyurek2023-phases"] {
+        let e = RunConfig::preset(bad).unwrap_err().to_string();
+        assert!(e.contains("akyurek2023-L<depth>-H<width>"), "{bad}: {e}");
+    }
     // The paper's setting is Garg's.
     let full = garg2022_fig2::config(false).unwrap();
     let g = full.gpt.as_ref().unwrap();

@@ -18,6 +18,9 @@ use crate::ProbeError;
 /// RNG streams of a curve's seed.
 pub const EVAL_STREAM: u64 = 0;
 pub const TUNING_STREAM: u64 = 1;
+/// Under a shift whose prompts are not prefixes of each other (the query depends on n), the
+/// prompts with n pairs come from stream `PER_N_STREAM + n`.
+pub const PER_N_STREAM: u64 = 1 << 32;
 
 /// How a curve is measured.
 #[derive(Clone, Debug)]
@@ -91,7 +94,22 @@ pub fn learning_curve_with_errors(
         }
         None => task,
     };
-    let eval = eval_source.sample_n(&mut stream_rng(opts.seed, EVAL_STREAM), opts.prompts, n_max);
+    // Prompts with n pairs are the first n pairs of one sample (the query shared), except under a
+    // shift whose query depends on n (it must be one of the n context inputs): fresh per n.
+    let per_n = opts.shift.is_some_and(|s| !s.kind.prefix_consistent());
+    let eval =
+        eval_source.sample_n(&mut stream_rng(opts.seed, EVAL_STREAM), if per_n { 0 } else { opts.prompts }, n_max);
+    let fresh: Vec<(usize, Prompts)> = if per_n {
+        let sample =
+            |n: usize| eval_source.sample_n(&mut stream_rng(opts.seed, PER_N_STREAM + n as u64), opts.prompts, n);
+        opts.n_values.iter().map(|&n| (n, sample(n))).collect()
+    } else {
+        Vec::new()
+    };
+    let eval_at = |n: usize| match fresh.iter().find(|(m, _)| *m == n) {
+        Some((_, p)) => p.clone(),
+        None => eval.prefix(n),
+    };
     let needs_tuning = members.iter().any(|m| match m {
         CurveMember::Reference(spec) => family(&spec.name).map(|f| f.needs_tuning(spec)).unwrap_or(false),
         CurveMember::Fixed { .. } => false,
@@ -102,7 +120,7 @@ pub fn learning_curve_with_errors(
     let mut rows = Vec::new();
     for member in members {
         for &n in &opts.n_values {
-            let prompts = eval.prefix(n);
+            let prompts = eval_at(n);
             let (label, learner_owned);
             let (learner, model, seed, layer): (&dyn Learner, _, _, _) = match member {
                 CurveMember::Reference(spec) => {
@@ -189,6 +207,28 @@ mod tests {
         }
         let gd3 = rows.iter().find(|r| r.learner == "gd" && r.n_context == Some(3)).unwrap();
         assert!(gd3.params.contains_key("eta"), "tuned η is recorded: {:?}", gd3.params);
+    }
+
+    #[test]
+    fn a_query_from_the_context_is_from_each_ns_own_context() {
+        // Min-norm least squares interpolates its context, so with the query one of the n context
+        // inputs it is exact at every n ≥ 1 (a curve that truncated one long prompt would drop
+        // the copied input for small n). The orthant shift keeps prefixes: least squares is
+        // (d − n)/d-like for n < d and exact from n = d.
+        let task = TaskConfig::new("gaussian_linear").with("x_dim", 5).with("context_len", 10).build().unwrap();
+        let members = vec![CurveMember::Reference(LearnerSpec::new("least_squares"))];
+        for (kind, exact_from) in
+            [(icl_tasks::ShiftKind::QueryFromContext, 1), (icl_tasks::ShiftKind::ContextOrthant, 5)]
+        {
+            let shift = Some(Shift { kind, value: 1.0 });
+            let opts = CurveOptions { prompts: 300, n_values: vec![1, 2, 4, 5, 10], shift, ..Default::default() };
+            let rows = learning_curve(task.as_ref(), &members, &opts, &|_| ()).unwrap();
+            for row in &rows {
+                let n = row.n_context.unwrap();
+                assert_eq!(row.shift, shift);
+                assert_eq!(row.value < 1e-12, n >= exact_from, "{kind:?} at n = {n}: {}", row.value);
+            }
+        }
     }
 
     #[test]

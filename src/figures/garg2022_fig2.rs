@@ -49,6 +49,19 @@ pub fn config(quick: bool) -> anyhow::Result<RunConfig> {
     c.resolve()
 }
 
+/// The config the figure trains: [`config`] with `--steps` applied (a run name of its own, so
+/// shortened runs never pass for full ones). garg2022-ood evaluates the same runs.
+pub fn trained_config(opts: &FigureOptions) -> anyhow::Result<RunConfig> {
+    let mut config = config(opts.quick)?;
+    if let Some(steps) = opts.steps {
+        anyhow::ensure!(steps >= 1, "--steps: must be at least 1");
+        config.name = format!("{}-{steps}steps", config.name);
+        config.train.steps = steps;
+        config = config.resolve()?;
+    }
+    Ok(config)
+}
+
 /// One trained seed.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainedSeed {
@@ -102,13 +115,7 @@ pub struct Fig2Report {
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
-    let mut config = config(opts.quick)?;
-    if let Some(steps) = opts.steps {
-        anyhow::ensure!(steps >= 1, "--steps: must be at least 1");
-        config.name = format!("{}-{steps}steps", config.name);
-        config.train.steps = steps;
-        config = config.resolve()?;
-    }
+    let config = trained_config(opts)?;
     let runs = train_seeds(&config, opts)?;
     let task = config.task();
     let dims = task.dims();

@@ -8,6 +8,7 @@ pub mod akyurek2023_probes;
 pub mod garg2022_baselines;
 pub mod garg2022_families;
 pub mod garg2022_fig2;
+pub mod garg2022_ood;
 pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig2;
@@ -124,6 +125,12 @@ pub const FIGURES: &[Figure] = &[
         run: garg2022_fig2::reproduce,
     },
     Figure {
+        name: "garg2022-ood",
+        about: "Garg et al. 2022 §4: the garg2022-fig2 transformer (same runs) under input and teacher scaling, context in one orthant, query = a context input",
+        default_seeds: 2,
+        run: garg2022_ood::reproduce,
+    },
+    Figure {
         name: "akyurek2023-phases",
         about: "Akyürek et al. 2023 Fig. 3: which learner (GD, ridge, least squares) GPT-style models of depth 1, 2, 4, 8 match, by the tournament with untrained twins",
         default_seeds: 1,
@@ -169,7 +176,7 @@ pub fn find(name: &str) -> anyhow::Result<&'static Figure> {
 }
 
 /// The figures that honour `--steps`.
-pub const STEPS_OVERRIDABLE: &[&str] = &[garg2022_fig2::NAME];
+pub const STEPS_OVERRIDABLE: &[&str] = &[garg2022_fig2::NAME, garg2022_ood::NAME];
 
 pub fn reproduce(name: &str, opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let figure = find(name)?;

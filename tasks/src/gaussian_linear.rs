@@ -58,6 +58,14 @@ pub struct GaussianLinearParams {
     /// task (§5), on which a model can score well without learning in context.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fixed_w: bool,
+    /// All context inputs of a prompt lie in one random orthant (the query does not): the
+    /// `context_orthant` shift (Garg et al. §4).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub context_orthant: bool,
+    /// The query input is a uniformly chosen context input: the `query_from_context` shift
+    /// (Garg et al. §4). A prompt without context pairs keeps its freshly drawn query.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub query_from_context: bool,
 }
 
 impl Default for GaussianLinearParams {
@@ -73,6 +81,8 @@ impl Default for GaussianLinearParams {
             w_scale: 1.0,
             noise_std: 0.0,
             fixed_w: false,
+            context_orthant: false,
+            query_from_context: false,
         }
     }
 }
@@ -106,6 +116,15 @@ impl GaussianLinearParams {
     /// The eigenvalues of Σ.
     pub fn eigenvalues(&self) -> Vec<f64> {
         self.spectrum.clone().unwrap_or_else(|| vec![1.0; self.x_dim])
+    }
+}
+
+/// A prompt-structure shift's value: 0 (off, the training distribution) or 1 (on).
+fn on_off(field: &str, value: f64) -> Result<bool, TaskError> {
+    match value {
+        0.0 => Ok(false),
+        1.0 => Ok(true),
+        v => Err(TaskError::invalid(field, "is a switch: 0 (off) or 1 (on)", v)),
     }
 }
 
@@ -217,6 +236,8 @@ impl Task for GaussianLinear {
                 values: vec![0.0, 0.1, 0.5, 1.0],
             },
             ShiftSweep { kind: ShiftKind::ConditionNumber, training_value: 1.0, values: vec![1.0, 10.0, 100.0] },
+            ShiftSweep { kind: ShiftKind::ContextOrthant, training_value: 0.0, values: vec![0.0, 1.0] },
+            ShiftSweep { kind: ShiftKind::QueryFromContext, training_value: 0.0, values: vec![0.0, 1.0] },
         ]
     }
 
@@ -238,13 +259,26 @@ impl Task for GaussianLinear {
                     p.covariance = Covariance::Diagonal;
                 }
             }
+            ShiftKind::ContextOrthant => p.context_orthant = on_off("context_orthant", shift.value)?,
+            ShiftKind::QueryFromContext => p.query_from_context = on_off("query_from_context", shift.value)?,
         }
         Ok(Box::new(Self::new(p)?))
     }
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
-        let GaussianLinearParams { x_dim: d, y_dim: o, input_scale, w_scale, noise_std, fixed_w, .. } = self.params;
+        let GaussianLinearParams {
+            x_dim: d,
+            y_dim: o,
+            input_scale,
+            w_scale,
+            noise_std,
+            fixed_w,
+            context_orthant,
+            query_from_context,
+            ..
+        } = self.params;
         check_sample_size(batch, n, d + o);
+        let mut signs = vec![1.0; d];
         let mut xs = vec![0.0; batch * n * d];
         let mut ys = vec![0.0; batch * n * o];
         let mut xq = vec![0.0; batch * d];
@@ -271,10 +305,22 @@ impl Task for GaussianLinear {
             } else {
                 w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
             }
+            if context_orthant {
+                signs.iter_mut().for_each(|s| *s = if rng.random::<bool>() { 1.0 } else { -1.0 });
+            }
             for i in 0..n {
-                draw_x(rng, &mut xs[(b * n + i) * d..(b * n + i + 1) * d]);
+                let x = &mut xs[(b * n + i) * d..(b * n + i + 1) * d];
+                draw_x(rng, x);
+                if context_orthant {
+                    x.iter_mut().zip(&signs).for_each(|(v, s)| *v = s * v.abs());
+                }
             }
             draw_x(rng, &mut xq[b * d..(b + 1) * d]);
+            if query_from_context && n > 0 {
+                let pick = rng.random_range(0..n);
+                let (context, query) = (&xs[(b * n + pick) * d..(b * n + pick + 1) * d], &mut xq[b * d..(b + 1) * d]);
+                query.copy_from_slice(context);
+            }
             for (k, w_k) in w.chunks_exact(d).enumerate() {
                 for i in 0..n {
                     let noise = if noise_std > 0.0 { noise_std * rng.sample::<f64, _>(StandardNormal) } else { 0.0 };
@@ -345,6 +391,42 @@ mod tests {
         }
         let var = resid / (2000.0 * 5.0);
         assert!((var - 0.25).abs() < 0.02, "{var}");
+    }
+
+    #[test]
+    fn prompt_structure_shifts_do_what_they_say() {
+        let task = build(&TaskConfig::new("gaussian_linear").with("x_dim", 6)).unwrap();
+        let shift = |kind, value| task.shifted(Shift { kind, value });
+        let orthant = shift(ShiftKind::ContextOrthant, 1.0).unwrap().sample_n(&mut TaskRng::seed_from_u64(3), 50, 7);
+        let mut query_outside = 0;
+        for b in 0..50 {
+            let sign = |x: f64| x.signum();
+            let first: Vec<f64> = orthant.xs.slice(ndarray::s![b, 0, ..]).iter().map(|&x| sign(x)).collect();
+            for i in 1..7 {
+                let signs: Vec<f64> = orthant.xs.slice(ndarray::s![b, i, ..]).iter().map(|&x| sign(x)).collect();
+                assert_eq!(signs, first, "prompt {b}: context input {i} left the orthant");
+            }
+            let q: Vec<f64> = orthant.xq.row(b).iter().map(|&x| sign(x)).collect();
+            query_outside += usize::from(q != first);
+        }
+        assert!(query_outside > 40, "the query should rarely share the orthant (1 in 64): {query_outside} of 50");
+        let overlap = shift(ShiftKind::QueryFromContext, 1.0).unwrap().sample_n(&mut TaskRng::seed_from_u64(3), 50, 4);
+        let w = overlap.w.as_ref().unwrap();
+        for b in 0..50 {
+            let hit = (0..4).find(|&i| overlap.xs.slice(ndarray::s![b, i, ..]) == overlap.xq.row(b));
+            let i = hit.unwrap_or_else(|| panic!("prompt {b}: the query is none of the context inputs"));
+            assert!((overlap.yq[[b, 0]] - overlap.ys[[b, i, 0]]).abs() < 1e-12);
+            assert!((w.index_axis(ndarray::Axis(0), b).dot(&overlap.xq.row(b))[0] - overlap.yq[[b, 0]]).abs() < 1e-12);
+        }
+        // Without context pairs the query is drawn as usual.
+        assert_eq!(
+            shift(ShiftKind::QueryFromContext, 1.0).unwrap().sample_n(&mut TaskRng::seed_from_u64(3), 2, 0).xq.dim(),
+            (2, 6)
+        );
+        // Off is the training task, and the switch takes 0 or 1 only.
+        assert_eq!(shift(ShiftKind::ContextOrthant, 0.0).unwrap().params(), task.params());
+        let e = shift(ShiftKind::QueryFromContext, 0.5).err().unwrap().to_string();
+        assert!(e.starts_with("task.query_from_context: is a switch"), "{e}");
     }
 
     #[test]

@@ -146,6 +146,14 @@ pub enum ShiftKind {
     /// Input covariance with condition number α (eigenvalues geometric from 1 to 1/α, rescaled
     /// to the training trace).
     ConditionNumber,
+    /// With value 1, all context inputs of a prompt share one random orthant (every coordinate's
+    /// sign drawn once per prompt); the query is drawn as usual, so it mostly lies in another
+    /// (Garg et al. 2022 §4, `random_quadrants`). Value 0 is the training distribution.
+    ContextOrthant,
+    /// With value 1, the query input is one of the context inputs, picked uniformly (Garg et al.
+    /// 2022 §4, `overlapping_train_test`); its label is noise-free. Value 0 is the training
+    /// distribution.
+    QueryFromContext,
 }
 
 impl ShiftKind {
@@ -155,7 +163,16 @@ impl ShiftKind {
             ShiftKind::TeacherScale => "teacher scale",
             ShiftKind::LabelNoise => "label noise σ",
             ShiftKind::ConditionNumber => "condition number κ",
+            ShiftKind::ContextOrthant => "context in one orthant",
+            ShiftKind::QueryFromContext => "query = a context input",
         }
+    }
+
+    /// Whether the first n pairs of a shifted prompt (with its query) are a shifted prompt with n
+    /// pairs. Not for `QueryFromContext`: its query is one of the prompt's own context inputs,
+    /// so a learning curve samples each n afresh.
+    pub fn prefix_consistent(self) -> bool {
+        self != ShiftKind::QueryFromContext
     }
 }
 
