@@ -3,7 +3,8 @@
 #   1. Debian's OpenBLAS (for ndarray-linalg) and a C++ compiler (for torch-sys's wrapper);
 #   2. libtorch 2.11.0 from the PyPI torch wheel, in a project-local venv (.venv), unless
 #      LIBTORCH already points at a libtorch 2.11;
-#   3. the release build (binaries carry an rpath to that libtorch).
+#   3. numpy and safetensors in .venv, for the Python interop example and its test;
+#   4. the release build (binaries carry an rpath to that libtorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,15 @@ else
   torch_dir=$(ls -d .venv/lib/python3.*/site-packages/torch | head -n 1)
   # .cargo/config.toml points LIBTORCH at .libtorch; the Python minor version differs between machines.
   [ "$(readlink .libtorch 2>/dev/null)" = "$torch_dir" ] || ln -sfn "$torch_dir" .libtorch
+fi
+
+# numpy and safetensors for the Python interop example and its test (examples/lsa_numpy.py).
+py_marker=.venv/.icl-lab-numpy
+if [ ! -f "$py_marker" ]; then
+  say "installing numpy and safetensors into .venv (for examples/lsa_numpy.py)"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check numpy safetensors
+  touch "$py_marker"
 fi
 
 say "building (the first build of torch-sys takes 3-15 minutes)"

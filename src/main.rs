@@ -244,6 +244,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a run's activations on fresh prompts as safetensors (every hook name of the activation cache,
+    /// the prompts as prompt.xs/ys/xq/yq, and the prediction), for Python: see examples/lsa_numpy.py.
+    Activations {
+        /// A run directory (config.toml + weights.safetensors).
+        run_dir: PathBuf,
+        /// Prompts drawn from the run's task.
+        #[arg(long, default_value_t = 16)]
+        prompts: usize,
+        /// Seed of the prompts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file [default: <run-dir>/activations.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
     Index {
         #[arg(long, default_value = "reports")]
@@ -386,6 +401,14 @@ fn run() -> anyhow::Result<()> {
                 icl_lab::io::with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(vs.save(p)?))?;
             }
             println!("{}", serde_json::to_string_pretty(&check)?);
+        }
+        Command::Activations { run_dir, prompts, seed, out } => {
+            let out = out.unwrap_or_else(|| icl_lab::export::default_path(&run_dir));
+            let written = icl_lab::export::export_activations(&run_dir, prompts, seed, &out)?;
+            for (name, shape) in &written {
+                println!("{name:<28} {shape:?}");
+            }
+            print_written(&[out]);
         }
         Command::Probe { run_dir, json } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;

@@ -51,7 +51,7 @@ pub fn initial_model(config: &RunConfig, device: Device) -> anyhow::Result<(nn::
 // file of the run. A run is reused only if its manifest matches the config asked for and the
 // files on disk; training removes the manifest first, so a run killed at any moment is never
 // taken for complete. Leftover partial files of a killed writer are removed when training starts,
-// and so is `probe.json`, which would describe old weights.
+// and so are `probe.json` and `activations.safetensors`, which would describe old weights.
 
 /// The files a complete run consists of (the manifest lists their sizes and checksums).
 pub const RUN_FILES: &[&str] = &["config.toml", "metrics.json", "weights.safetensors"];
@@ -86,7 +86,7 @@ pub fn lock(dir: &Path) -> anyhow::Result<RunLock> {
 /// Prepares a locked run directory for (re)training: no manifest, no derived files, no partial
 /// files left by a killed writer.
 pub fn begin_training(dir: &Path) -> anyhow::Result<()> {
-    for name in [MANIFEST, "probe.json"] {
+    for name in [MANIFEST, "probe.json", crate::export::DEFAULT_FILE] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", dir.join(name).display()))

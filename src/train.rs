@@ -323,7 +323,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
 }
 
 pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
+    let bar = ProgressBar::with_draw_target(Some(len), crate::progress::draw_target());
     bar.set_style(
         ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} steps  {msg}  ({per_sec}, eta {eta})")
             .expect("valid template")

@@ -1061,3 +1061,49 @@ fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
     assert_eq!((g.layers, g.heads, g.width, full.train.steps, full.train.batch), (12, 8, 256, 500_000, 64));
     assert_eq!((full.dims().x_dim, full.dims().context_len), (20, 40));
 }
+
+/// The Python interpreter of the set-up (`scripts/setup.sh` puts numpy and safetensors in .venv);
+/// `ICL_LAB_PYTHON` overrides it.
+fn python() -> std::path::PathBuf {
+    std::env::var_os("ICL_LAB_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+#[test]
+fn python_recomputes_the_prediction_from_weights_and_exported_activations() {
+    let python = python();
+    let has_numpy =
+        Command::new(&python).args(["-c", "import numpy, safetensors"]).output().is_ok_and(|o| o.status.success());
+    assert!(has_numpy, "{} cannot import numpy and safetensors: run scripts/setup.sh", python.display());
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lsa_numpy.py");
+    // One layer (the tiny preset), and two recurrent layers of two heads.
+    std::fs::write(
+        dir.path().join("deep.toml"),
+        "name = \"deep\"\n[task]\nname = \"linear\"\nx_dim = 4\ncontext_len = 8\n[model]\nlayers = 2\nheads = 2\n\
+         [train]\nsteps = 40\nbatch = 128\nlr = 0.01\ngrad_clip = 1.0\n[eval]\nevery = 20\ntasks = 200\n",
+    )
+    .unwrap();
+    for (args, run) in [
+        (&["train", "--preset", "tiny", "--steps", "40"][..], "runs/tiny/seed-0"),
+        (&["train", "--config", "deep.toml"][..], "runs/deep/seed-0"),
+    ] {
+        let out = icl_lab(args, dir.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = icl_lab(&["activations", run, "--prompts", "32", "--seed", "5"], dir.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listing = String::from_utf8_lossy(&out.stdout);
+        for key in ["tokens", "layers.0.attn.pattern", "layers.0.resid_post", "prompt.xs", "prediction"] {
+            assert!(listing.contains(key), "{key} missing from\n{listing}");
+        }
+        let out = Command::new(&python).arg(&example).arg(run).current_dir(dir.path()).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{run}: {said}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains("32 prompts"), "{said}");
+    }
+    // Retraining removes the export, which would describe the old weights.
+    let out = icl_lab(&["train", "--preset", "tiny", "--steps", "40", "--force"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("runs/tiny/seed-0/activations.safetensors").exists());
+}

@@ -434,7 +434,7 @@ fn markdown(r: &AhnReport) -> String {
     let mut out =
         String::from("# Ahn et al. 2023 / Zhang, Frei & Bartlett 2023: linear attention learns preconditioned GD\n\n");
     out += &format!(
-        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) per model, {:.0} s wall; every number is read from \
+        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) per model; every number is read from \
          `reports/{NAME}.json` (its `measurements` hold every row). Setting: d = 5, N = 20, x ~ N(0, Σ) with \
          Σ = diag(4, 2, 1, 0.5, 0.25), w ~ N(0, I), no noise; von Oswald et al.'s linear self-attention (constructed \
          tokens, keys and values from the context only), 1 layer or 2–3 separate layers, trained with their recipe \
@@ -442,7 +442,6 @@ fn markdown(r: &AhnReport) -> String {
          prompts; GD's η and the preconditioners P are tuned on separate prompts (100,000 for the one-step P; L-step P by Adam on fresh prompts).\n\n",
         if r.quick { " --quick" } else { "" },
         r.seeds,
-        r.wall_seconds,
         r.eval_tasks
     );
     if r.quick {

@@ -94,7 +94,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let example = config(1, opts.quick)?;
     let g = example.gpt.as_ref().expect("GPT-style");
     let preface = format!(
-        "Akyürek et al. 2023 (Fig. 3) find phases by depth on noiseless linear regression (d = 8): 1 layer ≈ one GD step, 2–4 layers ≈ ridge, ≥ 8 layers ≈ least squares (normalised SPD and ILWD to OLS < 0.01 for their 16-layer model). Here GPT-style models of depth {} (width {}, {} heads, d = {}, n ≤ {}) are each read out after every layer; the row to read for the phase claim is each model's last layer. {}Training: {}. {} s wall.\n\n",
+        "Akyürek et al. 2023 (Fig. 3) find phases by depth on noiseless linear regression (d = 8): 1 layer ≈ one GD step, 2–4 layers ≈ ridge, ≥ 8 layers ≈ least squares (normalised SPD and ILWD to OLS < 0.01 for their 16-layer model). Here GPT-style models of depth {} (width {}, {} heads, d = {}, n ≤ {}) are each read out after every layer; the row to read for the phase claim is each model's last layer. {}Training: {}.\n\n",
         DEPTHS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
         g.width,
         g.heads,
@@ -106,8 +106,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             "The paper trains 500k steps; this default trains 100k per depth (GPU-scale). "
         },
         trained.join("; "),
-        start.elapsed().as_secs()
     );
+    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
     let report = crate::tournament::TournamentReport { command, preface, ..report };
     crate::tournament::write(&report, &opts.reports_root, &opts.figures_root)?;
     Ok(serde_json::to_value(&report)?)

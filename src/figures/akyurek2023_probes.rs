@@ -55,7 +55,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     };
     let g = config.gpt.as_ref().expect("GPT-style");
     let preface = format!(
-        "Akyürek et al. 2023 (§5, Fig. 4) decode Xᵀy from about layer 7 and w_OLS from about layer 12 of a 16-layer, width-512 model at d = 4, with MLP probes beating linear ones and the control-task model probing much worse. Here: the deepest GPT-style model this lab trains on a CPU — {} layers, width {}, {} heads, d = {}, n ≤ {} (the `akyurek2023-phases` model{}) — with its untrained twin and a control-task model (w fixed to all ones). Final ½·MSE at the query, trained: {}; control-task model on its own task: {}. {} s wall.\n\n",
+        "Akyürek et al. 2023 (§5, Fig. 4) decode Xᵀy from about layer 7 and w_OLS from about layer 12 of a 16-layer, width-512 model at d = 4, with MLP probes beating linear ones and the control-task model probing much worse. Here: the deepest GPT-style model this lab trains on a CPU — {} layers, width {}, {} heads, d = {}, n ≤ {} (the `akyurek2023-phases` model{}) — with its untrained twin and a control-task model (w fixed to all ones). Final ½·MSE at the query, trained: {}; control-task model on its own task: {}.\n\n",
         g.layers,
         g.width,
         g.heads,
@@ -68,8 +68,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         },
         losses(&runs),
         losses(&control_runs),
-        start.elapsed().as_secs()
     );
+    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
     crate::layer_probes::write(&report, &opts.reports_root, &opts.figures_root, &opts.command(NAME), &preface)?;
     Ok(serde_json::to_value(&report)?)
 }

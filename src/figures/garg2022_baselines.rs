@@ -285,12 +285,11 @@ fn markdown(r: &BaselinesReport) -> String {
     let mut out = String::from("# Garg et al. 2022: the baselines of the four task families\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: {} evaluation prompts per n (cut from the same prompts at every n), \
-         hyperparameters (GD's η, ridge's λ) tuned per n on {} separate prompts, {:.0} s wall. Every number below is \
+         hyperparameters (GD's η, ridge's λ) tuned per n on {} separate prompts. Every number below is \
          read from `reports/{NAME}.json`, written by the same command; its `measurements` hold every row.\n\n",
         if r.quick { " --quick" } else { "" },
         r.prompts,
         r.tuning_prompts,
-        r.wall_seconds
     );
     if r.quick {
         out += "**Quick variant**: 320 prompts and a 4× coarser n grid; intervals are wider than the full run's.\n\n";

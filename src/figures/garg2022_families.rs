@@ -248,8 +248,8 @@ fn markdown(r: &FamiliesReport) -> String {
     md += &format!(
         "A GPT-style transformer trained on each function class against that class's baselines; normalised error \
          (the zero predictor scores 1), mean over seeds for the transformer, 90% bootstrap intervals over {} prompts \
-         per n in the JSON and the figures. Wall time {:.0} s.\n\n",
-        r.prompts, r.wall_seconds
+         per n in the JSON and the figures.\n\n",
+        r.prompts
     );
     if r.quick {
         md += "**Quick setting**, not the paper's: d = 5 (paper 20), contexts of 10 (sparse, k = 2) and 15 (trees, \

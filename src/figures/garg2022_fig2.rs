@@ -245,7 +245,7 @@ fn markdown(r: &Fig2Report) -> String {
     md += &format!(
         "Linear regression (x, w ~ N(0, I_d), d = {}), a GPT-style transformer ({} layers, {} heads, width {}) \
          trained on {} steps{} of batch {} (Adam lr {}), {} seed(s); normalised error = squared error ÷ d at the \
-         query, mean and 90% bootstrap interval over {} prompts per n. Wall time {:.0} s.\n\n",
+         query, mean and 90% bootstrap interval over {} prompts per n.\n\n",
         dims.x_dim,
         g.layers,
         g.heads,
@@ -256,7 +256,6 @@ fn markdown(r: &Fig2Report) -> String {
         r.config.train.lr,
         r.seeds.len(),
         r.prompts,
-        r.wall_seconds
     );
     if r.quick {
         md += "**Quick setting**, not the paper's: d = 5 and n ≤ 10 (paper: d = 20, n ≤ 40), a 3-layer model of \
@@ -279,9 +278,9 @@ fn markdown(r: &Fig2Report) -> String {
     if !unfinished.is_empty() {
         md += &format!("**Not fully trained**: {} (the curve uses its last checkpoint).\n\n", unfinished.join("; "));
     }
-    md += "| seed | steps | status | final ½·MSE (eval set) | training wall (s) |\n|---|---|---|---|---|\n";
+    md += "| seed | steps | status | final ½·MSE (eval set) |\n|---|---|---|---|\n";
     for s in &r.seeds {
-        md += &format!("| {} | {} | {:?} | {:.4} | {:.0} |\n", s.seed, s.steps_done, s.status, s.final_loss, s.wall_s);
+        md += &format!("| {} | {} | {:?} | {:.4} |\n", s.seed, s.steps_done, s.status, s.final_loss);
     }
     let c = &r.checks;
     md += &format!(

@@ -20,7 +20,6 @@ pub mod vo2023_weights;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use indicatif::MultiProgress;
 use rayon::prelude::*;
 
 use crate::config::RunConfig;
@@ -243,7 +242,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
             Some(crate::references::references_for(&configs[0], &eval)?)
         }
     };
-    let bars = MultiProgress::new();
+    let bars = crate::progress::multi();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
     pool.install(|| {
         configs
@@ -262,8 +261,38 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
 
 pub use crate::runs::load_run;
 
-/// Writes `reports/<name>.json` (the summary) and `reports/<name>.md` (its Markdown rendering).
-/// Returns the report as JSON (what `reproduce` hands back).
+/// Keys of a report that hold timings or run-reuse counts: they differ on every rerun, so they go
+/// to `reports/.timings/<name>.json` (ignored by git) instead of the report, which then changes
+/// only when a number does.
+pub const TIMING_KEYS: &[&str] =
+    &["wall_seconds", "wall_s", "training_seconds_summed_over_seeds", "training_seconds_mean", "reused_runs"];
+
+/// Moves every [`TIMING_KEYS`] entry out of `value` (at any depth) into the returned list of
+/// (JSON pointer, value).
+fn take_timings(value: &mut serde_json::Value, path: &str, out: &mut Vec<(String, serde_json::Value)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in TIMING_KEYS {
+                if let Some(v) = map.remove(*key) {
+                    out.push((format!("{path}/{key}"), v));
+                }
+            }
+            for (k, v) in map.iter_mut() {
+                take_timings(v, &format!("{path}/{k}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                take_timings(v, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes `reports/<name>.json` (the summary, without timings) and `reports/<name>.md` (its
+/// Markdown rendering); the timings go to `reports/.timings/<name>.json`. Returns the report as
+/// JSON, timings included (what `reproduce --json` prints).
 pub fn write_report<R: serde::Serialize>(
     reports_root: &Path,
     name: &str,
@@ -271,7 +300,12 @@ pub fn write_report<R: serde::Serialize>(
     markdown: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let value = serde_json::to_value(report)?;
-    crate::io::write_json_atomic(&reports_root.join(format!("{name}.json")), &value)?;
+    let mut stable = value.clone();
+    let mut timings = Vec::new();
+    take_timings(&mut stable, "", &mut timings);
+    let timings: serde_json::Map<String, serde_json::Value> = timings.into_iter().collect();
+    crate::io::write_json_atomic(&reports_root.join(".timings").join(format!("{name}.json")), &timings)?;
+    crate::io::write_json_atomic(&reports_root.join(format!("{name}.json")), &stable)?;
     crate::io::write_atomic(&reports_root.join(format!("{name}.md")), markdown.as_bytes())?;
     Ok(value)
 }

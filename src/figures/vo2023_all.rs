@@ -50,7 +50,6 @@ pub fn write_index(reports_root: &Path) -> anyhow::Result<Value> {
                 "present": true,
                 "quick": r["quick"].as_bool().unwrap_or(false),
                 "seeds": r["seeds"].as_array().map_or_else(|| r["seeds"].clone(), |a| json!(a.len())),
-                "wall_seconds": r["wall_seconds"],
                 "gates": r["gates"],
             }),
             None => json!({ "figure": name, "about": figure.about, "present": false }),

@@ -499,12 +499,11 @@ fn markdown(fig: &Comparison, s: &ComparisonReport, opts: &FigureOptions) -> Str
     let opt = |v: Option<f64>, p: usize| v.map_or("—".to_string(), |x| format!("{x:.p$}"));
     let mut out = format!("# {}\n\n", fig.title);
     out += &format!(
-        "Made by `icl-lab reproduce {}{}`: {} seed(s) per model, {:.0} s wall. Every number below is read from \
+        "Made by `icl-lab reproduce {}{}`: {} seed(s) per model. Every number below is read from \
          `reports/{}.json`, written by the same command.\n\n",
         fig.name,
         if opts.quick { " --quick" } else { "" },
         s.seeds,
-        s.wall_seconds,
         fig.name
     );
     if opts.quick {

@@ -305,7 +305,7 @@ fn markdown_body(s: &Fig2Report, opts: &FigureOptions) -> String {
         "# von Oswald et al. 2023, Figure 2: one linear self-attention layer vs one step of GD
 
 Made by `icl-lab reproduce {NAME}`: {seeds} seed(s) × {steps} steps, evaluation on {eval} fixed tasks,
-device `{device}`, {wall:.0} s wall ({reused} run(s) reused from `runs/`). Every number below is read from
+device `{device}`. Every number below is read from
 `reports/{NAME}.json`, which the same command wrote.
 
 Setting (official code, spec §1.4): d = N = 10, x ~ U(−0.5, 0.5), w ~ N(0, I), no noise; one recurrent
@@ -352,8 +352,6 @@ SVG versions sit beside each PNG.
         steps = s.steps,
         eval = s.eval_tasks,
         device = s.device,
-        wall = s.wall_seconds,
-        reused = s.reused_runs,
         eta = s.gd.eta,
         eta_n = s.gd.eta_over_n,
         dgd = gd - PAPER_GD_LOSS,

@@ -173,11 +173,10 @@ fn markdown(s: &Fig5Report) -> String {
     let pass = |ok: bool| if ok { "pass" } else { "FAIL" };
     let mut out = String::from("# von Oswald et al. 2023, Figure 5: classic tokens reach one GD step\n\n");
     out += &format!(
-        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) × {} steps, {:.0} s wall; numbers from `reports/{NAME}.json`.\n\n",
+        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s) × {} steps; numbers from `reports/{NAME}.json`.\n\n",
         if s.quick { " --quick" } else { "" },
         s.seeds,
         s.steps,
-        s.wall_seconds
     );
     if s.quick {
         out += "**Quick variant**: far fewer steps than the paper's 10,000; the model may not have reached its final loss.\n\n";

@@ -185,13 +185,12 @@ fn markdown(s: &RolloutReport) -> String {
     let mut out = String::from("# von Oswald et al. 2023, Figure 10: roll-out of a trained layer vs GD\n\n");
     out += &format!(
         "Made by `icl-lab reproduce {NAME}{}`: the trained 1-layer model ({} seed(s)) applied {} times with y-only \
-         updates and dampening λ, against {} GD steps, on {} tasks; {:.0} s wall.\n\n",
+         updates and dampening λ, against {} GD steps, on {} tasks.\n\n",
         if s.quick { " --quick" } else { "" },
         s.seeds,
         s.steps,
         s.steps,
         s.tasks,
-        s.wall_seconds
     );
     out += &format!(
         "The paper: the repeated layer follows GD step for step; without dampening (λ = 1) both diverge, with \

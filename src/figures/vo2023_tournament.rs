@@ -61,14 +61,14 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     })?;
     let command = opts.command(NAME);
     let preface = format!(
-        "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {}{} s wall.\n\n",
+        "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {}\n\n",
         if opts.quick {
             "**Quick variant**: the depth, softmax and LayerNorm models are trained for 3,000 steps instead of 5,000 (50,000 for 5 separate layers) and are not all converged. "
         } else {
             ""
         },
-        start.elapsed().as_secs()
     );
+    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
     let report = crate::tournament::TournamentReport { command, preface, ..report };
     crate::tournament::write(&report, &opts.reports_root, &opts.figures_root)?;
     Ok(serde_json::to_value(&report)?)

@@ -131,10 +131,9 @@ fn markdown(s: &WeightsReport) -> String {
     let mut out =
         String::from("# von Oswald et al. 2023, Figure 9: trained weight products beside the construction\n\n");
     out += &format!(
-        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s), {:.0} s wall; numbers from `reports/{NAME}.json`.\n\n",
+        "Made by `icl-lab reproduce {NAME}{}`: {} seed(s); numbers from `reports/{NAME}.json`.\n\n",
         if s.quick { " --quick" } else { "" },
         s.seeds,
-        s.wall_seconds
     );
     out += "The paper shows that trained W_KᵀW_Q and P·W_V equal the construction's up to a scalar. We rescale by \
             β = mean of the first d diagonal entries of KQ and report Frobenius residuals (the construction's norms \

@@ -1,0 +1,64 @@
+//! `icl-lab activations`: a trained run's activations on fresh prompts, written as one
+//! safetensors file that Python reads with `safetensors` + `numpy` (or torch): every entry of the
+//! model's activation cache under its hook name (`tokens`, `layers.{l}.attn.pattern`,
+//! `layers.{l}.attn.out`, `layers.{l}.resid_post`, …; see [`crate::cache`]), the prompts
+//! (`prompt.xs` (B, N, d), `prompt.ys` (B, N, o), `prompt.xq` (B, d), `prompt.yq` (B, o)) and the
+//! model's `prediction` (B, o). Tensors keep the run's dtype (f32 for trained runs). The prompts
+//! are drawn from the run's own task with `seed` (stream [`EXPORT_STREAM`]), so an export is a
+//! function of (run, prompts, seed). `examples/lsa_numpy.py` recomputes the prediction of a
+//! von Oswald et al. model from `weights.safetensors` and this file.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use tch::{Device, Kind, Tensor};
+
+use crate::cache::ActivationCache;
+use crate::config::RunConfig;
+
+/// The RNG stream the exported prompts come from.
+pub const EXPORT_STREAM: u64 = 7;
+
+/// The file an export writes by default: beside the weights.
+pub const DEFAULT_FILE: &str = "activations.safetensors";
+
+/// Writes the activations of the run in `run_dir` on `prompts` fresh prompts to `out` (atomically)
+/// and returns the names written with their shapes.
+pub fn export_activations(
+    run_dir: &Path,
+    prompts: usize,
+    seed: u64,
+    out: &Path,
+) -> anyhow::Result<Vec<(String, Vec<i64>)>> {
+    anyhow::ensure!((1..=100_000).contains(&prompts), "--prompts: must be in 1..=100000 (got {prompts})");
+    let config = RunConfig::from_file(&run_dir.join("config.toml"))?;
+    let (vs, model) = crate::runs::load_model(run_dir, &config, Device::Cpu)?;
+    let kind = vs.variables().values().next().map_or(Kind::Float, |v| v.kind());
+    let task = config.task();
+    let sample = task.sample(&mut icl_probes::curve::stream_rng(seed, EXPORT_STREAM), prompts);
+    let tokens = model.tokens(&sample, kind, Device::Cpu);
+    let mut cache = ActivationCache::all();
+    let prediction = tch::no_grad(|| model.forward(&tokens, Some(&mut cache)));
+    let mut entries: Vec<(String, Tensor)> = cache
+        .names_recorded()
+        .map(|name| cache.tensor(name).map(|t| (name.to_string(), t.detach().contiguous())))
+        .collect::<anyhow::Result<_>>()?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let as_tensor = |a: ArrayD<f64>| {
+        let shape: Vec<i64> = a.shape().iter().map(|&s| s as i64).collect();
+        let values: Vec<f64> = a.iter().copied().collect();
+        Tensor::from_slice(&values).view(shape.as_slice()).to_kind(kind)
+    };
+    entries.push(("prompt.xs".into(), as_tensor(sample.xs.clone().into_dyn())));
+    entries.push(("prompt.ys".into(), as_tensor(sample.ys.clone().into_dyn())));
+    entries.push(("prompt.xq".into(), as_tensor(sample.xq.clone().into_dyn())));
+    entries.push(("prompt.yq".into(), as_tensor(sample.yq.clone().into_dyn())));
+    entries.push(("prediction".into(), prediction.detach().contiguous()));
+    crate::io::with_atomic_path(out, |p| Ok(Tensor::write_safetensors(&entries, p)?))?;
+    Ok(entries.iter().map(|(n, t)| (n.clone(), t.size())).collect())
+}
+
+/// Where `icl-lab activations` writes when `--out` is not given.
+pub fn default_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(DEFAULT_FILE)
+}
