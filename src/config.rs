@@ -324,7 +324,8 @@ impl RunConfig {
     /// Parses TOML (all keys optional, unknown keys rejected) and resolves it.
     pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
         let raw: RunConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
+            // One line: the parser's messages can span several ("invalid table header\nduplicate key …").
+            let message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(": ");
             match e.span() {
                 Some(span) => anyhow::anyhow!("{}: {message}", locate(text, span.start)),
                 None => anyhow::anyhow!("{message}"),

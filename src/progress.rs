@@ -26,7 +26,8 @@ pub fn multi() -> MultiProgress {
 }
 
 /// A pretend terminal that collects each redraw of the bars and writes it to stderr as plain
-/// lines, at most once per `every` (the first redraw is written at once).
+/// lines, at most once per `every` (the first one `every` after the start: commands that finish
+/// sooner, or fail, print none).
 #[derive(Debug)]
 pub struct LogLines {
     every: Duration,
@@ -38,12 +39,13 @@ struct LogState {
     /// The lines of the redraw in progress.
     frame: Vec<String>,
     current: String,
-    last_written: Option<Instant>,
+    last_written: Instant,
 }
 
 impl LogLines {
     pub fn new(every: Duration) -> Self {
-        Self { every, state: Mutex::new(LogState { frame: Vec::new(), current: String::new(), last_written: None }) }
+        let state = LogState { frame: Vec::new(), current: String::new(), last_written: Instant::now() };
+        Self { every, state: Mutex::new(state) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut LogState) -> T) -> T {
@@ -89,11 +91,11 @@ impl TermLike for LogLines {
                 st.frame.push(line);
             }
             let frame = std::mem::take(&mut st.frame);
-            let due = st.last_written.is_none_or(|t| t.elapsed() >= self.every);
+            let due = st.last_written.elapsed() >= self.every;
             let lines: Vec<String> =
                 frame.into_iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
             if due && !lines.is_empty() {
-                st.last_written = Some(Instant::now());
+                st.last_written = Instant::now();
                 lines
             } else {
                 Vec::new()
@@ -113,15 +115,20 @@ mod tests {
 
     #[test]
     fn redraws_become_rate_limited_lines() {
-        let log = LogLines::new(Duration::from_secs(3600));
+        let log = LogLines::new(Duration::from_millis(50));
+        let start = log.with(|st| st.last_written);
         log.write_str("train [==>   ] 10/100").unwrap();
         log.flush().unwrap();
-        let first = log.with(|st| st.last_written);
-        assert!(first.is_some(), "the first redraw is written");
+        assert_eq!(log.with(|st| st.last_written), start, "nothing before the first interval");
+        std::thread::sleep(Duration::from_millis(60));
         log.clear_line().unwrap();
         log.write_str("train [====> ] 50/100").unwrap();
         log.flush().unwrap();
-        assert_eq!(log.with(|st| st.last_written), first, "the next one waits for the interval");
+        let written = log.with(|st| st.last_written);
+        assert!(written > start, "written once the interval passed");
+        log.write_str("train [=====>] 60/100").unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.with(|st| st.last_written), written, "the next one waits for the interval");
         assert!(log.with(|st| st.frame.is_empty() && st.current.is_empty()), "nothing piles up");
     }
 }

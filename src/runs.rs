@@ -13,19 +13,55 @@ use crate::models::{Model, Transformer};
 /// Loads a run's final weights into a fresh model on `device`.
 pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
     let dims = config.dims();
-    let (mut vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
-    let path = dir.join("weights.safetensors");
-    vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let (vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
+    load_weights(&vs, &dir.join("weights.safetensors"))?;
     Ok((vs, model))
 }
 
 /// Loads a run's final weights into a fresh model of its family (von Oswald et al.'s or
 /// GPT-style) on `device`.
 pub fn load_model(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Model)> {
-    let (mut vs, model) = initial_model(config, device)?;
-    let path = dir.join("weights.safetensors");
-    vs.load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let (vs, model) = initial_model(config, device)?;
+    load_weights(&vs, &dir.join("weights.safetensors"))?;
     Ok((vs, model))
+}
+
+/// Loads a safetensors file into `vs`, refusing in one line (naming the file and the tensor) a
+/// file that is missing or unreadable, that lacks a parameter or has one too many, whose shapes
+/// differ from the model's (weights and config.toml disagree), or that holds NaN or inf.
+pub fn load_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    anyhow::ensure!(path.is_file(), "{shown}: missing");
+    let stored = tch::Tensor::read_safetensors(path).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        anyhow::anyhow!("{shown}: not a readable safetensors file ({first})")
+    })?;
+    let mut vars = vs.variables();
+    for (name, tensor) in &stored {
+        let var = vars.get_mut(name).with_context(|| {
+            format!(
+                "{shown}: holds `{name}`, which this config's model does not have (weights and config.toml disagree)"
+            )
+        })?;
+        anyhow::ensure!(
+            var.size() == tensor.size(),
+            "{shown}: `{name}` is {:?} but this config's model needs {:?} (weights and config.toml disagree)",
+            tensor.size(),
+            var.size()
+        );
+        let finite = tensor.isfinite().all().int64_value(&[]) == 1;
+        anyhow::ensure!(finite, "{shown}: `{name}` holds non-finite values (NaN or inf)");
+    }
+    if let Some(missing) = vars.keys().find(|k| !stored.iter().any(|(n, _)| n == *k)) {
+        anyhow::bail!("{shown}: lacks `{missing}` (weights and config.toml disagree)");
+    }
+    tch::no_grad(|| {
+        for (name, tensor) in &stored {
+            let mut var = vars[name].shallow_clone();
+            var.copy_(&tensor.to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(())
 }
 
 /// A run's model at its initial weights (the untrained control), whichever the family.

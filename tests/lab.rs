@@ -287,30 +287,15 @@ fn a_diverging_run_stops_and_keeps_its_last_good_weights() {
 
 #[test]
 fn bad_configs_are_one_line_errors_naming_the_field() {
-    let cases = [
-        ("[train]\nsteps = 0", "train.steps"),
-        ("[train]\nbatch = -5", "train.batch"),
-        ("[train]\nlr = nan", "train.lr"),
-        ("[train]\nlrr = 0.1", "train.lrr"),
-        ("[task]\ncontext_len = 0", "task.context_len"),
-        ("[model]\nheads = 0", "model.heads"),
-        ("[eval]\nevery = 0", "eval.every"),
-        ("[train]\ndevice = \"gpu\"", "train.device"),
-        ("[eval]\nfit_lr = 0.0", "eval.fit_lr"),
-        ("[eval]\ngd_steps = 0", "eval.gd_steps"),
-        ("[eval]\nfit_steps = 0", "eval.fit_steps"),
-        ("name = \"..\"", "name"),
-        ("seed = -3", "seed"),
-        ("[task]\nx_dim = 4000\ncontext_len = 100000", "train.batch"),
-        ("[eval]\ntasks = 10000000\n[task]\ncontext_len = 1000", "eval.tasks"),
-        ("[gpt]\nwidth = 10\nheads = 3", "gpt.width"),
-        ("[curriculum]\nevery = 5", "curriculum"),
-        ("[gpt]\n[model]\nlayers = 3", "model"),
-    ];
-    for (toml, field) in cases {
-        let err = format!("{:#}", RunConfig::from_toml_str(toml).unwrap_err());
-        assert!(err.contains(field), "{toml:?} → {err}");
-        assert!(!err.contains('\n'), "{toml:?} → multi-line error {err}");
+    // The corpus's configs, parsed in process (the corpus test runs them through the binary).
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inputs/configs");
+    for entry in std::fs::read_dir(corpus).unwrap() {
+        let path = entry.unwrap().path();
+        let toml = std::fs::read_to_string(&path).unwrap();
+        let field = toml.lines().next().and_then(|l| l.strip_prefix("# expect: ")).unwrap();
+        let err = format!("{:#}", RunConfig::from_toml_str(&toml).unwrap_err());
+        assert!(err.contains(field), "{} → {err}", path.display());
+        assert!(!err.contains('\n'), "{} → multi-line error {err}", path.display());
     }
 }
 
@@ -1106,4 +1091,161 @@ fn python_recomputes_the_prediction_from_weights_and_exported_activations() {
     let out = icl_lab(&["train", "--preset", "tiny", "--steps", "40", "--force"], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.path().join("runs/tiny/seed-0/activations.safetensors").exists());
+}
+
+// --- The bad-input corpus and the crash test --------------------------------------------------
+
+/// Runs `icl-lab args` in `cwd` and checks it failed the way a person can act on: exit code 1, no
+/// panic or abort, one line on stderr containing `expect`.
+fn assert_one_line_error(args: &[&str], cwd: &Path, expect: &str, case: &str) {
+    let out = icl_lab(args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{case}: {args:?} exited {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{case}: panic: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{case}: {args:?} printed several lines:\n{stderr}");
+    assert!(stderr.starts_with("error:") && stderr.contains(expect), "{case}: {args:?} → {stderr} (wanted `{expect}`)");
+}
+
+#[test]
+fn the_bad_input_corpus_gets_one_line_errors() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-inputs");
+    let dir = tempfile::tempdir().unwrap();
+    // Configs: each file's first line is `# expect: <text the error must contain>`.
+    let mut configs: Vec<_> = std::fs::read_dir(corpus.join("configs")).unwrap().map(|e| e.unwrap().path()).collect();
+    configs.sort();
+    assert!(configs.len() >= 25, "the corpus lost configs: {}", configs.len());
+    for path in &configs {
+        let text = std::fs::read_to_string(path).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("an `# expect:` line");
+        let arg = path.to_str().unwrap();
+        assert_one_line_error(&["train", "--config", arg], dir.path(), expect, &path.display().to_string());
+    }
+    // Command lines.
+    let lines = std::fs::read_to_string(corpus.join("cli.txt")).unwrap();
+    let mut count = 0;
+    for line in lines.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let (expect, args) = line.split_once(" :: ").expect("`<expected> :: <arguments>`");
+        let args: Vec<&str> = args.split_whitespace().collect();
+        assert_one_line_error(&args, dir.path(), expect.trim(), line);
+        count += 1;
+    }
+    assert!(count >= 20, "the corpus lost command lines: {count}");
+    assert!(!dir.path().join("runs").exists(), "a refused command wrote a run");
+
+    // Damaged run directories: a good tiny run, then one damage at a time, read by every command
+    // that loads a run.
+    let out = icl_lab(&["train", "--preset", "tiny", "--steps", "40"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let good = dir.path().join("runs/tiny/seed-0");
+    let weights = std::fs::read(good.join("weights.safetensors")).unwrap();
+    let config_text = std::fs::read_to_string(good.join("config.toml")).unwrap();
+    type Damage = Box<dyn Fn(&Path)>;
+    let write = |name: &'static str, bytes: Vec<u8>| -> Damage {
+        Box::new(move |d: &Path| std::fs::write(d.join(name), &bytes).unwrap())
+    };
+    let nan_weights = {
+        // The same file with one parameter's first value replaced by NaN (f32, little-endian).
+        let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+        let mut bytes = weights.clone();
+        bytes[8 + header_len..8 + header_len + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        bytes
+    };
+    let damages: Vec<(&str, Damage, &str)> = vec![
+        (
+            "truncated weights",
+            write("weights.safetensors", weights[..weights.len() / 3].to_vec()),
+            "weights.safetensors",
+        ),
+        ("empty weights", write("weights.safetensors", Vec::new()), "weights.safetensors"),
+        (
+            "missing weights",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("weights.safetensors")).unwrap()),
+            "missing",
+        ),
+        ("NaN in the weights", write("weights.safetensors", nan_weights), "non-finite"),
+        (
+            "weights of another shape",
+            write("config.toml", config_text.replace("x_dim = 4", "x_dim = 5").into_bytes()),
+            "disagree",
+        ),
+        (
+            "weights of another model",
+            write("config.toml", format!("{config_text}\n[gpt]\n").into_bytes()),
+            "config.toml",
+        ),
+        ("config that is not TOML", write("config.toml", b"\x00\x01 not toml".to_vec()), "config.toml"),
+        ("missing config", Box::new(|d: &Path| std::fs::remove_file(d.join("config.toml")).unwrap()), "config.toml"),
+    ];
+    for (what, damage, expect) in &damages {
+        let damaged = dir.path().join("damaged");
+        let _ = std::fs::remove_dir_all(&damaged);
+        std::fs::create_dir_all(&damaged).unwrap();
+        for f in ["config.toml", "metrics.json", "weights.safetensors", "manifest.json"] {
+            std::fs::copy(good.join(f), damaged.join(f)).unwrap();
+        }
+        damage(&damaged);
+        for command in [
+            &["probe", "damaged"][..],
+            &["activations", "damaged"],
+            &["curve", "--run", "damaged", "--n-max", "2", "--prompts", "10"],
+            &["tournament", "damaged"],
+        ] {
+            assert_one_line_error(command, dir.path(), expect, what);
+        }
+        assert!(!damaged.join("activations.safetensors").exists() && !damaged.join("probe.json").exists(), "{what}");
+    }
+}
+
+#[test]
+fn a_run_killed_at_random_moments_is_complete_and_consistent_or_refused() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("crash");
+    config.train.steps = 1500;
+    config.eval.every = 100;
+    config.eval.tasks = 200;
+    let config = config.resolve().unwrap();
+    std::fs::write(dir.path().join("crash.toml"), config.to_toml()).unwrap();
+    let run = dir.path().join("runs/crash/seed-0");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    let (mut complete, mut refused) = (0, 0);
+    for kill in 0..10 {
+        let _ = std::fs::remove_dir_all(&run); // every kill lands in a fresh training
+        let mut child = Command::new(env!("CARGO_BIN_EXE_icl-lab"))
+            .args(["train", "--config", "crash.toml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Up to ~3 s: before the first write, mid-training, during the final writes, after the end.
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(20..3000)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        match icl_lab::train::load_complete_run(&run, &config) {
+            Some(metrics) => {
+                // Complete: the manifest matches every file, the weights are the final step's and load.
+                complete += 1;
+                assert!(icl_lab::runs::verify(&run, &config).is_ok(), "kill {kill}: complete without a valid manifest");
+                assert_eq!((metrics.status, metrics.weights_step), (RunStatus::Complete, 1500), "kill {kill}");
+                icl_lab::runs::load_run(&run, &config, Device::Cpu).unwrap();
+            }
+            None => {
+                // Refused: never reused; training it again completes it.
+                refused += 1;
+                let again = train(&config, &dir.path().join("runs"), TrainOptions::default()).unwrap();
+                assert!(!again.reused, "kill {kill}: an incomplete run was reused");
+                assert!(icl_lab::runs::verify(&run, &config).is_ok(), "kill {kill}");
+            }
+        }
+        let leftovers: Vec<String> = std::fs::read_dir(&run)
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let complete_now = icl_lab::train::load_complete_run(&run, &config).is_some();
+        assert!(
+            !complete_now || leftovers.iter().all(|f| !f.starts_with(".tmp") && !f.starts_with(".partial")),
+            "kill {kill}: temp files beside a complete run: {leftovers:?}"
+        );
+    }
+    assert!(complete + refused == 10 && refused > 0, "complete {complete}, refused {refused}");
 }
