@@ -26,6 +26,7 @@ pub mod progress;
 pub mod references;
 pub mod rng;
 pub mod runs;
+pub mod sweep;
 pub mod tournament;
 pub mod train;
 pub mod train_gpt;

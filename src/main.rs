@@ -259,6 +259,11 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Sweeps: a grid of config overrides × seeds as run directories, run here or as a Slurm array job.
+    Sweep {
+        #[command(subcommand)]
+        action: SweepAction,
+    },
     /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
     Index {
         #[arg(long, default_value = "reports")]
@@ -274,6 +279,61 @@ enum Command {
         /// libtorch thread counts to compare (the first is the default setting).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SweepAction {
+    /// List the runs a sweep file expands to and how many are complete; trains nothing.
+    Plan {
+        /// The sweep file (TOML: name, preset or config, seeds, [grid] of dotted keys → values).
+        sweep: PathBuf,
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Train every run of the sweep on this machine (complete runs are reused).
+    Run {
+        sweep: PathBuf,
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        /// Parallel training jobs (one run and one libtorch thread per worker).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// Write a Slurm array job: one resolved config per (config, seed) and sweep.sbatch; submit it with sbatch.
+    Slurm {
+        sweep: PathBuf,
+        /// Where the runs go (shared by the cluster's nodes).
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        /// Directory for the configs, the job script and the logs [default: sweeps/<name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Wall-time limit per array task.
+        #[arg(long, default_value = "01:00:00")]
+        time: String,
+        #[arg(long, default_value_t = 1)]
+        cpus: usize,
+        #[arg(long, default_value = "2G")]
+        mem: String,
+        #[arg(long)]
+        partition: Option<String>,
+        /// At most this many array tasks running at once.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Read the finished runs (refusing an incomplete sweep) and write reports/<name>.{md,json} and a figure.
+    Collect {
+        sweep: PathBuf,
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        #[arg(long, default_value = "figures")]
+        figures: PathBuf,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -410,6 +470,42 @@ fn run() -> anyhow::Result<()> {
             }
             print_written(&[out]);
         }
+        Command::Sweep { action } => match action {
+            SweepAction::Plan { sweep, runs } => {
+                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
+                print!("{}", icl_lab::sweep::plan(&sweep, &runs));
+            }
+            SweepAction::Run { sweep, runs, jobs } => {
+                anyhow::ensure!((1..=256).contains(&jobs), "--jobs: must be in 1..=256 (got {jobs})");
+                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
+                let (total, reused) = icl_lab::sweep::run_local(&sweep, &runs, jobs)?;
+                println!("sweep `{}`: {total} runs complete ({reused} reused) under {}", sweep.name, runs.display());
+            }
+            SweepAction::Slurm { sweep, runs, out, time, cpus, mem, partition, limit } => {
+                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
+                anyhow::ensure!((1..=1024).contains(&cpus), "--cpus: must be in 1..=1024 (got {cpus})");
+                let out = out.unwrap_or_else(|| PathBuf::from("sweeps").join(&sweep.name));
+                let opts = icl_lab::sweep::SlurmOptions { time, cpus, mem, partition, limit };
+                let script = icl_lab::sweep::write_slurm(&sweep, &runs, &out, &opts)?;
+                println!(
+                    "sweep `{}`: {} array tasks; submit with: sbatch {}",
+                    sweep.name,
+                    sweep.runs().len(),
+                    script.display()
+                );
+            }
+            SweepAction::Collect { sweep, runs, reports, figures, json } => {
+                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
+                let rows = icl_lab::sweep::collect(&sweep, &runs)?;
+                let report = icl_lab::sweep::write_report(&sweep, rows, &reports, &figures)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", icl_lab::sweep::markdown(&report));
+                    println!("wrote {}", reports.join(format!("{}.md", sweep.name)).display());
+                }
+            }
+        },
         Command::Probe { run_dir, json } => {
             let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
             let (vs, model) = icl_lab::runs::load_model(&run_dir, &cfg, tch::Device::Cpu)?;

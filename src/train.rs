@@ -214,7 +214,7 @@ pub fn run_dir(runs_root: &Path, config: &RunConfig) -> PathBuf {
 pub struct TrainOptions {
     /// Retrain even if a complete run with the same config exists.
     pub force: bool,
-    /// Show a progress bar (hidden anyway when stderr is not a terminal).
+    /// Show a progress bar (plain `[progress]` lines when stderr is not a terminal).
     pub progress: Option<ProgressBar>,
     /// References fitted for this config's evaluation set, shared by its seeds.
     pub references: Option<Vec<crate::references::Reference>>,

@@ -1249,3 +1249,51 @@ fn a_run_killed_at_random_moments_is_complete_and_consistent_or_refused() {
     }
     assert!(complete + refused == 10 && refused > 0, "complete {complete}, refused {refused}");
 }
+
+#[test]
+fn a_sweep_expands_runs_here_writes_a_slurm_array_and_collects_only_complete_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "name = \"s\"\npreset = \"tiny\"\nseeds = 2\n[grid]\n\"train.steps\" = [30]\n\"train.lr\" = [0.003, 0.01]\n\"model.layers\" = [1, 2]\n",
+    )
+    .unwrap();
+    let sweep = icl_lab::sweep::Sweep::load(&dir.path().join("s.toml")).unwrap();
+    let runs = sweep.runs();
+    assert_eq!(runs.len(), 8);
+    let (_, third) = &runs[2]; // point 1 (grid keys in order: model.layers, train.lr, train.steps), seed 0
+    assert_eq!((third.name.as_str(), third.seed, third.model.layers, third.train.lr), ("s-1", 0, 1, 0.01));
+    // Collect refuses an untrained sweep, in one line.
+    assert_one_line_error(&["sweep", "collect", "s.toml"], dir.path(), "8 of 8 runs are not complete", "collect");
+    // The Slurm array: one config per run, the array's size, each config the run it names.
+    let out = icl_lab(&["sweep", "slurm", "s.toml", "--out", "job", "--limit", "4"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = std::fs::read_to_string(dir.path().join("job/sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-7%4") && script.contains("${SLURM_ARRAY_TASK_ID}.toml"), "{script}");
+    for (k, (_, config)) in runs.iter().enumerate() {
+        assert_eq!(&RunConfig::from_file(&dir.path().join(format!("job/configs/{k}.toml"))).unwrap(), config);
+    }
+    // One array task, as Slurm would run it: a run directory under the manifest rules.
+    let exec = script.lines().last().unwrap().replace("${SLURM_ARRAY_TASK_ID}", "3");
+    let status = Command::new("bash").args(["-c", &exec.replacen("exec ", "", 1)]).output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(icl_lab::runs::verify(&dir.path().join("runs/s-1/seed-1"), &runs[3].1).is_ok());
+    // The rest here, two at a time (the one above is reused), then the report.
+    let out = icl_lab(&["sweep", "run", "s.toml", "--jobs", "2"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("8 runs complete (1 reused)"));
+    let out = icl_lab(&["sweep", "collect", "s.toml", "--json"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r["final_loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0)));
+    assert!(dir.path().join("reports/s.md").exists() && dir.path().join("figures/s/final-loss.png").exists());
+    // A bad grid is one line naming the point and the field.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"b\"\npreset = \"tiny\"\n[grid]\n\"train.lr\" = [0.01, -1.0]\n",
+    )
+    .unwrap();
+    assert_one_line_error(&["sweep", "plan", "bad.toml"], dir.path(), "train.lr", "bad grid");
+}
