@@ -376,9 +376,30 @@ SVG versions sit beside each PNG.
     )
 }
 
-/// `path` relative to `base` when both are relative to the same folder (the usual layout).
+/// `path` relative to `base`, for links from a report to its figures.
 fn pathdiff(path: &std::path::Path, base: &std::path::Path) -> String {
-    let depth = base.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count();
-    let up = "../".repeat(depth);
-    format!("{up}{}", path.display())
+    // Lexically: drop the common prefix, climb out of the rest of `base`, descend into `path`
+    // (both relative to the working directory, or both absolute).
+    fn parts(p: &std::path::Path) -> Vec<std::path::Component<'_>> {
+        p.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+    }
+    let (path, base) = (parts(path), parts(base));
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut rel = "../".repeat(base.len() - common);
+    let rest: Vec<String> = path[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    rel += &rest.join("/");
+    rel
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn figure_links_are_relative_to_the_report() {
+        let link = |p: &str, base: &str| super::pathdiff(Path::new(p), Path::new(base));
+        assert_eq!(link("figures/vo2023-fig2/loss.png", "reports"), "../figures/vo2023-fig2/loss.png");
+        assert_eq!(link("/tmp/x/figures/a.png", "/tmp/x/reports"), "../figures/a.png");
+        assert_eq!(link("./figures/a.png", "out/reports"), "../../figures/a.png");
+    }
 }
