@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::anyhow;
-use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+
+use plotters::coord::ranged1d::Ranged;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -71,61 +72,145 @@ fn register_fonts() {
     });
 }
 
-/// Writes `<dir>/<stem>.png` and `<dir>/<stem>.svg` (atomically) and returns both paths.
+/// Pixels per SVG pixel in the PNGs: PNGs are rendered at twice the SVG's size (every font, line
+/// and margin scaled), so they print sharply.
+pub const PNG_SCALE: f64 = 2.0;
+
+/// Sizes at one output's scale.
+#[derive(Clone, Copy, Debug)]
+struct Px(f64);
+
+impl Px {
+    fn u(self, v: u32) -> u32 {
+        (v as f64 * self.0).round() as u32
+    }
+    fn i(self, v: i32) -> i32 {
+        (v as f64 * self.0).round() as i32
+    }
+    fn f(self, v: f64) -> f64 {
+        v * self.0
+    }
+}
+
+/// Writes `<dir>/<stem>.png` (at [`PNG_SCALE`]) and `<dir>/<stem>.svg` (atomically) and returns
+/// both paths.
 pub fn render(panel: &Panel, dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts();
     let (w, h) = panel.chart_size.unwrap_or((560, 420));
-    let size = (w * panel.charts.len().max(1) as u32, h);
+    let size = |px: Px| (px.u(w) * panel.charts.len().max(1) as u32, px.u(h));
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     with_atomic_path(&png, |p| {
-        let root = BitMapBackend::new(p, size).into_drawing_area();
-        draw_panel(&root, panel)?;
+        let px = Px(PNG_SCALE);
+        let root = BitMapBackend::new(p, size(px)).into_drawing_area();
+        draw_panel(&root, panel, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     with_atomic_path(&svg, |p| {
-        let root = SVGBackend::new(p, size).into_drawing_area();
-        draw_panel(&root, panel)?;
+        let px = Px(1.0);
+        let root = SVGBackend::new(p, size(px)).into_drawing_area();
+        draw_panel(&root, panel, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     Ok(vec![png, svg])
 }
 
-fn draw_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panel: &Panel) -> anyhow::Result<()> {
+fn draw_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panel: &Panel, px: Px) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let areas = root.split_evenly((1, panel.charts.len().max(1)));
     for (chart, area) in panel.charts.iter().zip(areas.iter()) {
-        let (x, y) = ranges(chart);
-        if chart.log_y {
-            draw_chart(area, chart, x, y.log_scale())?;
-        } else {
-            draw_chart(area, chart, x, y)?;
-        }
+        draw_chart(area, chart, px)?;
     }
     Ok(())
 }
 
-fn ranges(chart: &Chart) -> (Range<f64>, Range<f64>) {
+/// The x and y ranges of a chart's data (y in log10 when the chart is logarithmic).
+fn ranges(chart: &Chart, log_y: bool) -> (Range<f64>, Range<f64>) {
     let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (0.0, 1.0) };
+    let to_axis = |y: f64| if log_y { y.log10() } else { y };
     if let Some((lo, hi)) = chart.y_range {
-        return (x0..x1, lo..hi);
+        return (x0..x1, to_axis(lo)..to_axis(hi));
     }
     let ys =
         chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1).chain(s.band.iter().flat_map(|b| [b.1, b.2])));
-    let ys = ys.filter(|y| y.is_finite() && (!chart.log_y || *y > 0.0));
+    let ys = ys.filter(|y| y.is_finite() && (!log_y || *y > 0.0)).map(to_axis);
     let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     if !(y0.is_finite() && y1.is_finite()) {
-        (y0, y1) = (0.1, 1.0);
+        (y0, y1) = if log_y { (-1.0, 0.0) } else { (0.0, 1.0) };
     }
-    let r = if chart.log_y {
-        y0 / 1.2..y1 * 1.2
+    let pad = if log_y { 0.08f64.max((y1 - y0) * 0.03) } else { ((y1 - y0) * 0.05).max(1e-6) };
+    (x0..x1, y0 - pad..y1 + pad)
+}
+
+/// Tick positions for a linear axis: multiples of 1, 2 or 5 × 10^k, at most about `target`; on an
+/// axis of whole numbers (layers, examples) only whole numbers.
+fn linear_ticks(r: &Range<f64>, target: usize, integers: bool) -> Vec<f64> {
+    let span = (r.end - r.start).abs().max(1e-12);
+    let raw = span / target.max(2) as f64;
+    let mag = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    if integers {
+        step = step.max(1.0).round();
+    }
+    let first = (r.start / step).ceil() as i64;
+    let last = (r.end / step).floor() as i64;
+    (first..=last).map(|k| k as f64 * step).collect()
+}
+
+/// Tick positions (in log10) for a logarithmic axis over `r` (in log10): every decade, with 2 and
+/// 5 between when there are few decades, and every integer multiple within a single decade.
+fn log_ticks(r: &Range<f64>) -> Vec<f64> {
+    let decades = r.end - r.start;
+    let multiples: &[f64] = if decades > 6.0 {
+        &[1.0]
+    } else if decades > 1.5 {
+        &[1.0, 2.0, 5.0]
     } else {
-        let pad = ((y1 - y0) * 0.05).max(1e-6);
-        y0 - pad..y1 + pad
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
     };
-    (x0..x1, r)
+    let step = if decades > 12.0 { (decades / 8.0).ceil() as i64 } else { 1 };
+    let mut out = Vec::new();
+    for k in (r.start.floor() as i64..=r.end.ceil() as i64).filter(|k| k % step == 0) {
+        for m in multiples {
+            let v = k as f64 + m.log10();
+            if v >= r.start && v <= r.end {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// A linear f64 axis whose ticks are chosen here ([`linear_ticks`], [`log_ticks`]) rather than by
+/// plotters (which gives three labels on a short log axis and 1.1, 1.2, … on a layer axis).
+#[derive(Clone, Debug)]
+struct Axis {
+    range: Range<f64>,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Axis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let t = (value - self.range.start) / (self.range.end - self.range.start);
+        (limit.0 as f64 + t * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
 }
 
 /// A tick label with no trailing zeros: 500, 0.25, 1e-3.
@@ -140,57 +225,111 @@ fn tick(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn draw_chart<DB, Y>(area: &DrawingArea<DB, Shift>, chart: &Chart, x: Range<f64>, y: Y) -> anyhow::Result<()>
-where
-    DB: DrawingBackend,
-    Y: AsRangedCoord<Value = f64>,
-    Y::CoordDescType: ValueFormatter<f64>,
-{
+/// Legend entries: (label, colour index, dashed).
+fn legend_entries(chart: &Chart) -> Vec<(&str, usize, bool)> {
+    chart.series.iter().filter(|s| !s.label.is_empty()).map(|s| (s.label.as_str(), s.color, s.dashed)).collect()
+}
+
+/// Columns and rows of the legend below a chart of `width` pixels.
+fn legend_grid(entries: &[(&str, usize, bool)], width: u32, px: Px) -> (usize, usize, u32) {
+    let longest = entries.iter().map(|e| e.0.chars().count()).max().unwrap_or(0) as u32;
+    let column_width = px.u(40 + 7 * longest);
+    let columns = ((width.saturating_sub(px.u(24))) / column_width.max(1)).clamp(1, 4) as usize;
+    let rows = entries.len().div_ceil(columns);
+    (columns, rows, column_width)
+}
+
+fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart, px: Px) -> anyhow::Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
-    let mut ctx = ChartBuilder::on(area)
-        .caption(&chart.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x, y)
+    // The legend sits below the plot, outside the data.
+    let entries = legend_entries(chart);
+    let (width, height) = area.dim_in_pixel();
+    let (columns, rows, column_width) = legend_grid(&entries, width, px);
+    let legend_height = if entries.is_empty() { 0 } else { px.u(10 + 18 * rows as u32) };
+    let (plot_area, legend_area) = area.split_vertically(height.saturating_sub(legend_height));
+
+    let log_y = chart.log_y;
+    let (x, y) = ranges(chart, log_y);
+    let on_axis = |v: f64| {
+        if log_y {
+            if v > 0.0 {
+                v.log10()
+            } else {
+                f64::NAN
+            }
+        } else {
+            v
+        }
+    };
+    let integers =
+        chart.series.iter().flat_map(|s| s.points.iter()).all(|p| p.0.fract() == 0.0) && (x.end - x.start) <= 60.0;
+    let x_ticks = linear_ticks(&x, 10, integers);
+    let y_ticks = if log_y { log_ticks(&y) } else { linear_ticks(&y, 8, false) };
+    let mut ctx = ChartBuilder::on(&plot_area)
+        .caption(&chart.title, ("sans-serif", px.f(18.0)))
+        .margin(px.u(12))
+        .x_label_area_size(px.u(40))
+        .y_label_area_size(px.u(64))
+        .build_cartesian_2d(Axis { range: x, ticks: x_ticks }, Axis { range: y, ticks: y_ticks })
         .map_err(err)?;
+    let y_label = |v: &f64| if log_y { tick(10f64.powf(*v)) } else { tick(*v) };
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
-        .label_style(("sans-serif", 13))
+        .label_style(("sans-serif", px.f(13.0)))
+        .axis_desc_style(("sans-serif", px.f(14.0)))
         .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&y_label)
+        .bold_line_style(BLACK.mix(0.12).stroke_width(px.u(1)))
         .light_line_style(WHITE.mix(0.0))
+        .axis_style(BLACK.stroke_width(px.u(1)))
         .draw()
         .map_err(err)?;
     for s in &chart.series {
         let color = PALETTE[s.color % PALETTE.len()];
-        if !s.band.is_empty() {
+        let band: Vec<(f64, f64, f64)> = s
+            .band
+            .iter()
+            .map(|b| (b.0, on_axis(b.1), on_axis(b.2)))
+            .filter(|b| b.1.is_finite() && b.2.is_finite())
+            .collect();
+        if !band.is_empty() {
             let outline: Vec<(f64, f64)> =
-                s.band.iter().map(|b| (b.0, b.2)).chain(s.band.iter().rev().map(|b| (b.0, b.1))).collect();
+                band.iter().map(|b| (b.0, b.2)).chain(band.iter().rev().map(|b| (b.0, b.1))).collect();
             ctx.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled()))).map_err(err)?;
         }
-        let style = color.stroke_width(2);
-        let points = s.points.iter().copied().filter(|p| p.1.is_finite());
-        let drawn = if s.dashed {
-            ctx.draw_series(DashedLineSeries::new(points, 8, 5, style)).map_err(err)?
+        let style = color.stroke_width(px.u(2));
+        let points: Vec<(f64, f64)> =
+            s.points.iter().map(|p| (p.0, on_axis(p.1))).filter(|p| p.1.is_finite()).collect();
+        if s.dashed {
+            ctx.draw_series(DashedLineSeries::new(points, px.u(8), px.u(5), style)).map_err(err)?;
         } else {
-            ctx.draw_series(LineSeries::new(points, style)).map_err(err)?
-        };
-        // Unlabelled series (continuations of a curve broken by a gap) stay out of the legend.
-        if !s.label.is_empty() {
-            drawn
-                .label(s.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            ctx.draw_series(LineSeries::new(points, style)).map_err(err)?;
         }
     }
-    ctx.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    // The legend: a line sample and the label per entry, in columns.
+    for (k, (label, color, dashed)) in entries.iter().enumerate() {
+        let color = PALETTE[color % PALETTE.len()];
+        let (col, row) = ((k % columns) as i32, (k / columns) as i32);
+        let x0 = px.i(24) + col * column_width as i32;
+        let y0 = px.i(8) + row * px.i(18) + px.i(9);
+        let style = color.stroke_width(px.u(2));
+        if *dashed {
+            for (a, b) in [(0, 8), (13, 22)] {
+                legend_area
+                    .draw(&PathElement::new(vec![(x0 + px.i(a), y0), (x0 + px.i(b), y0)], style))
+                    .map_err(err)?;
+            }
+        } else {
+            legend_area.draw(&PathElement::new(vec![(x0, y0), (x0 + px.i(22), y0)], style)).map_err(err)?;
+        }
+        let font =
+            ("sans-serif", px.f(13.0)).into_text_style(&legend_area).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Left,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+        legend_area.draw(&Text::new(label.to_string(), (x0 + px.i(28), y0), font)).map_err(err)?;
+    }
     Ok(())
 }
 
@@ -314,17 +453,19 @@ pub fn render_heatmaps(maps: &[Heatmap], columns: usize, dir: &Path, stem: &str)
     register_fonts();
     let columns = columns.max(1);
     let rows = maps.len().div_ceil(columns).max(1);
-    let size = (300 * columns as u32, 320 * rows as u32);
+    let size = |px: Px| (px.u(300) * columns as u32, px.u(320) * rows as u32);
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     with_atomic_path(&png, |p| {
-        let root = BitMapBackend::new(p, size).into_drawing_area();
-        draw_heatmaps(&root, maps, (rows, columns))?;
+        let px = Px(PNG_SCALE);
+        let root = BitMapBackend::new(p, size(px)).into_drawing_area();
+        draw_heatmaps(&root, maps, (rows, columns), px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     with_atomic_path(&svg, |p| {
-        let root = SVGBackend::new(p, size).into_drawing_area();
-        draw_heatmaps(&root, maps, (rows, columns))?;
+        let px = Px(1.0);
+        let root = SVGBackend::new(p, size(px)).into_drawing_area();
+        draw_heatmaps(&root, maps, (rows, columns), px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     Ok(vec![png, svg])
@@ -334,6 +475,7 @@ fn draw_heatmaps<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     maps: &[Heatmap],
     grid: (usize, usize),
+    px: Px,
 ) -> anyhow::Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
@@ -342,8 +484,8 @@ fn draw_heatmaps<DB: DrawingBackend>(
         let n_cols = map.values.first().map_or(0, Vec::len);
         let scale = map.values.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("{} (max |v| {})", map.title, tick(scale)), ("sans-serif", 13))
-            .margin(8)
+            .caption(format!("{} (max |v| {})", map.title, tick(scale)), ("sans-serif", px.f(13.0)))
+            .margin(px.u(8))
             .build_cartesian_2d(0..n_cols as i32, 0..n_rows as i32)
             .map_err(err)?;
         chart
@@ -390,17 +532,19 @@ pub fn render_labelled_heatmaps(
     let rows = maps.len().div_ceil(columns).max(1);
     let widest = maps.iter().map(|m| m.column_labels.len()).max().unwrap_or(1) as u32;
     let tallest = maps.iter().map(|m| m.row_labels.len()).max().unwrap_or(1) as u32;
-    let size = ((140 + 86 * widest) * columns as u32, (120 + 30 * tallest) * rows as u32 + 40);
+    let size = |px: Px| (px.u(140 + 86 * widest) * columns as u32, px.u(120 + 30 * tallest) * rows as u32 + px.u(40));
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     with_atomic_path(&png, |p| {
-        let root = BitMapBackend::new(p, size).into_drawing_area();
-        draw_labelled_heatmaps(&root, maps, (rows, columns), caption)?;
+        let px = Px(PNG_SCALE);
+        let root = BitMapBackend::new(p, size(px)).into_drawing_area();
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     with_atomic_path(&svg, |p| {
-        let root = SVGBackend::new(p, size).into_drawing_area();
-        draw_labelled_heatmaps(&root, maps, (rows, columns), caption)?;
+        let px = Px(1.0);
+        let root = SVGBackend::new(p, size(px)).into_drawing_area();
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     Ok(vec![png, svg])
@@ -411,10 +555,11 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
     maps: &[LabelledHeatmap],
     grid: (usize, usize),
     caption: &str,
+    px: Px,
 ) -> anyhow::Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(caption, ("sans-serif", 18)).map_err(err)?;
+    let root = root.titled(caption, ("sans-serif", px.f(18.0))).map_err(err)?;
     let finite: Vec<f64> =
         maps.iter().flat_map(|m| m.values.iter().flatten()).copied().filter(|v| v.is_finite() && *v > 0.0).collect();
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max).log10();
@@ -426,10 +571,10 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
         let rows = map.row_labels.clone();
         let cols = map.column_labels.clone();
         let mut chart = ChartBuilder::on(area)
-            .caption(&map.title, ("sans-serif", 15))
-            .margin(6)
-            .x_label_area_size(28)
-            .y_label_area_size(64)
+            .caption(&map.title, ("sans-serif", px.f(15.0)))
+            .margin(px.u(6))
+            .x_label_area_size(px.u(28))
+            .y_label_area_size(px.u(64))
             .build_cartesian_2d(0.0..n_cols as f64, 0.0..n_rows as f64)
             .map_err(err)?;
         chart
@@ -454,7 +599,7 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
                     String::new()
                 }
             })
-            .label_style(("sans-serif", 12))
+            .label_style(("sans-serif", px.f(12.0)))
             .draw()
             .map_err(err)?;
         for (i, row) in map.values.iter().enumerate() {
@@ -478,7 +623,7 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
                     .draw_series(std::iter::once(Text::new(
                         text,
                         (j as f64 + 0.5, y + 0.5),
-                        ("sans-serif", 11).into_font().color(&ink).pos(plotters::style::text_anchor::Pos::new(
+                        ("sans-serif", px.f(11.0)).into_font().color(&ink).pos(plotters::style::text_anchor::Pos::new(
                             plotters::style::text_anchor::HPos::Center,
                             plotters::style::text_anchor::VPos::Center,
                         )),

@@ -57,6 +57,9 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut measurements: Vec<Measurement> = runs.iter().flat_map(|r| run_rows(r, task.name())).collect();
     measurements.extend(ood_rows);
 
+    let eval_prompts = sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
+    let zero_loss = eval_prompts.half_mse(&ndarray::Array2::zeros(eval_prompts.yq.raw_dim()));
+
     // Panels.
     let curve = |f: &dyn Fn(&crate::evaluate::EvalRow) -> f64| -> Vec<Vec<(f64, f64)>> {
         runs.iter().map(|r| r.metrics.rows.iter().map(|row| (row.step as f64, f(row))).collect()).collect()
@@ -68,19 +71,43 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     // points off the chart are left out rather than drawn as spikes.
     interp.points.retain(|p| p.1 <= loss_top);
     interp.band.retain(|b| b.2 <= loss_top);
+    // The trained and GD curves coincide at this scale: a second chart shows trained − GD from
+    // the step the trained loss first comes within 0.01 of GD's.
+    let gap_curves: Vec<Vec<(f64, f64)>> = curve(&|r| r.loss - gd_ref.loss);
+    let from = gap_curves.iter().flatten().find(|p| p.1 <= 0.01).map_or(0.0, |p| p.0);
+    let gap_after: Vec<Vec<(f64, f64)>> =
+        gap_curves.iter().map(|c| c.iter().copied().filter(|p| p.0 >= from).collect()).collect();
     let loss_panel = Panel {
-        charts: vec![Chart {
-            title: "Loss: 1-layer LSA vs 1-step GD".into(),
-            x_label: "training steps".into(),
-            y_label: "loss (½·MSE)".into(),
-            y_range: Some((0.0, loss_top)),
-            series: vec![
-                mean_band("Trained TF", 0, &curve(&|r| r.loss)),
-                Series::flat(format!("GD (η = {:.2})", gd_eta), gd_ref.loss, steps, 1),
-                interp,
-            ],
-            ..Default::default()
-        }],
+        charts: vec![
+            Chart {
+                title: "Loss: 1-layer LSA vs 1-step GD".into(),
+                x_label: "training steps".into(),
+                y_label: "loss (½·MSE)".into(),
+                y_range: Some((0.0, loss_top)),
+                series: vec![
+                    mean_band("Trained TF", 0, &curve(&|r| r.loss)),
+                    Series::flat(format!("GD (η = {:.2})", gd_eta), gd_ref.loss, steps, 1),
+                    interp,
+                ],
+                ..Default::default()
+            },
+            Chart {
+                title: "Trained − GD, after the drop".into(),
+                x_label: "training steps".into(),
+                y_label: "loss difference (½·MSE)".into(),
+                series: vec![
+                    mean_band("Trained TF − GD", 0, &gap_after),
+                    Series {
+                        label: "0".into(),
+                        points: vec![(from, 0.0), (steps, 0.0)],
+                        dashed: true,
+                        color: 5,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     let align_panel = Panel {
@@ -111,10 +138,30 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             x_label: "α (x ~ U(−α/2, α/2); training α = 1)".into(),
             y_label: "loss (½·MSE, log scale)".into(),
             log_y: true,
-            series: vec![
-                mean_band("Trained TF", 0, &ood_tf),
-                Series { label: "GD".into(), points: ood_gd.clone(), dashed: true, color: 1, ..Default::default() },
-            ],
+            series: {
+                // The zero predictor scales as α² (y = wᵀx); the training scale α = 1 is marked.
+                let zero: Vec<(f64, f64)> = ood_gd.iter().map(|p| (p.0, zero_loss * p.0 * p.0)).collect();
+                let ys = ood_gd.iter().chain(&zero).map(|p| p.1).filter(|y| *y > 0.0);
+                let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(a, b), y| (a.min(y), b.max(y)));
+                vec![
+                    mean_band("Trained TF", 0, &ood_tf),
+                    Series { label: "GD".into(), points: ood_gd.clone(), dashed: true, color: 1, ..Default::default() },
+                    Series {
+                        label: "zero predictor".into(),
+                        points: zero,
+                        dashed: true,
+                        color: 5,
+                        ..Default::default()
+                    },
+                    Series {
+                        label: "training α = 1".into(),
+                        points: vec![(1.0, lo), (1.0, hi)],
+                        dashed: true,
+                        color: 4,
+                        ..Default::default()
+                    },
+                ]
+            },
             ..Default::default()
         }],
         ..Default::default()
@@ -137,8 +184,6 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let preds_diff = field(&|r| r.vs_gd().preds_diff);
     let untrained_cos: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].vs_gd().model_cos).collect();
     let untrained_loss: Vec<f64> = runs.iter().map(|r| r.metrics.rows[0].loss).collect();
-    let eval_prompts = sample_prompts(&config.task, config.eval.tasks, config.eval.seed)?;
-    let zero_loss = eval_prompts.half_mse(&ndarray::Array2::zeros(eval_prompts.yq.raw_dim()));
     let report = Fig2Report {
         figure: NAME,
         seeds: (0..opts.seed_count() as u64).collect(),
