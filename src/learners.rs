@@ -32,7 +32,10 @@ use crate::references::Reference;
 /// Adds this crate's learner families (`nn`) to the registry; idempotent.
 pub fn register() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| register_family(&NnFamily).expect("`nn` is registered once"));
+    ONCE.call_once(|| {
+        register_family(&NnFamily).expect("`nn` is registered once");
+        icl_probes::learners::register_precond_fitter(crate::references::fit_preconditioners_on);
+    });
 }
 
 fn torch_error(e: impl std::fmt::Display) -> ProbeError {

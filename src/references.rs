@@ -235,6 +235,62 @@ pub fn fit_preconditioners(
         .collect()
 }
 
+/// The multi-step `precond_gd` fitter of the tournament and curves (registered by
+/// [`crate::learners::register`]): one P_l per step, fitted by full-batch Adam on the tuning
+/// prompts themselves (their n), from P_l = η·I with η the tuned L-step GD's, keeping the P with
+/// the lowest tuning loss (so it is never worse than GD there). Same update as the learner:
+/// W ← W − (W A − B) P_lᵀ from W = 0 with A, B the prompts' (1/n)-normalised statistics.
+pub fn fit_preconditioners_on(
+    prompts: &icl_tasks::Prompts,
+    steps: usize,
+) -> Result<Vec<ndarray::Array2<f64>>, icl_probes::ProbeError> {
+    use icl_probes::ProbeError;
+    let torch = |e: tch::TchError| ProbeError::Unsupported(format!("libtorch: {e}"));
+    let gd = icl_probes::learner::fit(&icl_tasks::LearnerSpec::new("gd").with("steps", steps), Some(prompts))?;
+    let eta0 = gd.params().get("eta").and_then(|v| v.as_f64()).unwrap_or(1.0);
+    let stats = icl_probes::gd::LeastSquaresStats::new(prompts);
+    let a = array3(&stats.xx); // (B, d, d)
+    let b = array3(&stats.yx); // (B, o, d)
+    let xq = array2_to_tensor(&prompts.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
+    let target = array2_to_tensor(&prompts.yq, Kind::Double, Device::Cpu); // (B, o)
+    let d = prompts.x_dim() as i64;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let init = Tensor::eye(d, (Kind::Double, Device::Cpu)).unsqueeze(0).repeat([steps as i64, 1, 1]) * eta0;
+    let p = vs.root().var_copy("p", &init); // (L, d, d)
+    vs.set_kind(Kind::Double);
+    let mut opt = nn::Adam::default().build(&vs, 0.02 * eta0.abs().max(1e-6)).map_err(torch)?;
+    let loss_of = |p: &Tensor| {
+        let mut w = b.zeros_like();
+        for l in 0..steps as i64 {
+            w = &w - (w.matmul(&a) - &b).matmul(&p.get(l).tr()); // (B, o, d)
+        }
+        (w.matmul(&xq).squeeze_dim(2) - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double)
+            * 0.5
+    };
+    let mut best = (f64::INFINITY, init.shallow_clone());
+    for _ in 0..300 {
+        let loss = loss_of(&p);
+        let value = loss.double_value(&[]);
+        if value < best.0 {
+            best = (value, p.detach().copy());
+        }
+        if !value.is_finite() {
+            break;
+        }
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+    }
+    (0..steps as i64)
+        .map(|l| {
+            let t = best.1.get(l).contiguous();
+            let values = Vec::<f64>::try_from(&t.view(-1)).map_err(torch)?;
+            ndarray::Array2::from_shape_vec((d as usize, d as usize), values)
+                .map_err(|e| ProbeError::Unsupported(e.to_string()))
+        })
+        .collect()
+}
+
 fn array3(a: &ndarray::Array3<f64>) -> Tensor {
     let (b, n, d) = a.dim();
     Tensor::from_slice(a.as_slice().expect("standard layout")).view([b as i64, n as i64, d as i64])

@@ -1297,3 +1297,32 @@ fn a_sweep_expands_runs_here_writes_a_slurm_array_and_collects_only_complete_swe
     .unwrap();
     assert_one_line_error(&["sweep", "plan", "bad.toml"], dir.path(), "train.lr", "bad grid");
 }
+
+#[test]
+fn several_step_preconditioned_gd_is_fitted_and_beats_gd_on_skewed_inputs() {
+    // x ~ N(0, diag(4, 2, 1, ½, ¼)) (Ahn et al. 2023): with a P per step fitted on tuning prompts,
+    // L-step preconditioned GD starts from the tuned L-step GD (P = ηI) and must do better on
+    // fresh prompts, since the best preconditioner whitens the inputs.
+    icl_lab::learners::register();
+    let task = icl_tasks::TaskConfig::new("gaussian_linear")
+        .with("x_dim", 5)
+        .with("context_len", 20)
+        .with("covariance", "diagonal")
+        .with("spectrum", vec![4.0, 2.0, 1.0, 0.5, 0.25])
+        .build()
+        .unwrap();
+    let tuning = task.sample(&mut icl_tasks::TaskRng::seed_from_u64(1), 512);
+    let eval = task.sample(&mut icl_tasks::TaskRng::seed_from_u64(2), 2000);
+    let loss = |name: &str, prompts: &icl_tasks::Prompts| {
+        let learner =
+            icl_probes::learner::fit(&icl_tasks::LearnerSpec::new(name).with("steps", 2), Some(&tuning)).unwrap();
+        (prompts.half_mse(&learner.predict(prompts).unwrap().preds), learner.params())
+    };
+    let (gd_tuning, _) = loss("gd", &tuning);
+    let (pgd_tuning, params) = loss("precond_gd", &tuning);
+    assert!(pgd_tuning <= gd_tuning + 1e-12, "tuning: {pgd_tuning} vs GD {gd_tuning}");
+    assert_eq!(params["p"].as_array().unwrap().len(), 2, "one P per step: {params:?}");
+    let (gd_eval, _) = loss("gd", &eval);
+    let (pgd_eval, _) = loss("precond_gd", &eval);
+    assert!(pgd_eval < 0.8 * gd_eval, "fresh prompts: precond_gd {pgd_eval} vs GD {gd_eval}");
+}

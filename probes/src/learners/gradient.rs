@@ -23,6 +23,18 @@ use crate::learner::{linear_prediction, parse_spec, Learner, LearnerFamily, Pred
 use crate::tune::{golden, minimize_log, nelder_mead};
 use crate::ProbeError;
 
+/// Fits one P per step of `steps`-step preconditioned GD on tuning prompts (minimising their
+/// ½·MSE at the query). This crate has no autograd; `icl-lab` registers one built on libtorch.
+pub type PrecondFitter = fn(&Prompts, usize) -> Result<Vec<Array2<f64>>, ProbeError>;
+
+static PRECOND_FITTER: std::sync::OnceLock<PrecondFitter> = std::sync::OnceLock::new();
+
+/// Registers the fitter `precond_gd` uses for several steps without a given `p` (once; later
+/// calls are ignored).
+pub fn register_precond_fitter(fitter: PrecondFitter) {
+    let _ = PRECOND_FITTER.set(fitter);
+}
+
 /// Σ‖ŷ − y_q‖² of per-prompt weights on prompts.
 fn sse(w: &Array3<f64>, p: &Prompts) -> f64 {
     p.squared_errors(&predict(w, &p.xq)).iter().sum()
@@ -285,11 +297,17 @@ impl LearnerFamily for PrecondGdFamily {
                     .map_err(|_| ProbeError::Unsupported("learner `precond_gd`: p must be a d × d matrix".into()))?
             }
             None if s.steps == 1 => PrecondGd::fit_one_step(tuning.expect("checked by learner::fit"))?,
-            None => {
-                return Err(ProbeError::Unsupported(
-                    "learner `precond_gd`: P for several steps is fitted by icl-lab (autograd); give `p` here".into(),
-                ))
-            }
+            None => match PRECOND_FITTER.get() {
+                Some(fit_steps) => {
+                    let per_step = fit_steps(tuning.expect("checked by learner::fit"), s.steps)?;
+                    return Ok(Box::new(PrecondGd::new(s.steps, per_step)?));
+                }
+                None => {
+                    return Err(ProbeError::Unsupported(
+                        "learner `precond_gd`: P for several steps needs a fitter with autograd (icl-lab registers one); give `p` here".into(),
+                    ))
+                }
+            },
         };
         Ok(Box::new(PrecondGd::new(s.steps, vec![p])?))
     }

@@ -20,6 +20,7 @@
 
 mod closed_form;
 mod gradient;
+pub use gradient::{register_precond_fitter, PrecondFitter};
 mod local;
 mod trees;
 
