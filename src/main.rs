@@ -663,7 +663,7 @@ fn run() -> anyhow::Result<()> {
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("tournament-{}", config.name));
             icl_lab::tournament::check_report_name(&name)?;
-            let bar = icl_lab::train::progress_bar(0, "tournament");
+            let bar = icl_lab::progress::spinner("tournament");
             let report = icl_lab::tournament::run(&name, task.as_ref(), &entrants, &candidates, &opts, &|what| {
                 bar.set_message(what.to_string());
                 bar.tick();
@@ -719,7 +719,7 @@ fn run() -> anyhow::Result<()> {
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("probes-{}", config.name));
             icl_lab::tournament::check_report_name(&name)?;
-            let bar = icl_lab::train::progress_bar(0, "probes");
+            let bar = icl_lab::progress::spinner("probes");
             let report = icl_lab::layer_probes::run(&name, task.as_ref(), &entrants, &opts, &|what| {
                 bar.set_message(what.to_string());
                 bar.tick();

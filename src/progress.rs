@@ -20,6 +20,16 @@ pub fn draw_target() -> ProgressDrawTarget {
     }
 }
 
+/// A spinner for work of unknown length: `label`, the latest message and the time so far.
+pub fn spinner(label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(None, draw_target());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>14} {spinner} {msg}  ({elapsed})").expect("valid template"),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
 /// A [`MultiProgress`] drawing to [`draw_target`].
 pub fn multi() -> MultiProgress {
     MultiProgress::with_draw_target(draw_target())

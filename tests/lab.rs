@@ -1008,9 +1008,9 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
 
 #[test]
 fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
-    use icl_lab::figures::{akyurek2023_phases, garg2022_families, garg2022_fig2};
+    use icl_lab::figures::{akyurek2023_phases, fu2023_newton, garg2022_families, garg2022_fig2};
     for quick in [false, true] {
-        let mut configs = vec![garg2022_fig2::config(quick).unwrap()];
+        let mut configs = vec![garg2022_fig2::config(quick).unwrap(), fu2023_newton::config(quick).unwrap()];
         configs.extend(garg2022_families::configs(quick).unwrap());
         configs.extend(akyurek2023_phases::DEPTHS.iter().map(|&l| akyurek2023_phases::config(l, quick).unwrap()));
         for c in configs {
@@ -1026,6 +1026,11 @@ fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
         let g = RunConfig::preset(name).unwrap().gpt.unwrap();
         assert_eq!((g.layers, g.heads, g.width), size, "{name}");
     }
+    // Fu's inputs: condition number κ, trace d.
+    let fu = fu2023_newton::config(true).unwrap();
+    let spectrum: Vec<f64> = serde_json::from_value(fu.task.params["spectrum"].clone()).unwrap();
+    assert!((spectrum[0] / spectrum[spectrum.len() - 1] - fu2023_newton::KAPPA).abs() < 1e-9);
+    assert!((spectrum.iter().sum::<f64>() - spectrum.len() as f64).abs() < 1e-9);
     // Akyürek's grid: every depth × width, the phases figure's setting otherwise; bad points named.
     for depth in icl_lab::config::AKYUREK_DEPTHS {
         for width in icl_lab::config::AKYUREK_WIDTHS {

@@ -5,6 +5,7 @@
 pub mod ahn2023;
 pub mod akyurek2023_phases;
 pub mod akyurek2023_probes;
+pub mod fu2023_newton;
 pub mod garg2022_baselines;
 pub mod garg2022_families;
 pub mod garg2022_fig2;
@@ -148,6 +149,12 @@ pub const FIGURES: &[Figure] = &[
         run: akyurek2023_probes::reproduce,
     },
     Figure {
+        name: "fu2023-newton",
+        about: "Fu et al. 2023: on ill-conditioned inputs (κ = 100), which number of Newton iterations vs GD steps each layer of a GPT-style model matches (residual cosine), with its untrained twin",
+        default_seeds: 2,
+        run: fu2023_newton::reproduce,
+    },
+    Figure {
         name: "garg2022-baselines",
         about: "Garg et al. 2022: every reference learner on linear, sparse, tree and ReLU-net tasks (d = 20), with closed forms",
         default_seeds: 1,
@@ -202,7 +209,7 @@ impl FigureOptions {
 
 /// Runs `work` with a spinner labelled `label` that shows the latest progress message it reports.
 pub fn with_spinner<T>(label: &str, work: impl FnOnce(&dyn Fn(&str)) -> T) -> T {
-    let bar = progress_bar(0, label);
+    let bar = crate::progress::spinner(label);
     let out = work(&|what: &str| {
         bar.set_message(what.to_string());
         bar.tick();
