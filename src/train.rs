@@ -254,9 +254,6 @@ pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
 }
 
 pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
-    if config.gpt.is_some() {
-        return crate::train_gpt::train(config, runs_root, opts);
-    }
     let dir = run_dir(runs_root, config);
     if !opts.force {
         if let Some(metrics) = load_complete_run(&dir, config) {
@@ -266,6 +263,9 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
     icl_probes::learners::serial_blas();
+    if config.gpt.is_some() {
+        return crate::train_gpt::train(config, dir, device, opts);
+    }
     let dims = config.dims();
     let _lock = crate::runs::lock(&dir)?;
     crate::runs::begin_training(&dir)?;

@@ -14,7 +14,7 @@
 //! Evaluation rows hold ½·MSE at the query on the fixed evaluation set (the task's full dimension
 //! and length), the same loss every other run reports.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -29,8 +29,7 @@ use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Gpt;
 use crate::rng::{seeded_rng, INIT_STREAM};
 use crate::train::{
-    clip_global_norm_of, diverged_loss, load_complete_run, progress_bar, run_dir, RunMetrics, RunOutcome, RunStatus,
-    TrainOptions, DIVERGED_LOSS,
+    clip_global_norm_of, diverged_loss, progress_bar, RunMetrics, RunOutcome, RunStatus, TrainOptions, DIVERGED_LOSS,
 };
 
 /// Adam's state, in parameter-name order (PyTorch's `torch.optim.Adam`, no weight decay).
@@ -209,17 +208,14 @@ impl GptTrainer {
     }
 }
 
-/// Trains (or resumes, or reuses) the GPT-style run of `config`; see the module docs.
-pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
-    let dir = run_dir(runs_root, config);
-    if !opts.force {
-        if let Some(metrics) = load_complete_run(&dir, config) {
-            return Ok(RunOutcome { dir, metrics, reused: true });
-        }
-    }
-    let device = crate::device::open(&config.train.device)?;
-    tch::set_num_threads(config.train.threads as i32);
-    icl_probes::learners::serial_blas();
+/// Trains (or resumes) the GPT-style run of `config` in `dir` on `device`; see the module docs.
+/// [`crate::train::train`] calls it once a complete run was not found to reuse.
+pub(crate) fn train(
+    config: &RunConfig,
+    dir: PathBuf,
+    device: tch::Device,
+    opts: TrainOptions,
+) -> anyhow::Result<RunOutcome> {
     let task = config.task();
     let dims = task.dims();
     let eval_prompts = crate::rng::prompts(task.as_ref(), config.eval.tasks, config.eval.seed);

@@ -36,8 +36,17 @@ pub fn config(depth: usize, quick: bool) -> anyhow::Result<RunConfig> {
     c.gpt = Some(GptConfig { layers: depth, heads, width });
     // A short curriculum (half the dimensions and points first) gets small models off the
     // initial plateau sooner; Akyürek et al. train without one.
+    gpt_recipe(&mut c, d / 2, n, steps, lr, quick);
+    c.resolve()
+}
+
+/// The training recipe of the lab's GPT-style figures beyond Garg's (here and
+/// [`super::fu2023_newton`]): batch 64, Adam (β₂ 0.999 quick, Akyürek's 0.98 otherwise), a
+/// curriculum from `dims_start` dimensions and n/2 + 1 points, evaluation every 1,000 (quick) or
+/// 5,000 steps on 1,000 prompts.
+pub(crate) fn gpt_recipe(c: &mut RunConfig, dims_start: usize, n: usize, steps: usize, lr: f64, quick: bool) {
     c.curriculum = Some(Curriculum {
-        dims_start: d / 2,
+        dims_start,
         dims_step: 1,
         points_start: n / 2 + 1,
         points_step: 2,
@@ -49,7 +58,6 @@ pub fn config(depth: usize, quick: bool) -> anyhow::Result<RunConfig> {
     c.train.beta2 = if quick { 0.999 } else { 0.98 };
     c.eval.every = if quick { 1000 } else { 5000 };
     c.eval.tasks = 1000;
-    c.resolve()
 }
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {

@@ -22,7 +22,7 @@ use icl_probes::learner::{fit, Learner};
 use icl_tasks::{LearnerSpec, Prompts, TaskConfig};
 
 use super::{train_seeds, FigureOptions};
-use crate::config::{Curriculum, RunConfig};
+use crate::config::RunConfig;
 use crate::learners::ModelLearner;
 use crate::models::GptConfig;
 use crate::plot::{render, render_labelled_heatmaps, Chart, LabelledHeatmap, Panel, Series};
@@ -53,19 +53,7 @@ pub fn config(quick: bool) -> anyhow::Result<RunConfig> {
     };
     c.gpt = Some(GptConfig { layers, heads, width });
     // Points grow as in Garg's curriculum; the dimension does not (the spectrum is d numbers).
-    c.curriculum = Some(Curriculum {
-        dims_start: d,
-        dims_step: 1,
-        points_start: n / 2 + 1,
-        points_step: 2,
-        every: if quick { 250 } else { 2000 },
-    });
-    c.train.steps = steps;
-    c.train.batch = 64;
-    c.train.lr = lr;
-    c.train.beta2 = if quick { 0.999 } else { 0.98 };
-    c.eval.every = if quick { 1000 } else { 5000 };
-    c.eval.tasks = 1000;
+    super::akyurek2023_phases::gpt_recipe(&mut c, d, n, steps, lr, quick);
     c.resolve()
 }
 

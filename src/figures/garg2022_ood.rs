@@ -19,6 +19,7 @@ use icl_probes::curve::CurveOptions;
 use icl_probes::measure::Measurement;
 use icl_tasks::{LearnerSpec, Shift, ShiftKind};
 
+use super::garg2022_fig2::PaperNumber;
 use super::{file_list, train_seeds, write_report, FigureOptions};
 use crate::config::RunConfig;
 use crate::curve::RunOnCurve;
@@ -91,15 +92,6 @@ pub struct ShiftRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct PaperNumber {
-    pub what: String,
-    /// Garg et al.'s normalised error (÷ d), d = 20, n = 40.
-    pub paper: f64,
-    /// Ours in Garg's normalisation at our n = 2d.
-    pub ours: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct OodReport {
     pub figure: &'static str,
     pub quick: bool,
@@ -108,6 +100,7 @@ pub struct OodReport {
     pub seeds: Vec<u64>,
     pub prompts: usize,
     pub rows: Vec<ShiftRow>,
+    /// Garg et al.'s normalised errors (÷ d; d = 20, n = 40) and ours in their normalisation at our n = 2d.
     pub paper: Vec<PaperNumber>,
     pub figures: Vec<String>,
     pub measurements: Vec<Measurement>,
