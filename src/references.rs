@@ -236,9 +236,10 @@ pub fn fit_preconditioners(
 }
 
 /// The multi-step `precond_gd` fitter of the tournament and curves (registered by
-/// [`crate::learners::register`]): one P_l per step, fitted by full-batch Adam on the tuning
-/// prompts themselves (their n), from P_l = η·I with η the tuned L-step GD's, keeping the P with
-/// the lowest tuning loss (so it is never worse than GD there). Same update as the learner:
+/// [`crate::learners::register`]): one P_l per step, fitted by full-batch Adam on four fifths of
+/// the tuning prompts (their n), from P_l = η·I with η the tuned L-step GD's, keeping the P with
+/// the lowest loss on the last fifth (so it is never worse than GD there: with d² parameters per
+/// step and few examples, the fitting loss alone overfits badly). Same update as the learner:
 /// W ← W − (W A − B) P_lᵀ from W = 0 with A, B the prompts' (1/n)-normalised statistics.
 pub fn fit_preconditioners_on(
     prompts: &icl_tasks::Prompts,
@@ -254,32 +255,38 @@ pub fn fit_preconditioners_on(
     let xq = array2_to_tensor(&prompts.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
     let target = array2_to_tensor(&prompts.yq, Kind::Double, Device::Cpu); // (B, o)
     let d = prompts.x_dim() as i64;
+    let rows = prompts.batch() as i64;
+    let fit_rows = (rows - rows / 5).max(1);
+    let part =
+        |t: &Tensor, fit: bool| if fit { t.narrow(0, 0, fit_rows) } else { t.narrow(0, fit_rows, rows - fit_rows) };
     let mut vs = nn::VarStore::new(Device::Cpu);
     let init = Tensor::eye(d, (Kind::Double, Device::Cpu)).unsqueeze(0).repeat([steps as i64, 1, 1]) * eta0;
     let p = vs.root().var_copy("p", &init); // (L, d, d)
     vs.set_kind(Kind::Double);
     let mut opt = nn::Adam::default().build(&vs, 0.02 * eta0.abs().max(1e-6)).map_err(torch)?;
-    let loss_of = |p: &Tensor| {
+    let loss_of = |p: &Tensor, fit: bool| {
+        let (a, b) = (part(&a, fit), part(&b, fit));
         let mut w = b.zeros_like();
         for l in 0..steps as i64 {
             w = &w - (w.matmul(&a) - &b).matmul(&p.get(l).tr()); // (B, o, d)
         }
-        (w.matmul(&xq).squeeze_dim(2) - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double)
-            * 0.5
+        let pred = w.matmul(&part(&xq, fit)).squeeze_dim(2); // (B, o)
+        (pred - part(&target, fit)).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5
     };
-    let mut best = (f64::INFINITY, init.shallow_clone());
+    let validate = |p: &Tensor| tch::no_grad(|| loss_of(p, rows == fit_rows).double_value(&[]));
+    let mut best = (validate(&init), init.shallow_clone());
     for _ in 0..300 {
-        let loss = loss_of(&p);
-        let value = loss.double_value(&[]);
-        if value < best.0 {
-            best = (value, p.detach().copy());
-        }
-        if !value.is_finite() {
+        let loss = loss_of(&p, true);
+        if !loss.double_value(&[]).is_finite() {
             break;
         }
         opt.zero_grad();
         loss.backward();
         opt.step();
+        let value = validate(&p);
+        if value < best.0 {
+            best = (value, p.detach().copy());
+        }
     }
     (0..steps as i64)
         .map(|l| {
