@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{s, Array2, Ix3};
+use ndarray::{s, Array2, Array3, Ix3};
 use serde::{Deserialize, Serialize};
 
 use icl_probes::activation_probe::{linear_probe, targets, ProbeScore, TARGETS};
@@ -91,6 +91,70 @@ pub fn mlp_probe(
 
 /// Feature sets read from a layer's residual stream (B, T, D).
 pub const FEATURES: [&str; 2] = ["query", "all_tokens"];
+/// The feature set of the attention-pooling probe (all tokens, pooled by learned weights).
+pub const POOLED: &str = "attention_pool";
+
+/// Akyürek et al. 2023's attention-pooling probe (§5, App. E) with a linear read-out: learned
+/// position scores s (one per token), α = softmax(s), the pooled state h̄ = Σ_t α_t h_t of the
+/// standardised states, ŷ = h̄ W + (the fitting targets' mean). Adam (lr 0.01) on full batches of
+/// four fifths of the fitting prompts from s = 0 (uniform pooling) and W = 0; the parameters with
+/// the lowest error on the last fifth (checked every 10 steps) are kept, and scored on the
+/// held-out prompts. A linear map of all tokens contains this probe (fixed α, then W), so the
+/// all-tokens ridge probe bounds it from above; the pooled one is the paper's.
+pub fn pooled_probe(
+    train: (&Array3<f64>, &Array2<f64>),
+    held_out: (&Array3<f64>, &Array2<f64>),
+    steps: usize,
+    seed: u64,
+) -> anyhow::Result<ProbeScore> {
+    use tch::nn::OptimizerConfig;
+    use tch::{nn, Device, Kind, Tensor};
+    let tensor = |a: ndarray::ArrayViewD<f64>| {
+        let shape: Vec<i64> = a.shape().iter().map(|&n| n as i64).collect();
+        Tensor::from_slice(a.as_standard_layout().as_slice().expect("standard layout"))
+            .reshape(shape.as_slice())
+            .to_kind(Kind::Float)
+    };
+    let (x, y) = (tensor(train.0.view().into_dyn()), tensor(train.1.view().into_dyn())); // (B, T, D), (B, k)
+    let mean = x.mean_dim([0, 1].as_slice(), true, Kind::Float); // (1, 1, D)
+    let std = x.std_dim([0, 1].as_slice(), false, true).clamp_min(1e-8);
+    let t_mean = y.mean_dim(0, true, Kind::Float);
+    let standard = |f: &Tensor| (f - &mean) / &std;
+    let rows = x.size()[0];
+    let split = rows - rows / 5;
+    let x_std = standard(&x);
+    let (fit_x, val_x) = (x_std.narrow(0, 0, split), x_std.narrow(0, split, rows - split));
+    let (fit_y, val_y) = (y.narrow(0, 0, split), y.narrow(0, split, rows - split));
+    tch::manual_seed(seed as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let (t, d, k) = (x.size()[1], x.size()[2], y.size()[1]);
+    let scores = vs.root().zeros("s", &[t]);
+    let w = vs.root().zeros("w", &[d, k]);
+    // (B, T, D) pooled over T by α = softmax(s): (B, D), then (B, k).
+    let predict = |h: &Tensor| h.transpose(1, 2).matmul(&scores.softmax(0, Kind::Float)).matmul(&w) + &t_mean;
+    let mut opt = nn::Adam::default().build(&vs, 1e-2)?;
+    let mut best = (f64::INFINITY, scores.detach().copy(), w.detach().copy());
+    for step in 0..=steps {
+        if step % 10 == 0 || step == steps {
+            let val = f64::try_from(tch::no_grad(|| (predict(&val_x) - &val_y).square().mean(Kind::Float)))?;
+            if val < best.0 {
+                best = (val, scores.detach().copy(), w.detach().copy());
+            }
+        }
+        if step == steps {
+            break;
+        }
+        let loss = (predict(&fit_x) - &fit_y).square().mean(Kind::Float);
+        opt.backward_step(&loss);
+    }
+    let pred = tch::no_grad(|| {
+        let pooled =
+            standard(&tensor(held_out.0.view().into_dyn())).transpose(1, 2).matmul(&best.1.softmax(0, Kind::Float));
+        pooled.matmul(&best.2) + &t_mean
+    });
+    let pred = crate::cache::tensor_to_array(&pred)?.into_dimensionality::<ndarray::Ix2>()?;
+    Ok(ProbeScore::of(&pred, held_out.1, &train.1.mean_axis(ndarray::Axis(0)).expect("rows"), 0.0))
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerProbeOptions {
@@ -102,6 +166,9 @@ pub struct LayerProbeOptions {
     pub seed: u64,
     /// Adam steps of the MLP probe on all tokens (0: linear probes only).
     pub mlp_steps: usize,
+    /// Adam steps of the attention-pooling probe (0: none).
+    #[serde(default)]
+    pub pool_steps: usize,
 }
 
 impl LayerProbeOptions {
@@ -112,6 +179,7 @@ impl LayerProbeOptions {
             n_values: vec![task.dims().context_len],
             seed: 0,
             mlp_steps: 1000,
+            pool_steps: 300,
         }
     }
 }
@@ -179,16 +247,27 @@ pub fn run(
                 for layer in 0..=e.entrant.layers {
                     on_progress(&format!("{} seed {seed}, n = {n}, layer {layer}", e.entrant.model));
                     let (fit_h, test_h) = (&fit_states[layer], &test_states[layer]);
-                    for which in FEATURES {
-                        let (fit_f, test_f) = (features(fit_h, which), features(test_h, which));
+                    let pooled = (opts.pool_steps > 0).then_some(POOLED);
+                    for which in FEATURES.into_iter().chain(pooled) {
+                        let flat = (which != POOLED).then(|| (features(fit_h, which), features(test_h, which)));
                         for (target, fit_t, test_t) in &goals {
-                            let mut scores = vec![("linear_probe", linear_probe((&fit_f, fit_t), (&test_f, test_t))?)];
-                            if which == "all_tokens" && opts.mlp_steps > 0 {
-                                scores.push((
-                                    "mlp_probe",
-                                    mlp_probe((&fit_f, fit_t), (&test_f, test_t), opts.mlp_steps, opts.seed)?,
-                                ));
-                            }
+                            let scores = match &flat {
+                                None => vec![(
+                                    "pooled_probe",
+                                    pooled_probe((fit_h, fit_t), (test_h, test_t), opts.pool_steps, opts.seed)?,
+                                )],
+                                Some((fit_f, test_f)) => {
+                                    let mut scores =
+                                        vec![("linear_probe", linear_probe((fit_f, fit_t), (test_f, test_t))?)];
+                                    if which == "all_tokens" && opts.mlp_steps > 0 {
+                                        scores.push((
+                                            "mlp_probe",
+                                            mlp_probe((fit_f, fit_t), (test_f, test_t), opts.mlp_steps, opts.seed)?,
+                                        ));
+                                    }
+                                    scores
+                                }
+                            };
                             for (probe, score) in scores {
                                 let mut params = Params::new();
                                 params.insert("target".into(), (*target).into());
@@ -326,11 +405,22 @@ fn markdown(r: &LayerProbeReport, command: &str, preface: &str) -> String {
     if o.mlp_steps > 0 {
         sections.push(("mlp_probe", "all_tokens"));
     }
+    if o.pool_steps > 0 {
+        sections.push(("pooled_probe", POOLED));
+    }
     for (probe, features) in sections {
         s.push_str(&format!(
             "## {} probe, R² from {}\n\n| model | layer |",
-            if probe == "mlp_probe" { "MLP" } else { "Linear" },
-            if features == "query" { "the query token" } else { "all tokens" }
+            match probe {
+                "mlp_probe" => "MLP",
+                "pooled_probe" => "Attention-pooling (linear read-out)",
+                _ => "Linear",
+            },
+            match features {
+                "query" => "the query token",
+                "attention_pool" => "all tokens pooled by learned position weights (Akyürek et al.)",
+                _ => "all tokens",
+            }
         ));
         for t in TARGETS {
             s.push_str(&format!(" {t} |"));
@@ -354,7 +444,7 @@ fn markdown(r: &LayerProbeReport, command: &str, preface: &str) -> String {
         }
         s.push('\n');
     }
-    s.push_str(&format!("![probe R² by layer](../figures/{}/r2.png)\n\nEvery number is in `reports/{}.json` (`measurements`: learner `linear_probe` or `mlp_probe`, params `target` and `features`, metrics `r2` and `normalised_error`).\n", r.name, r.name));
+    s.push_str(&format!("![probe R² by layer](../figures/{}/r2.png)\n\nEvery number is in `reports/{}.json` (`measurements`: learner `linear_probe`, `mlp_probe` or `pooled_probe`, params `target` and `features`, metrics `r2` and `normalised_error`).\n", r.name, r.name));
     s
 }
 
@@ -384,5 +474,24 @@ mod tests {
         assert!(mlp.r2 > 0.8, "{mlp:?}");
         let linear = linear_probe((&train.0, &train.1), (&test.0, &test.1)).unwrap();
         assert!(linear.r2 < mlp.r2 - 0.2, "the product is not linear: linear {linear:?}, MLP {mlp:?}");
+    }
+
+    #[test]
+    fn the_pooling_probe_learns_where_to_look() {
+        // States (B, T = 5, D = 3); the target is the first entry of token 1. Uniform pooling
+        // explains a fifth of it; the learned position weights must find token 1, which the query
+        // token (the last) knows nothing about.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut draw = |rows: usize| {
+            let h: Array3<f64> = Array3::from_shape_fn((rows, 5, 3), |_| StandardNormal.sample(&mut rng));
+            let t = Array2::from_shape_fn((rows, 1), |(i, _)| h[[i, 1, 0]]);
+            (h, t)
+        };
+        let (train, test) = (draw(2000), draw(500));
+        let pooled = pooled_probe((&train.0, &train.1), (&test.0, &test.1), 600, 0).unwrap();
+        assert!(pooled.r2 > 0.9, "{pooled:?}");
+        let query =
+            linear_probe((&features(&train.0, "query"), &train.1), (&features(&test.0, "query"), &test.1)).unwrap();
+        assert!(query.r2 < 0.05, "{query:?}");
     }
 }

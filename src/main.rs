@@ -226,6 +226,9 @@ enum Command {
         /// Adam steps of the MLP probe on all tokens (0: linear probes only).
         #[arg(long, default_value_t = 1000)]
         mlp_steps: usize,
+        /// Adam steps of the attention-pooling probe (Akyürek et al.'s learned pooling over positions; 0: none).
+        #[arg(long, default_value_t = 300)]
+        pool_steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value = "reports")]
@@ -694,6 +697,7 @@ fn run() -> anyhow::Result<()> {
             fit_prompts,
             test_prompts,
             mlp_steps,
+            pool_steps,
             seed,
             reports,
             figures,
@@ -716,6 +720,8 @@ fn run() -> anyhow::Result<()> {
             opts.fit_prompts = fit_prompts;
             opts.test_prompts = test_prompts;
             opts.mlp_steps = mlp_steps;
+            anyhow::ensure!(pool_steps <= 1_000_000, "--pool-steps: must be at most 1000000 (got {pool_steps})");
+            opts.pool_steps = pool_steps;
             opts.seed = seed;
             let name = name.unwrap_or_else(|| format!("probes-{}", config.name));
             icl_lab::tournament::check_report_name(&name)?;

@@ -37,11 +37,12 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let task = config.task();
     let dims = task.dims();
     // MLP probes on all tokens cost ~1 GFLOP per Adam step here (2,048 prompts × 544 features ×
-    // width 128): hundreds of fits × 1,000 steps are hours on a CPU, so --quick fits linear probes
-    // only and says so.
+    // width 128): hundreds of fits × 1,000 steps are hours on a CPU, so --quick fits the linear
+    // ones (ridge on the query or all tokens, and Akyürek's attention pooling) and says so.
     let probe_opts = LayerProbeOptions {
         n_values: vec![dims.x_dim / 2, dims.x_dim, dims.context_len],
         mlp_steps: if opts.quick { 0 } else { 1000 },
+        pool_steps: if opts.quick { 200 } else { 300 },
         ..LayerProbeOptions::for_task(task.as_ref())
     };
     let report = super::with_spinner("probes", |progress| {
@@ -62,7 +63,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         dims.x_dim,
         dims.context_len,
         if opts.quick {
-            ", quick: 6,000 steps at lr 1e-3; not the paper's size; linear probes only (the paper also fits MLP probes: the default setting does)"
+            ", quick: 6,000 steps at lr 1e-3; not the paper's size; ridge and attention-pooling probes only (the paper also fits MLP probes: the default setting does)"
         } else {
             ""
         },
