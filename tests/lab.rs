@@ -538,6 +538,8 @@ fn probe_layers_writes_a_row_per_model_layer_target_and_feature_set() {
         "200",
         "--mlp-steps",
         "30",
+        "--pool-steps",
+        "30",
         "--name",
         "p",
         "--reports",
@@ -550,8 +552,11 @@ fn probe_layers_writes_a_row_per_model_layer_target_and_feature_set() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("layer 1: w "));
     let report: icl_lab::layer_probes::LayerProbeReport =
         serde_json::from_slice(&std::fs::read(dir.path().join("r/p.json")).unwrap()).unwrap();
-    // 2 models (construction, untrained twin) × layers 0–1 × (2 linear + 1 MLP probe) × 4 targets × 2 metrics.
-    assert_eq!(report.measurements.len(), 2 * 2 * 3 * 4 * 2);
+    // 2 models (construction, untrained twin) × layers 0–1 × (2 linear + 1 MLP + 1 attention-pooling
+    // probe) × 4 targets × 2 metrics.
+    assert_eq!(report.measurements.len(), 2 * 2 * 4 * 4 * 2);
+    let (pooled, _, _) = report.value("construction", 1, "pooled_probe", "w", "attention_pool", "r2");
+    assert!(pooled.is_finite(), "the pooled probe has rows");
     // y = w·x is bilinear in (w, x): no linear map of the raw tokens recovers w.
     let (r2, _, _) = report.value("construction", 0, "linear_probe", "w", "all_tokens", "r2");
     assert!(r2 < 0.1, "w linearly decoded from raw tokens: R² {r2}");
