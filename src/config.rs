@@ -290,6 +290,11 @@ mod u64_in_toml {
 /// before anything is allocated.
 pub const MAX_PROMPT_BYTES: u128 = 4 << 30;
 
+/// A parser message on one line (TOML's can span several: "invalid table header\nduplicate key …").
+pub(crate) fn one_line(message: &str) -> String {
+    message.trim().lines().map(str::trim).collect::<Vec<_>>().join(": ")
+}
+
 /// Names the TOML key at byte `offset` as `table.key (line N)`, so that parse errors name the field.
 fn locate(text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
@@ -324,8 +329,7 @@ impl RunConfig {
     /// Parses TOML (all keys optional, unknown keys rejected) and resolves it.
     pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
         let raw: RunConfig = toml::from_str(text).map_err(|e| {
-            // One line: the parser's messages can span several ("invalid table header\nduplicate key …").
-            let message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(": ");
+            let message = one_line(e.message());
             match e.span() {
                 Some(span) => anyhow::anyhow!("{}: {message}", locate(text, span.start)),
                 None => anyhow::anyhow!("{message}"),

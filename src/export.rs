@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayD;
+use ndarray::ArrayViewD;
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::ActivationCache;
@@ -44,15 +44,11 @@ pub fn export_activations(
         .map(|name| cache.tensor(name).map(|t| (name.to_string(), t.detach().contiguous())))
         .collect::<anyhow::Result<_>>()?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let as_tensor = |a: ArrayD<f64>| {
-        let shape: Vec<i64> = a.shape().iter().map(|&s| s as i64).collect();
-        let values: Vec<f64> = a.iter().copied().collect();
-        Tensor::from_slice(&values).view(shape.as_slice()).to_kind(kind)
-    };
-    entries.push(("prompt.xs".into(), as_tensor(sample.xs.clone().into_dyn())));
-    entries.push(("prompt.ys".into(), as_tensor(sample.ys.clone().into_dyn())));
-    entries.push(("prompt.xq".into(), as_tensor(sample.xq.clone().into_dyn())));
-    entries.push(("prompt.yq".into(), as_tensor(sample.yq.clone().into_dyn())));
+    let as_tensor = |a: ArrayViewD<f64>| crate::layout::array_to_tensor(&a, kind, Device::Cpu);
+    entries.push(("prompt.xs".into(), as_tensor(sample.xs.view().into_dyn())));
+    entries.push(("prompt.ys".into(), as_tensor(sample.ys.view().into_dyn())));
+    entries.push(("prompt.xq".into(), as_tensor(sample.xq.view().into_dyn())));
+    entries.push(("prompt.yq".into(), as_tensor(sample.yq.view().into_dyn())));
     entries.push(("prediction".into(), prediction.detach().contiguous()));
     crate::io::with_atomic_path(out, |p| Ok(Tensor::write_safetensors(&entries, p)?))?;
     Ok(entries.iter().map(|(n, t)| (n.clone(), t.size())).collect())

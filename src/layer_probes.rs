@@ -30,11 +30,7 @@ pub fn mlp_probe(
 ) -> anyhow::Result<ProbeScore> {
     use tch::nn::{Module, OptimizerConfig};
     use tch::{nn, Device, Kind, Tensor};
-    let to_tensor = |a: &Array2<f64>| {
-        Tensor::from_slice(a.as_standard_layout().as_slice().expect("standard layout"))
-            .reshape([a.nrows() as i64, a.ncols() as i64])
-            .to_kind(Kind::Float)
-    };
+    let to_tensor = |a: &Array2<f64>| crate::layout::array_to_tensor(a, Kind::Float, Device::Cpu);
     let (x, y) = (to_tensor(train.0), to_tensor(train.1));
     let mean = x.mean_dim(0, true, Kind::Float);
     let std = x.std_dim(0, false, true).clamp_min(1e-8);
@@ -109,13 +105,10 @@ pub fn pooled_probe(
 ) -> anyhow::Result<ProbeScore> {
     use tch::nn::OptimizerConfig;
     use tch::{nn, Device, Kind, Tensor};
-    let tensor = |a: ndarray::ArrayViewD<f64>| {
-        let shape: Vec<i64> = a.shape().iter().map(|&n| n as i64).collect();
-        Tensor::from_slice(a.as_standard_layout().as_slice().expect("standard layout"))
-            .reshape(shape.as_slice())
-            .to_kind(Kind::Float)
-    };
-    let (x, y) = (tensor(train.0.view().into_dyn()), tensor(train.1.view().into_dyn())); // (B, T, D), (B, k)
+    let (x, y) = (
+        crate::layout::array_to_tensor(train.0, Kind::Float, Device::Cpu), // (B, T, D)
+        crate::layout::array_to_tensor(train.1, Kind::Float, Device::Cpu), // (B, k)
+    );
     let mean = x.mean_dim([0, 1].as_slice(), true, Kind::Float); // (1, 1, D)
     let std = x.std_dim([0, 1].as_slice(), false, true).clamp_min(1e-8);
     let t_mean = y.mean_dim(0, true, Kind::Float);
@@ -148,8 +141,9 @@ pub fn pooled_probe(
         opt.backward_step(&loss);
     }
     let pred = tch::no_grad(|| {
-        let pooled =
-            standard(&tensor(held_out.0.view().into_dyn())).transpose(1, 2).matmul(&best.1.softmax(0, Kind::Float));
+        let pooled = standard(&crate::layout::array_to_tensor(held_out.0, Kind::Float, Device::Cpu))
+            .transpose(1, 2)
+            .matmul(&best.1.softmax(0, Kind::Float));
         pooled.matmul(&best.2) + &t_mean
     });
     let pred = crate::cache::tensor_to_array(&pred)?.into_dimensionality::<ndarray::Ix2>()?;

@@ -103,9 +103,18 @@ pub fn tensors(layout: TokenLayout, p: &Prompts, kind: Kind, device: Device) -> 
 }
 
 pub fn array2_to_tensor(a: &Array2<f64>, kind: Kind, device: Device) -> Tensor {
-    let (r, c) = a.dim();
+    array_to_tensor(a, kind, device)
+}
+
+/// An f64 array of any shape (any memory layout) as a tensor of the same shape.
+pub fn array_to_tensor<S, D>(a: &ndarray::ArrayBase<S, D>, kind: Kind, device: Device) -> Tensor
+where
+    S: ndarray::Data<Elem = f64>,
+    D: ndarray::Dimension,
+{
+    let shape: Vec<i64> = a.shape().iter().map(|&n| n as i64).collect();
     let data: Vec<f64> = a.iter().copied().collect();
-    Tensor::from_slice(&data).view([r as i64, c as i64]).to_kind(kind).to_device(device)
+    Tensor::from_slice(&data).view(shape.as_slice()).to_kind(kind).to_device(device)
 }
 
 #[cfg(test)]

@@ -299,6 +299,5 @@ pub fn fit_preconditioners_on(
 }
 
 fn array3(a: &ndarray::Array3<f64>) -> Tensor {
-    let (b, n, d) = a.dim();
-    Tensor::from_slice(a.as_slice().expect("standard layout")).view([b as i64, n as i64, d as i64])
+    crate::layout::array_to_tensor(a, Kind::Double, Device::Cpu)
 }

@@ -75,8 +75,7 @@ impl Sweep {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: SweepFile = toml::from_str(&text).map_err(|e| {
-            let msg = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(": ");
-            anyhow::anyhow!("invalid sweep {}: {msg}", path.display())
+            anyhow::anyhow!("invalid sweep {}: {}", path.display(), crate::config::one_line(e.message()))
         })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         Self::expand(&file, base_dir).with_context(|| format!("sweep {}", path.display()))
@@ -178,13 +177,11 @@ pub fn plan(sweep: &Sweep, runs_root: &Path) -> String {
         sweep.seeds,
         sweep.points.len() as u64 * sweep.seeds
     );
+    let runs = sweep.runs();
     for p in &sweep.points {
-        let state = (0..sweep.seeds)
-            .filter(|&s| {
-                let mut c = p.config.clone();
-                c.seed = s;
-                load_complete_run(&run_dir(runs_root, &c), &c).is_some()
-            })
+        let state = runs
+            .iter()
+            .filter(|(point, c)| *point == p.index && load_complete_run(&run_dir(runs_root, c), c).is_some())
             .count();
         out += &format!(
             "  {:<24} {}  ({state}/{} complete)\n",

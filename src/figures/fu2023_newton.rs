@@ -107,15 +107,28 @@ pub struct NewtonReport {
 
 /// Errors ŷ − y_q (first output) per prompt and n = 1…N: (prompts, N).
 fn residuals(learner: &dyn Learner, eval: &Prompts, n_max: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+    residuals_per_n(eval, n_max, |prompts, _| predict(learner, prompts))
+}
+
+/// [`residuals`] of predictions made per n (GD's η is tuned per n).
+fn residuals_per_n(
+    eval: &Prompts,
+    n_max: usize,
+    predict_at: impl Fn(&Prompts, usize) -> anyhow::Result<ndarray::Array2<f64>>,
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let mut out = vec![vec![0.0; n_max]; eval.batch()];
     for n in 1..=n_max {
         let prompts = eval.prefix(n);
-        let preds = learner.predict(&prompts).map_err(|e| anyhow::anyhow!("{e}"))?.preds;
+        let preds = predict_at(&prompts, n)?;
         for (b, row) in out.iter_mut().enumerate() {
             row[n - 1] = preds[[b, 0]] - prompts.yq[[b, 0]];
         }
     }
     Ok(out)
+}
+
+fn predict(learner: &dyn Learner, prompts: &Prompts) -> anyhow::Result<ndarray::Array2<f64>> {
+    Ok(learner.predict(prompts).map_err(|e| anyhow::anyhow!("{e}"))?.preds)
 }
 
 /// Mean over prompts of cos(a + shift, b + shift) (shift: each prompt's target, or 0).
@@ -155,16 +168,11 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         }
         for &k in &GD_STEPS {
             progress(&format!("gd, {k} steps"));
-            let mut per_n = vec![vec![0.0; n_max]; eval.batch()];
-            for n in 1..=n_max {
+            let per_n = residuals_per_n(&eval, n_max, |prompts, n| {
                 let gd = fit(&LearnerSpec::new("gd").with("steps", k), Some(&tuning.prefix(n)))
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let p = eval.prefix(n);
-                let preds = gd.predict(&p).map_err(|e| anyhow::anyhow!("{e}"))?.preds;
-                for (b, row) in per_n.iter_mut().enumerate() {
-                    row[n - 1] = preds[[b, 0]] - p.yq[[b, 0]];
-                }
-            }
+                predict(gd.as_ref(), prompts)
+            })?;
             algorithms.push(("gd", k, per_n));
         }
         Ok(())
