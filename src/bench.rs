@@ -1,24 +1,44 @@
 //! `icl-lab bench`: training speed in ms/step, data generation included, for the paper's
-//! 1-, 2- and 3-layer recurrent configurations and the 5-separate-layer model of Figs. 3 and 6. Every line is measured in the same process, one
-//! after another, so ratios between lines are meaningful on a shared, noisy machine.
+//! 1-, 2- and 3-layer recurrent configurations and the 5-separate-layer model of Figs. 3 and 6,
+//! with each engine (fused, libtorch) and thread count; beside each line the FLOPs of a step,
+//! the achieved GFLOP/s and the machine's own f32 peak measured in the same command (a large
+//! matrix product through libtorch), and optionally the plain PyTorch and JAX baselines
+//! (`../shared/bench/lsa_bench.py`, run unedited as a subprocess). Every line is measured in
+//! the same process, one after another, so ratios between lines are meaningful on a shared,
+//! noisy machine.
+//!
+//! What a bench line times is what training does: [`Trainer::step_host`] on batches from the
+//! training data thread, reading every loss (the divergence check), without evaluations.
+//!
+//! FLOPs per step are counted from the shapes, 2 per multiply-add of the step as the fused
+//! engine computes it ([`crate::fused_lsa::LsaShape::flops_per_step`]); the same count is used
+//! for libtorch lines, so GFLOP/s compare engines on equal work. Data generation and the Adam
+//! update (4·D² parameters per layer) are not counted.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use serde::Serialize;
 
-use crate::config::RunConfig;
-use crate::train::{batch_tensors, spawn_data_stream, Trainer};
+use crate::config::{Engine, RunConfig};
+use crate::fused_lsa::LsaShape;
+use crate::train::{spawn_data_stream, Trainer};
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct BenchLine {
     pub name: String,
     pub layers: usize,
     pub recurrent: bool,
+    pub engine: String,
     pub threads: usize,
     pub device: String,
     pub ms_per_step: f64,
     /// Sampling alone, ms per batch on one core (overlapped with the step when training).
     pub data_ms_per_batch: f64,
+    /// FLOPs of one step (see the module docs).
+    pub mflop_per_step: f64,
+    pub gflops: f64,
 }
 
 /// Times `steps` training steps after `warmup` untimed ones.
@@ -32,10 +52,8 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let mut run = |n: usize| -> anyhow::Result<()> {
         for _ in 0..n {
             let b = batches.recv().context("data thread stopped")?;
-            let (tokens, targets) = batch_tensors(&b, config.model.tokens, dims, device);
-            let loss = trainer.step(&tokens, &targets);
             // The training loop reads every loss (divergence check): so does the benchmark.
-            f64::try_from(loss)?;
+            std::hint::black_box(trainer.step_host(&b)?);
         }
         Ok(())
     };
@@ -53,50 +71,196 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
         std::hint::black_box(config.model.tokens.token_buffer(&p, |x| x as f32));
     }
     let data_ms_per_batch = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    let flops = LsaShape::of(config).map(|s| s.flops_per_step(config.train.batch)).unwrap_or(f64::NAN);
     Ok(BenchLine {
         name: config.name.clone(),
         layers: config.model.layers,
         recurrent: config.model.recurrent,
+        engine: format!("{:?}", config.engine()).to_lowercase(),
         threads: config.train.threads,
         device: config.train.device.clone(),
         ms_per_step,
         data_ms_per_batch,
+        mflop_per_step: flops / 1e6,
+        gflops: flops / (ms_per_step * 1e6),
     })
+}
+
+impl BenchLine {
+    /// The depth label shared with the baselines: `1 layer`, `3 recurrent`, `5 separate`.
+    pub fn depth(&self) -> String {
+        match (self.layers, self.recurrent) {
+            (1, _) => "1 layer".into(),
+            (l, true) => format!("{l} recurrent"),
+            (l, false) => format!("{l} separate"),
+        }
+    }
+}
+
+/// The machine's f32 matrix-product peak through libtorch at `threads` threads, GFLOP/s: the best
+/// of a few n × n products (n = 1024).
+pub fn matmul_peak(threads: usize) -> f64 {
+    tch::set_num_threads(threads as i32);
+    let n = 1024i64;
+    let a = tch::Tensor::randn([n, n], (tch::Kind::Float, tch::Device::Cpu));
+    let b = tch::Tensor::randn([n, n], (tch::Kind::Float, tch::Device::Cpu));
+    let _ = a.matmul(&b);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let _ = std::hint::black_box(a.matmul(&b));
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// The configurations `icl-lab bench` measures: vo2023-fig2 with 1, 2, 3 recurrent layers and
+/// with 5 separate layers (the model of Figs. 3 and 6), for each engine and thread count.
+pub fn default_configs(device: &str, engines: &[Engine], threads: &[usize]) -> anyhow::Result<Vec<RunConfig>> {
+    let mut out = Vec::new();
+    for (layers, recurrent) in [(1usize, true), (2, true), (3, true), (5, false)] {
+        for &engine in engines {
+            for &t in threads {
+                let mut c = RunConfig::preset("vo2023-fig2")?;
+                let kind = if recurrent { "" } else { " sep" };
+                let e = format!("{engine:?}").to_lowercase();
+                c.name = format!("L={layers}{kind} {e} t={t}");
+                c.model.layers = layers;
+                c.model.recurrent = recurrent;
+                c.model.init_scale = None;
+                c.train.grad_clip = None;
+                c.train.device = device.to_string();
+                c.train.threads = t;
+                c.train.engine = engine;
+                out.push(c.resolve()?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One baseline measurement: `python lsa_bench.py <framework> <steps> <layers>`, unedited.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselineLine {
+    pub framework: String,
+    pub layers: usize,
+    pub ms_per_step: f64,
+}
+
+/// Runs the baseline script for `framework` (`torch`, `jax`) at `layers` recurrent layers.
+pub fn run_baseline(
+    python: &Path,
+    script: &Path,
+    framework: &str,
+    steps: usize,
+    layers: usize,
+) -> anyhow::Result<BaselineLine> {
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args([framework, &steps.to_string(), &layers.to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ms = stdout
+        .lines()
+        .find_map(|l| l.split("ms_per_step=").nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            format!("{framework} baseline printed no ms_per_step: {}", err.lines().last().unwrap_or(""))
+        })?;
+    Ok(BaselineLine { framework: framework.into(), layers, ms_per_step: ms })
 }
 
 impl std::fmt::Display for BenchLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:<28} {:>8.2} ms/step  ({} layer(s) {}, {} thread(s), {}; sampling alone {:.2} ms/batch)",
-            self.name,
-            self.ms_per_step,
-            self.layers,
-            if self.recurrent { "recurrent" } else { "separate" },
-            self.threads,
-            self.device,
-            self.data_ms_per_batch
+            "{:<24} {:>8.2} ms/step  {:>6.0} MFLOP  {:>5.1} GFLOP/s  ({}; sampling alone {:.2} ms/batch)",
+            self.name, self.ms_per_step, self.mflop_per_step, self.gflops, self.device, self.data_ms_per_batch
         )
     }
 }
 
-/// The configurations `icl-lab bench` measures: vo2023-fig2 with 1, 2, 3 recurrent layers and
-/// with 5 separate layers (the model of Figs. 3 and 6).
-pub fn default_configs(device: &str, threads: &[usize]) -> anyhow::Result<Vec<RunConfig>> {
-    let mut out = Vec::new();
-    for (layers, recurrent) in [(1usize, true), (2, true), (3, true), (5, false)] {
-        for &t in threads {
-            let mut c = RunConfig::preset("vo2023-fig2")?;
-            let kind = if recurrent { "" } else { " sep" };
-            c.name = format!("vo2023-fig2 L={layers}{kind} t={t}");
-            c.model.layers = layers;
-            c.model.recurrent = recurrent;
-            c.model.init_scale = None;
-            c.train.grad_clip = None;
-            c.train.device = device.to_string();
-            c.train.threads = t;
-            out.push(c.resolve()?);
+/// What `icl-lab bench` measures.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub device: String,
+    pub steps: usize,
+    pub engines: Vec<Engine>,
+    pub threads: Vec<usize>,
+    /// A Python with PyTorch and JAX, and the baseline script: run for every depth when given.
+    pub baselines: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub baseline_steps: usize,
+}
+
+/// Everything one `icl-lab bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// f32 matmul peak, GFLOP/s, per thread count.
+    pub peak_gflops: Vec<(usize, f64)>,
+    pub lines: Vec<BenchLine>,
+    pub baselines: Vec<BaselineLine>,
+}
+
+impl BenchReport {
+    /// Per depth: our fastest fused line, the faster baseline, and the ratio.
+    pub fn ratios(&self) -> Vec<(String, f64, f64, f64)> {
+        let mut out = Vec::new();
+        let mut depths: Vec<(usize, String)> = self.lines.iter().map(|l| (l.layers, l.depth())).collect();
+        depths.dedup();
+        for (layers, depth) in depths {
+            let ours =
+                self.lines.iter().filter(|l| l.depth() == depth).map(|l| l.ms_per_step).fold(f64::INFINITY, f64::min);
+            let theirs = self
+                .baselines
+                .iter()
+                .filter(|b| b.layers == layers)
+                .map(|b| b.ms_per_step)
+                .fold(f64::INFINITY, f64::min);
+            if theirs.is_finite() {
+                out.push((depth, ours, theirs, theirs / ours));
+            }
+        }
+        out
+    }
+}
+
+/// Runs the benchmark; `print` receives each line as it is measured.
+pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<BenchReport> {
+    let peak_gflops: Vec<(usize, f64)> =
+        if opts.device == "cpu" { opts.threads.iter().map(|&t| (t, matmul_peak(t))).collect() } else { Vec::new() };
+    for (t, p) in &peak_gflops {
+        print(&format!("f32 matmul peak (libtorch, 1024³, {t} thread(s)): {p:.1} GFLOP/s"));
+    }
+    let mut lines = Vec::new();
+    let mut baselines = Vec::new();
+    let configs = default_configs(&opts.device, &opts.engines, &opts.threads)?;
+    let mut depth_done = None;
+    for cfg in configs {
+        let line = bench_config(&cfg, 30, opts.steps)?;
+        let peak = peak_gflops.iter().find(|(t, _)| *t == line.threads).map(|(_, p)| *p);
+        let of_peak = peak.map(|p| format!("  {:.0}% of peak", 100.0 * line.gflops / p)).unwrap_or_default();
+        print(&format!("{line}{of_peak}"));
+        let depth = (line.layers, line.recurrent);
+        lines.push(line);
+        let last_of_depth = depth_done != Some(depth);
+        depth_done = Some(depth);
+        if let (Some((python, script)), true) = (&opts.baselines, last_of_depth) {
+            // The script has recurrent layers only: 5 recurrent layers stand in for 5 separate
+            // ones (the same shapes and FLOPs per step).
+            for framework in ["torch", "jax"] {
+                let b = run_baseline(python, script, framework, opts.baseline_steps, depth.0)?;
+                print(&format!(
+                    "{:<24} {:>8.2} ms/step  (lsa_bench.py {framework} {} {}, unedited)",
+                    format!("baseline {framework} L={}", depth.0),
+                    b.ms_per_step,
+                    opts.baseline_steps,
+                    depth.0
+                ));
+                baselines.push(b);
+            }
         }
     }
-    Ok(out)
+    Ok(BenchReport { peak_gflops, lines, baselines })
 }

@@ -179,8 +179,31 @@ pub struct TrainConfig {
     pub grad_clip: Option<f64>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// libtorch intra-op threads; tiny models run fastest on one.
+    /// libtorch intra-op threads (and the fused engine's threads); tiny models run fastest on one.
     pub threads: usize,
+    /// How a training step is computed: `fused` (the hand-written step of
+    /// [`crate::fused_lsa`], for linear self-attention on the CPU), `libtorch` (autograd), or
+    /// `auto` (fused where it applies; [`RunConfig::engine`] says which). The two agree to float
+    /// rounding, not bit for bit, so a run's manifest records the engine that trained it.
+    /// (Not written when `auto`, so configs from before the engine existed keep their hash.)
+    #[serde(skip_serializing_if = "Engine::is_auto")]
+    pub engine: Engine,
+}
+
+/// The implementation of a training step (see [`TrainConfig::engine`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Auto,
+    Libtorch,
+    Fused,
+}
+
+impl Engine {
+    fn is_auto(&self) -> bool {
+        *self == Engine::Auto
+    }
 }
 
 impl Default for TrainConfig {
@@ -195,6 +218,7 @@ impl Default for TrainConfig {
             grad_clip: None,
             device: "cpu".into(),
             threads: 1,
+            engine: Engine::Auto,
         }
     }
 }
@@ -501,6 +525,15 @@ impl RunConfig {
     }
 
     /// Checks training and evaluation settings; `default_clip` is the family's gradient clipping.
+    /// The engine that trains this (resolved) config: `train.engine`, with `auto` decided.
+    pub fn engine(&self) -> Engine {
+        match self.train.engine {
+            Engine::Auto if self.train.device == "cpu" && crate::fused_lsa::LsaShape::of(self).is_ok() => Engine::Fused,
+            Engine::Auto => Engine::Libtorch,
+            explicit => explicit,
+        }
+    }
+
     fn resolve_train_eval(mut self, default_clip: f64) -> anyhow::Result<Self> {
         let t = &mut self.train;
         check((1..=10_000_000).contains(&t.steps), "train.steps", "an integer in 1..=10000000", t.steps)?;
@@ -513,6 +546,12 @@ impl RunConfig {
         check(clip > 0.0, "train.grad_clip", "a number > 0 (inf: no clipping)", clip)?;
         crate::device::parse_device(&t.device).context("train.device")?;
         check((1..=1024).contains(&t.threads), "train.threads", "an integer in 1..=1024", t.threads)?;
+        if self.train.engine == Engine::Fused {
+            if let Err(why) = crate::fused_lsa::LsaShape::of(&self) {
+                anyhow::bail!("train.engine: \"fused\" cannot train this model: {why}; use \"auto\" or \"libtorch\"");
+            }
+            check(self.train.device == "cpu", "train.engine", "\"auto\" or \"libtorch\" off the CPU", "fused")?;
+        }
         let task_name = self.task.name.clone();
         let e = &mut self.eval;
         e.gd_tuning.get_or_insert(if task_name == "linear" { GdTuning::Grid } else { GdTuning::Search });

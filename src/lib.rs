@@ -13,6 +13,7 @@ pub mod device;
 pub mod evaluate;
 pub mod export;
 pub mod figures;
+pub mod fused_lsa;
 pub mod io;
 pub mod layer_probes;
 pub mod layout;

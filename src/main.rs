@@ -279,9 +279,24 @@ enum Command {
         /// Timed steps per configuration.
         #[arg(long, default_value_t = 300)]
         steps: usize,
-        /// libtorch thread counts to compare (the first is the default setting).
+        /// Thread counts to compare (libtorch's intra-op threads; the fused engine's workers).
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<usize>,
+        /// Engines to compare: fused, libtorch.
+        #[arg(long, value_delimiter = ',', default_value = "fused,libtorch")]
+        engines: Vec<String>,
+        /// A Python with PyTorch and JAX: also run the plain baselines (lsa_bench.py, unedited) at
+        /// every depth and print our speed-up over the faster one (see scripts/bench-baselines.sh).
+        #[arg(long)]
+        baseline_python: Option<PathBuf>,
+        #[arg(long, default_value = "../shared/bench/lsa_bench.py")]
+        baseline_script: PathBuf,
+        /// Timed steps of each baseline run.
+        #[arg(long, default_value_t = 200)]
+        baseline_steps: usize,
+        /// Print the measurements as JSON at the end.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -775,9 +790,41 @@ fn run() -> anyhow::Result<()> {
             let index = icl_lab::figures::vo2023_all::write_index(&reports)?;
             println!("{}", serde_json::to_string_pretty(&index)?);
         }
-        Command::Bench { device, steps, threads } => {
-            for cfg in icl_lab::bench::default_configs(&device, &threads)? {
-                println!("{}", icl_lab::bench::bench_config(&cfg, 30, steps)?);
+        Command::Bench { device, steps, threads, engines, baseline_python, baseline_script, baseline_steps, json } => {
+            let engines = engines
+                .iter()
+                .map(|e| match e.as_str() {
+                    "fused" => Ok(icl_lab::config::Engine::Fused),
+                    "libtorch" => Ok(icl_lab::config::Engine::Libtorch),
+                    other => anyhow::bail!("--engines: unknown engine `{other}` (known: fused, libtorch)"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(python) = &baseline_python {
+                anyhow::ensure!(
+                    baseline_script.is_file(),
+                    "--baseline-script: {} is not a file",
+                    baseline_script.display()
+                );
+                anyhow::ensure!(python.exists(), "--baseline-python: {} does not exist", python.display());
+            }
+            let opts = icl_lab::bench::BenchOptions {
+                device,
+                steps,
+                engines,
+                threads,
+                baselines: baseline_python.map(|p| (p, baseline_script)),
+                baseline_steps,
+            };
+            let report = icl_lab::bench::run(&opts, |line| println!("{line}"))?;
+            let ratios = report.ratios();
+            if !ratios.is_empty() {
+                println!("\nspeed-up over the faster baseline (our fastest line | theirs):");
+                for (depth, ours, theirs, ratio) in ratios {
+                    println!("  {depth:<12} {ratio:>5.1}×   ({ours:.2} ms | {theirs:.2} ms)");
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             }
         }
     }

@@ -153,6 +153,10 @@ pub struct Manifest {
     pub steps: usize,
     pub weights_step: usize,
     pub files: std::collections::BTreeMap<String, FileEntry>,
+    /// The engine that trained the run (absent in manifests from before the fused engine:
+    /// libtorch).
+    #[serde(default)]
+    pub engine: Option<crate::config::Engine>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -169,7 +173,13 @@ fn file_entry(path: &Path) -> anyhow::Result<FileEntry> {
 pub fn write_manifest(dir: &Path, config: &RunConfig, steps: usize, weights_step: usize) -> anyhow::Result<()> {
     let files =
         RUN_FILES.iter().map(|f| Ok((f.to_string(), file_entry(&dir.join(f))?))).collect::<anyhow::Result<_>>()?;
-    let manifest = Manifest { config_sha256: sha256_hex(config.to_toml().as_bytes()), steps, weights_step, files };
+    let manifest = Manifest {
+        config_sha256: sha256_hex(config.to_toml().as_bytes()),
+        steps,
+        weights_step,
+        files,
+        engine: Some(config.engine()),
+    };
     crate::io::write_json_atomic(&dir.join(MANIFEST), &manifest)
 }
 
@@ -179,6 +189,11 @@ pub fn verify(dir: &Path, config: &RunConfig) -> Result<Manifest, String> {
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
     if manifest.config_sha256 != sha256_hex(config.to_toml().as_bytes()) {
         return Err("trained with another config".into());
+    }
+    let trained_by = manifest.engine.unwrap_or(crate::config::Engine::Libtorch);
+    if trained_by != config.engine() {
+        return Err(format!("trained by the {trained_by:?} engine, this config trains with {:?}", config.engine())
+            .to_lowercase());
     }
     for name in RUN_FILES {
         let want = manifest.files.get(*name).ok_or_else(|| format!("the manifest lacks {name}"))?;

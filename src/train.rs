@@ -20,8 +20,9 @@ use icl_tasks::Dims;
 
 use crate::rng::{seeded_rng, DATA_STREAM, INIT_STREAM};
 
-use crate::config::RunConfig;
+use crate::config::{Engine, RunConfig};
 use crate::evaluate::{EvalRow, Evaluator};
+use crate::fused_lsa::FusedLsa;
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Transformer;
 
@@ -59,12 +60,18 @@ pub fn diverged_loss(loss: f64) -> bool {
     !loss.is_finite() || loss > DIVERGED_LOSS
 }
 
-/// A model with its parameters and optimiser.
+/// A model with its parameters and optimiser. With the fused engine the parameters and Adam's
+/// state live in [`FusedLsa`] during training and are copied into `vs` by [`Trainer::sync`]
+/// before every evaluation and save.
 pub struct Trainer {
     pub vs: nn::VarStore,
     pub model: Transformer,
     opt: nn::Optimizer,
     grad_clip: f64,
+    fused: Option<FusedLsa>,
+    layout: crate::layout::TokenLayout,
+    dims: Dims,
+    device: Device,
 }
 
 impl RunMetrics {
@@ -122,7 +129,42 @@ impl Trainer {
         Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
         let t = &config.train;
         let opt = nn::Adam { beta1: t.beta1, beta2: t.beta2, wd: 0.0, eps: t.eps, amsgrad: false }.build(&vs, t.lr)?;
-        Ok(Self { vs, model, opt, grad_clip: t.grad_clip.context("resolved config")? })
+        let fused = match config.engine() {
+            Engine::Fused => {
+                let mut f = FusedLsa::new(config)?;
+                f.load_from(&vs)?;
+                Some(f)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            vs,
+            model,
+            opt,
+            grad_clip: t.grad_clip.context("resolved config")?,
+            fused,
+            layout: config.model.tokens,
+            dims,
+            device,
+        })
+    }
+
+    /// One optimisation step on a host batch with the configured engine; returns the loss
+    /// before the update.
+    pub fn step_host(&mut self, batch: &HostBatch) -> anyhow::Result<f64> {
+        if let Some(f) = &mut self.fused {
+            return Ok(f.step(&batch.tokens, &batch.targets));
+        }
+        let (tokens, targets) = batch_tensors(batch, self.layout, self.dims, self.device);
+        Ok(f64::try_from(self.step(&tokens, &targets))?)
+    }
+
+    /// Makes `vs` hold the current parameters (a copy from the fused engine; nothing otherwise).
+    pub fn sync(&self) -> anyhow::Result<()> {
+        match &self.fused {
+            Some(f) => f.store_into(&self.vs),
+            None => Ok(()),
+        }
     }
 
     /// One optimisation step; returns the loss before the update (a scalar tensor).
@@ -242,7 +284,8 @@ pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
         Err(_) if !dir.join(crate::runs::MANIFEST).exists() => {
             let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
             let weights_ok = Tensor::read_safetensors(dir.join("weights.safetensors")).is_ok();
-            (stored == *config && weights_ok).then_some(())?;
+            // Runs without a manifest predate the fused engine: libtorch trained them.
+            (stored == *config && weights_ok && config.engine() == Engine::Libtorch).then_some(())?;
             crate::runs::write_manifest(dir, config, metrics.steps_done, metrics.weights_step).ok()?;
             Some(metrics)
         }
@@ -281,6 +324,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     let mut metrics = RunMetrics::started(config, evaluator.references.clone());
     // Evaluates; keeps the weights and the row only if the evaluation loss is finite.
     let checkpoint = |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
+        trainer.sync()?;
         let row = evaluator.evaluate(&trainer.model, &trainer.vs, step, start.elapsed().as_secs_f64())?;
         metrics.steps_done = step;
         metrics.wall_s = start.elapsed().as_secs_f64();
@@ -299,8 +343,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     }
     for step in 1..=steps {
         let batch = batches.recv().context("the data thread stopped")?;
-        let (tokens, targets) = batch_tensors(&batch, config.model.tokens, dims, device);
-        let loss = f64::try_from(trainer.step(&tokens, &targets))?;
+        let loss = trainer.step_host(&batch)?;
         if diverged_loss(loss) {
             metrics.steps_done = step;
             metrics.wall_s = start.elapsed().as_secs_f64();

@@ -337,6 +337,31 @@ pub(crate) fn sample_gaussian_inputs<F>(
     prompts_from((batch, n, d, 1), xs, ys, xq, yq, ws)
 }
 
+/// Replays u64 words drawn in bulk (`rng.fill`) to a distribution that takes exactly one
+/// `next_u64` per value (the float `Uniform`): it sees the words the stream would have given it
+/// draw by draw, in the same order, so the values are identical. Anything else is refused.
+pub(crate) struct Replay<'a> {
+    words: std::slice::Iter<'a, u64>,
+}
+
+impl<'a> Replay<'a> {
+    pub(crate) fn new(words: &'a [u64]) -> Self {
+        Self { words: words.iter() }
+    }
+}
+
+impl rand::RngCore for Replay<'_> {
+    fn next_u64(&mut self) -> u64 {
+        *self.words.next().expect("a replayed draw asked for more words than were drawn")
+    }
+    fn next_u32(&mut self) -> u32 {
+        unreachable!("replayed draws take whole u64 words")
+    }
+    fn fill_bytes(&mut self, _: &mut [u8]) {
+        unreachable!("replayed draws take whole u64 words")
+    }
+}
+
 /// Builds [`Prompts`] from flat row-major buffers (xs (B, n, d), ys (B, n, o), xq (B, d), yq (B, o)).
 pub(crate) fn prompts_from(
     (batch, n, d, o): (usize, usize, usize, usize),

@@ -164,6 +164,7 @@ impl Task for LinearRegression {
         let mut xq = vec![0.0; batch * d];
         let mut yq = vec![0.0; batch * o];
         let mut ws = vec![0.0; batch * o * d]; // (B, o, d)
+        let mut words = vec![0u64; (n + 1) * d];
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
             if fixed_w {
@@ -171,10 +172,15 @@ impl Task for LinearRegression {
             } else {
                 w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
             }
+            // The n·d + d uniform inputs take one u64 each: drawn in one bulk call and replayed,
+            // they are the values per-draw sampling gives, at a fraction of the per-call cost.
+            let words = &mut words[..(n + 1) * d];
+            rng.fill(words);
+            let mut replay = crate::Replay::new(words);
             let xs_b = &mut xs[b * n * d..(b + 1) * n * d];
-            xs_b.iter_mut().for_each(|v| *v = uniform.sample(rng));
+            xs_b.iter_mut().for_each(|v| *v = uniform.sample(&mut replay));
             let xq_b = &mut xq[b * d..(b + 1) * d];
-            xq_b.iter_mut().for_each(|v| *v = uniform.sample(rng));
+            xq_b.iter_mut().for_each(|v| *v = uniform.sample(&mut replay));
             for (k, w_k) in w.chunks_exact(d).enumerate() {
                 for (i, x_i) in xs_b.chunks_exact(d).enumerate() {
                     ys[(b * n + i) * o + k] = dot(w_k, x_i);
@@ -202,7 +208,7 @@ impl Task for LinearRegression {
 mod tests {
     use super::*;
     use crate::{build, TaskConfig};
-    use rand::SeedableRng;
+    use rand::{RngCore, SeedableRng};
 
     fn sample(cfg: &TaskConfig, seed: u64, batch: usize) -> Prompts {
         build(cfg).unwrap().sample(&mut TaskRng::seed_from_u64(seed), batch)
@@ -210,6 +216,39 @@ mod tests {
 
     fn linear() -> TaskConfig {
         TaskConfig::new("linear")
+    }
+
+    /// The inputs drawn in bulk and replayed are, bit for bit, those of drawing them one by one
+    /// (the stream every committed figure was trained on), and the stream continues identically.
+    #[test]
+    fn bulk_input_draws_equal_one_by_one_draws() {
+        for (d, o, n, noise) in [(10, 1, 10, 0.0), (3, 2, 7, 0.1), (1, 1, 1, 0.0)] {
+            let params = LinearParams { x_dim: d, y_dim: o, context_len: n, noise_std: noise, ..Default::default() };
+            let task = LinearRegression::new(params.clone()).unwrap();
+            let mut bulk = TaskRng::seed_from_u64(5);
+            let got = task.sample(&mut bulk, 9);
+            // One by one, as before the bulk draws: W, the context inputs, the query input.
+            let mut rng = TaskRng::seed_from_u64(5);
+            let uniform = Uniform::new(-params.input_range / 2.0, params.input_range / 2.0).unwrap();
+            for b in 0..9 {
+                for k in 0..o * d {
+                    let w: f64 = rng.sample(StandardNormal);
+                    assert_eq!(got.w.as_ref().unwrap().as_slice().unwrap()[b * o * d + k], params.w_scale * w);
+                }
+                for i in 0..n * d {
+                    assert_eq!(got.xs.as_slice().unwrap()[b * n * d + i], uniform.sample(&mut rng));
+                }
+                for i in 0..d {
+                    assert_eq!(got.xq.as_slice().unwrap()[b * d + i], uniform.sample(&mut rng));
+                }
+            }
+            if noise > 0.0 {
+                for _ in 0..9 * (n + 1) * o {
+                    let _: f64 = rng.sample(StandardNormal);
+                }
+            }
+            assert_eq!(bulk.next_u64(), rng.next_u64(), "the stream continues where it would have");
+        }
     }
 
     #[test]
