@@ -97,6 +97,46 @@ impl BenchLine {
     }
 }
 
+/// ms per step of `seeds` seeds of `config` trained together (as [`crate::train::train_together`]
+/// steps them: every seed's batch from its own data stream, the models stepped side by side on
+/// `workers` threads), evaluations not included.
+pub fn bench_together(
+    config: &RunConfig,
+    seeds: usize,
+    workers: usize,
+    warmup: usize,
+    steps: usize,
+) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    tch::set_num_threads(1);
+    let device = crate::device::open(&config.train.device)?;
+    let mut runs = Vec::new();
+    for s in 0..seeds as u64 {
+        let c = RunConfig { seed: config.seed + s, ..config.clone() };
+        let trainer = Trainer::new(&c, c.dims(), device)?;
+        let (rx, handle) = spawn_data_stream(&c)?;
+        runs.push((trainer, rx, handle));
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, seeds)).build()?;
+    let mut run = |n: usize| -> anyhow::Result<()> {
+        for _ in 0..n {
+            pool.install(|| {
+                runs.par_iter_mut()
+                    .map(|(trainer, rx, _)| {
+                        let b = rx.recv().context("data thread stopped")?;
+                        trainer.step_host(&b)
+                    })
+                    .collect::<anyhow::Result<Vec<f64>>>()
+            })?;
+        }
+        Ok(())
+    };
+    run(warmup)?;
+    let start = Instant::now();
+    run(steps)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / steps as f64)
+}
+
 /// The machine's f32 matrix-product peak through libtorch at `threads` threads, GFLOP/s: the best
 /// of a few n × n products (n = 1024).
 pub fn matmul_peak(threads: usize) -> f64 {
@@ -192,6 +232,8 @@ pub struct BenchOptions {
     /// A Python with PyTorch and JAX, and the baseline script: run for every depth when given.
     pub baselines: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub baseline_steps: usize,
+    /// Also time this many seeds of the 1-layer model trained together against one (0: skip).
+    pub together: usize,
 }
 
 /// Everything one `icl-lab bench` measured.
@@ -201,6 +243,8 @@ pub struct BenchReport {
     pub peak_gflops: Vec<(usize, f64)>,
     pub lines: Vec<BenchLine>,
     pub baselines: Vec<BaselineLine>,
+    /// (seeds, workers, ms per step of all of them, ms per step of one seed alone).
+    pub together: Option<(usize, usize, f64, f64)>,
 }
 
 impl BenchReport {
@@ -262,5 +306,22 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
             }
         }
     }
-    Ok(BenchReport { peak_gflops, lines, baselines })
+    let together = if opts.together > 1 && opts.device == "cpu" {
+        let mut c = RunConfig::preset("vo2023-fig2")?;
+        c.name = "seeds together".into();
+        c.train.engine = Engine::Fused;
+        let c = c.resolve()?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let one = bench_together(&c, 1, 1, 30, opts.steps)?;
+        let all = bench_together(&c, opts.together, workers, 30, opts.steps)?;
+        print(&format!(
+            "{} seeds of L=1 together ({workers} workers): {all:.2} ms/step for all vs {one:.2} ms/step for one seed: {:.2}× the time of one",
+            opts.together,
+            all / one
+        ));
+        Some((opts.together, workers, all, one))
+    } else {
+        None
+    };
+    Ok(BenchReport { peak_gflops, lines, baselines, together })
 }

@@ -30,6 +30,13 @@ enum Command {
         /// Override the config's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Train this many seeds (the config's seed and the next ones) together, in one step loop
+        /// (fused engine; each run is bit for bit what training it alone gives).
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// Workers for --seeds (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Override the config's device: cpu, cuda or cuda:N.
         #[arg(long)]
         device: Option<String>,
@@ -294,6 +301,9 @@ enum Command {
         /// Timed steps of each baseline run.
         #[arg(long, default_value_t = 200)]
         baseline_steps: usize,
+        /// Also time this many seeds of the 1-layer model trained together against one seed (0: skip).
+        #[arg(long, default_value_t = 5)]
+        together: usize,
         /// Print the measurements as JSON at the end.
         #[arg(long)]
         json: bool,
@@ -390,7 +400,8 @@ fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Train { config, preset, seed, device, steps, runs, force } => {
+        Command::Train { config, preset, seed, seeds, jobs, device, steps, runs, force } => {
+            anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
             let mut cfg = match (config, preset) {
                 (Some(path), _) => RunConfig::from_file(&path)?,
                 // Preset files and the figures' models (full setting), e.g. `lsa-2-rec`.
@@ -407,6 +418,51 @@ fn run() -> anyhow::Result<()> {
                 cfg.train.steps = s;
             }
             let cfg = cfg.resolve()?;
+            if let Some(n) = seeds.filter(|&n| n > 1) {
+                let configs: Vec<RunConfig> = (0..n as u64)
+                    .map(|i| {
+                        let mut c = cfg.clone();
+                        c.seed = cfg.seed.checked_add(i).context("--seeds: seeds past 2^64 - 1")?;
+                        Ok(c)
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let bars = icl_lab::progress::multi();
+                let bars: Vec<_> = configs
+                    .iter()
+                    .map(|c| {
+                        bars.add(icl_lab::train::progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed)))
+                    })
+                    .collect();
+                let workers = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let outs = icl_lab::train::train_together(
+                    &configs,
+                    &runs,
+                    TrainOptions { force, ..Default::default() },
+                    workers,
+                    &bars,
+                );
+                let mut failed = 0;
+                for (c, out) in configs.iter().zip(outs) {
+                    match out {
+                        Ok(out) => {
+                            let last = out.metrics.rows.last().context("no evaluation rows")?;
+                            println!(
+                                "seed {}: final loss {:.6}  {}{}",
+                                c.seed,
+                                last.loss,
+                                out.dir.display(),
+                                if out.reused { " (reused)" } else { "" }
+                            );
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("seed {}: {e:#}", c.seed);
+                        }
+                    }
+                }
+                anyhow::ensure!(failed == 0, "{failed} of {n} seeds failed");
+                return Ok(());
+            }
             let out = train(&cfg, &runs, TrainOptions { force, ..Default::default() })?;
             let last = out.metrics.rows.last().context("no evaluation rows")?;
             println!(
@@ -790,7 +846,17 @@ fn run() -> anyhow::Result<()> {
             let index = icl_lab::figures::vo2023_all::write_index(&reports)?;
             println!("{}", serde_json::to_string_pretty(&index)?);
         }
-        Command::Bench { device, steps, threads, engines, baseline_python, baseline_script, baseline_steps, json } => {
+        Command::Bench {
+            device,
+            steps,
+            threads,
+            engines,
+            baseline_python,
+            baseline_script,
+            baseline_steps,
+            together,
+            json,
+        } => {
             let engines = engines
                 .iter()
                 .map(|e| match e.as_str() {
@@ -814,6 +880,7 @@ fn run() -> anyhow::Result<()> {
                 threads,
                 baselines: baseline_python.map(|p| (p, baseline_script)),
                 baseline_steps,
+                together,
             };
             let report = icl_lab::bench::run(&opts, |line| println!("{line}"))?;
             let ratios = report.ratios();

@@ -309,60 +309,215 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     if config.gpt.is_some() {
         return crate::train_gpt::train(config, dir, device, opts);
     }
-    let dims = config.dims();
-    let _lock = crate::runs::lock(&dir)?;
-    crate::runs::begin_training(&dir)?;
-    write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
-    let _ = std::fs::remove_file(dir.join("metrics.json"));
-
     let evaluator = Evaluator::new(config, device, Kind::Float, opts.references)?;
-    let mut trainer = Trainer::new(config, dims, device)?;
-    let (batches, _data_thread) = spawn_data_stream(config)?;
-    let steps = config.train.steps;
-    let bar = opts.progress.unwrap_or_else(|| progress_bar(steps as u64, &config.name));
-    let start = Instant::now();
-    let mut metrics = RunMetrics::started(config, evaluator.references.clone());
-    // Evaluates; keeps the weights and the row only if the evaluation loss is finite.
-    let checkpoint = |metrics: &mut RunMetrics, trainer: &Trainer, step: usize| -> anyhow::Result<bool> {
-        trainer.sync()?;
-        let row = evaluator.evaluate(&trainer.model, &trainer.vs, step, start.elapsed().as_secs_f64())?;
-        metrics.steps_done = step;
-        metrics.wall_s = start.elapsed().as_secs_f64();
+    let bar = opts.progress.unwrap_or_else(|| progress_bar(config.train.steps as u64, &config.name));
+    let mut run = ActiveRun::begin(config, dir, device, &evaluator, bar)?;
+    for step in 1..=config.train.steps {
+        let batch = run.batches.recv().context("the data thread stopped")?;
+        let loss = run.trainer.step_host(&batch)?;
+        run.after_step(&evaluator, step, loss)?;
+    }
+    run.complete()
+}
+
+/// A run being trained: its locked directory, model, data stream and metrics so far.
+struct ActiveRun<'a> {
+    config: &'a RunConfig,
+    dir: PathBuf,
+    _lock: crate::runs::RunLock,
+    trainer: Trainer,
+    batches: mpsc::Receiver<HostBatch>,
+    _data_thread: std::thread::JoinHandle<()>,
+    metrics: RunMetrics,
+    bar: ProgressBar,
+    start: Instant,
+}
+
+impl<'a> ActiveRun<'a> {
+    /// Locks and clears `dir`, writes the config, starts the data stream and evaluates step 0.
+    fn begin(
+        config: &'a RunConfig,
+        dir: PathBuf,
+        device: Device,
+        evaluator: &Evaluator,
+        bar: ProgressBar,
+    ) -> anyhow::Result<Self> {
+        let lock = crate::runs::lock(&dir)?;
+        crate::runs::begin_training(&dir)?;
+        write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+        let _ = std::fs::remove_file(dir.join("metrics.json"));
+        let trainer = Trainer::new(config, config.dims(), device)?;
+        let (batches, data_thread) = spawn_data_stream(config)?;
+        let metrics = RunMetrics::started(config, evaluator.references.clone());
+        let mut run = Self {
+            config,
+            dir,
+            _lock: lock,
+            trainer,
+            batches,
+            _data_thread: data_thread,
+            metrics,
+            bar,
+            start: Instant::now(),
+        };
+        if !run.checkpoint(evaluator, 0)? {
+            return Err(run.diverged("the initial evaluation loss is not finite".into()));
+        }
+        Ok(run)
+    }
+
+    /// Evaluates; keeps the weights and the row only if the evaluation loss is finite.
+    fn checkpoint(&mut self, evaluator: &Evaluator, step: usize) -> anyhow::Result<bool> {
+        self.trainer.sync()?;
+        let row =
+            evaluator.evaluate(&self.trainer.model, &self.trainer.vs, step, self.start.elapsed().as_secs_f64())?;
+        self.metrics.steps_done = step;
+        self.metrics.wall_s = self.start.elapsed().as_secs_f64();
         if diverged_loss(row.loss) {
             return Ok(false);
         }
-        with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(trainer.vs.save(p)?))?;
-        metrics.rows.push(row);
-        metrics.weights_step = step;
-        write_json_atomic(&dir.join("metrics.json"), metrics)?;
+        with_atomic_path(&self.dir.join("weights.safetensors"), |p| Ok(self.trainer.vs.save(p)?))?;
+        self.metrics.rows.push(row);
+        self.metrics.weights_step = step;
+        write_json_atomic(&self.dir.join("metrics.json"), &self.metrics)?;
         Ok(true)
-    };
-    let diverged = |metrics: &mut RunMetrics, what: String| metrics.stop_diverged(&dir, &bar, what);
-    if !checkpoint(&mut metrics, &trainer, 0)? {
-        return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
     }
-    for step in 1..=steps {
-        let batch = batches.recv().context("the data thread stopped")?;
-        let loss = trainer.step_host(&batch)?;
+
+    fn diverged(&mut self, what: String) -> anyhow::Error {
+        self.metrics.stop_diverged(&self.dir, &self.bar, what)
+    }
+
+    /// After training step `step` with training loss `loss`: the divergence check, progress and
+    /// the periodic evaluation.
+    fn after_step(&mut self, evaluator: &Evaluator, step: usize, loss: f64) -> anyhow::Result<()> {
+        let steps = self.config.train.steps;
         if diverged_loss(loss) {
-            metrics.steps_done = step;
-            metrics.wall_s = start.elapsed().as_secs_f64();
-            return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));
+            self.metrics.steps_done = step;
+            self.metrics.wall_s = self.start.elapsed().as_secs_f64();
+            return Err(self.diverged(format!("training loss is {loss} at step {step}")));
         }
-        if step % 10 == 0 || step == steps {
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4}"));
+        if step.is_multiple_of(10) || step == steps {
+            self.bar.set_position(step as u64);
+            self.bar.set_message(format!("loss {loss:.4}"));
         }
-        if (step % config.eval.every == 0 || step == steps) && !checkpoint(&mut metrics, &trainer, step)? {
-            return Err(diverged(
-                &mut metrics,
-                format!("evaluation loss is not finite or above {DIVERGED_LOSS:e} at step {step}"),
-            ));
+        if (step.is_multiple_of(self.config.eval.every) || step == steps) && !self.checkpoint(evaluator, step)? {
+            return Err(
+                self.diverged(format!("evaluation loss is not finite or above {DIVERGED_LOSS:e} at step {step}"))
+            );
+        }
+        Ok(())
+    }
+
+    fn complete(mut self) -> anyhow::Result<RunOutcome> {
+        self.metrics.wall_s = self.start.elapsed().as_secs_f64();
+        self.metrics.complete(&self.dir, self.config, &self.bar)?;
+        Ok(RunOutcome { dir: self.dir, metrics: self.metrics, reused: false })
+    }
+}
+
+/// Trains several seeds of one config together, one step loop for all: each step takes every
+/// seed's batch from its own data stream and steps the seeds' models side by side on `workers`
+/// threads. Each seed's computation is the one [`train`] does (the fused engine is deterministic
+/// and independent of the thread it runs on), so every run directory is bit for bit what
+/// training it alone writes (tested). Needs the fused engine and configs that differ only in
+/// `seed`; complete runs are reused as by [`train`]. Returns one outcome per config, in order;
+/// a seed that diverges stops with its error while the others go on.
+pub fn train_together(
+    configs: &[RunConfig],
+    runs_root: &Path,
+    opts: TrainOptions,
+    workers: usize,
+    bars: &[ProgressBar],
+) -> Vec<anyhow::Result<RunOutcome>> {
+    let mut out: Vec<Option<anyhow::Result<RunOutcome>>> = configs.iter().map(|_| None).collect();
+    let first = match configs.first() {
+        Some(c) => c,
+        None => return Vec::new(),
+    };
+    let same_but_seed = configs.iter().all(|c| RunConfig { seed: first.seed, ..c.clone() } == *first);
+    if !same_but_seed || first.engine() != Engine::Fused {
+        return configs
+            .iter()
+            .zip(bars)
+            .map(|(c, bar)| train(c, runs_root, TrainOptions { progress: Some(bar.clone()), ..opts.clone() }))
+            .collect();
+    }
+    let mut pending = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let dir = run_dir(runs_root, c);
+        match (!opts.force).then(|| load_complete_run(&dir, c)).flatten() {
+            Some(metrics) => out[i] = Some(Ok(RunOutcome { dir, metrics, reused: true })),
+            None => pending.push(i),
         }
     }
-    metrics.wall_s = start.elapsed().as_secs_f64();
-    metrics.complete(&dir, config, &bar)?;
-    Ok(RunOutcome { dir, metrics, reused: false })
+    if !pending.is_empty() {
+        for (i, r) in train_pending(configs, &pending, runs_root, opts, workers, bars) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter().map(|r| r.expect("every config has an outcome")).collect()
+}
+
+fn train_pending(
+    configs: &[RunConfig],
+    pending: &[usize],
+    runs_root: &Path,
+    opts: TrainOptions,
+    workers: usize,
+    bars: &[ProgressBar],
+) -> Vec<(usize, anyhow::Result<RunOutcome>)> {
+    let setup = || -> anyhow::Result<(Evaluator, rayon::ThreadPool)> {
+        tch::set_num_threads(1);
+        icl_probes::learners::serial_blas();
+        let evaluator = Evaluator::new(&configs[pending[0]], Device::Cpu, Kind::Float, opts.references.clone())?;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, pending.len())).build()?;
+        Ok((evaluator, pool))
+    };
+    let (evaluator, pool) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            return pending.iter().map(|&i| (i, Err(anyhow::anyhow!(msg.clone())))).collect();
+        }
+    };
+    let mut done = Vec::new();
+    let mut active: Vec<(usize, ActiveRun)> = Vec::new();
+    for &i in pending {
+        let c = &configs[i];
+        match ActiveRun::begin(c, run_dir(runs_root, c), Device::Cpu, &evaluator, bars[i].clone()) {
+            Ok(run) => active.push((i, run)),
+            Err(e) => done.push((i, Err(e))),
+        }
+    }
+    let steps = configs[pending[0]].train.steps;
+    for step in 1..=steps {
+        // Every seed's step, side by side; then the bookkeeping, in seed order.
+        let losses: Vec<anyhow::Result<f64>> = pool.install(|| {
+            use rayon::prelude::*;
+            active
+                .par_iter_mut()
+                .map(|(_, run)| {
+                    let batch = run.batches.recv().context("the data thread stopped")?;
+                    run.trainer.step_host(&batch)
+                })
+                .collect()
+        });
+        let mut still = Vec::new();
+        for ((i, mut run), loss) in active.into_iter().zip(losses) {
+            match loss.and_then(|l| run.after_step(&evaluator, step, l)) {
+                Ok(()) => still.push((i, run)),
+                Err(e) => done.push((i, Err(e))),
+            }
+        }
+        active = still;
+        if active.is_empty() {
+            break;
+        }
+    }
+    for (i, run) in active {
+        done.push((i, run.complete()));
+    }
+    done
 }
 
 pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {

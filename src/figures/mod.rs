@@ -250,6 +250,17 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
         }
     };
     let bars = crate::progress::multi();
+    if configs.len() > 1 && configs[0].engine() == crate::config::Engine::Fused {
+        // Seeds of the fused engine train together, one step loop for all (bit for bit as alone).
+        let seed_bars: Vec<_> = configs
+            .iter()
+            .map(|c| bars.add(progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed))))
+            .collect();
+        let options = TrainOptions { force: opts.force, progress: None, references: references.clone() };
+        return crate::train::train_together(&configs, &opts.runs_root, options, opts.jobs.max(1), &seed_bars)
+            .into_iter()
+            .collect();
+    }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
     pool.install(|| {
         configs
