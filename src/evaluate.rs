@@ -92,6 +92,8 @@ pub struct Evaluator {
     reference_outputs: Vec<(Array2<f64>, Array2<f64>)>,
     construction: NamedWeights,
     interp: Option<(nn::VarStore, Transformer)>,
+    /// The evaluation tokens as a host buffer (B, T, D), for models the fused engine evaluates.
+    host_tokens: Option<Vec<f32>>,
 }
 
 impl Evaluator {
@@ -120,7 +122,32 @@ impl Evaluator {
         let construction = gd_construction(dims.x_dim, dims.y_dim, dims.context_len, &references[0].etas[..1]);
         let interp =
             interpolation_applies(config).then(|| Transformer::new_in_store(&config.model, dims, kind, device));
-        Ok(Self { prompts, tokens, references, reference_outputs, construction, interp })
+        let host_tokens = (config.engine() == crate::config::Engine::Fused)
+            .then(|| config.model.tokens.token_buffer(&prompts, |x| x as f32));
+        Ok(Self { prompts, tokens, references, reference_outputs, construction, interp, host_tokens })
+    }
+
+    /// [`Evaluator::evaluate`] with the predictions and sensitivities computed by the fused
+    /// engine (no autograd; the same numbers to float rounding, checked in its tests); `vs` must
+    /// hold the same parameters (for the interpolated model).
+    pub fn evaluate_fused(
+        &self,
+        fused: &mut crate::fused_lsa::FusedLsa,
+        model: &Transformer,
+        vs: &nn::VarStore,
+        step: usize,
+        wall_s: f64,
+    ) -> anyhow::Result<EvalRow> {
+        let Some(tokens) = &self.host_tokens else {
+            return self.evaluate(model, vs, step, wall_s);
+        };
+        let (preds, sens) = fused.outputs(tokens);
+        let (b, o, d) = (self.prompts.batch(), self.prompts.y_dim(), self.prompts.x_dim());
+        let out = crate::probe::ModelOutputs {
+            preds: Array2::from_shape_vec((b, o), preds.into_iter().map(f64::from).collect())?,
+            sens: Array2::from_shape_vec((b, d), sens.into_iter().map(f64::from).collect())?,
+        };
+        self.row(out, model, vs, step, wall_s)
     }
 
     pub fn evaluate(
@@ -131,6 +158,17 @@ impl Evaluator {
         wall_s: f64,
     ) -> anyhow::Result<EvalRow> {
         let out = outputs_with_sensitivity(model, &self.tokens)?;
+        self.row(out, model, vs, step, wall_s)
+    }
+
+    fn row(
+        &self,
+        out: crate::probe::ModelOutputs,
+        model: &Transformer,
+        vs: &nn::VarStore,
+        step: usize,
+        wall_s: f64,
+    ) -> anyhow::Result<EvalRow> {
         let interp_loss = match &self.interp {
             Some((ivs, imodel)) => {
                 let mixed = interpolate(&named_weights(vs)?, &self.construction, model.dims().x_dim, 1)?;

@@ -462,21 +462,13 @@ impl Products {
     }
 }
 
-/// Forward and backward of one block of prompts; adds its gradients to `acc`.
-/// `tokens`: (LANES, T, D) row-major; `targets`: (LANES, o); `inv_batch` = 1/B.
+/// Forward of one block of prompts (`lanes_here` real ones; the rest zero): every full layer's
+/// input, C, A_h C, M (and pre-clip output), and the last layer's C B_h[:, y], M[:, y] and the
+/// query's y-entries before the clip (`ws.pre`).
 #[inline(always)]
-fn block_step<const F: bool>(
-    s: &LsaShape,
-    prod: &Products,
-    ws: &mut Workspace,
-    acc: &mut Accumulators,
-    tokens: &[f32],
-    targets: &[f32],
-    inv_batch: f32,
-) {
+fn forward_block<const F: bool>(s: &LsaShape, prod: &Products, ws: &mut Workspace, tokens: &[f32], lanes_here: usize) {
     let (d, t, n, o, hn) = (s.width, s.tokens, s.tokens - 1, s.y_dim, s.heads);
     let td = t * d;
-    let lanes_here = targets.len() / o;
     // Load tokens batch-last: e[0][t·D + j].lane = tokens[lane][t][j]; missing lanes are zero
     // prompts with zero targets, which contribute nothing.
     for (idx, slot) in ws.e[0].iter_mut().enumerate() {
@@ -535,6 +527,87 @@ fn block_step<const F: bool>(
         }
         ws.pre[y] = pre;
     }
+}
+
+/// Predictions and their sensitivity to the query input (∂ŷ_last/∂x_q) for one block. The
+/// query token is never a key or value, so its gradient runs through its own row alone:
+/// ∂ŷ/∂e_q = −[clip passes] (δ_y + M_{L−1}[:, y]) then ← (· ⊙ [clip passes]) (I + M_l)ᵀ down
+/// the full layers.
+#[inline(always)]
+fn eval_block<const F: bool>(
+    s: &LsaShape,
+    prod: &Products,
+    ws: &mut Workspace,
+    tokens: &[f32],
+    lanes_here: usize,
+    preds: &mut [f32],
+    sens: &mut [f32],
+) {
+    forward_block::<F>(s, prod, ws, tokens, lanes_here);
+    let (d, n, o) = (s.width, s.tokens - 1, s.y_dim);
+    let x_dim = d - o;
+    let clip = s.token_clip;
+    let pass = |x: f32| clip.is_none_or(|c| (-c..=c).contains(&x));
+    for y in 0..o {
+        for lane in 0..lanes_here {
+            let pre = ws.pre[y].0[lane];
+            preds[lane * o + y] = -clip.map_or(pre, |c| pre.clamp(-c, c));
+        }
+    }
+    // r = ∂ŷ_last/∂e_q at the last layer's input, then down the full layers.
+    let y = o - 1;
+    let col = d - o + y;
+    let mcol = &ws.mcol[y * d..(y + 1) * d];
+    let mut r = vec![V::ZERO; d];
+    let g = V(std::array::from_fn(|lane| if pass(ws.pre[y].0[lane]) { -1.0 } else { 0.0 }));
+    for a in 0..d {
+        r[a] = g.mul(mcol[a]);
+    }
+    r[col] = r[col].add(g);
+    let mut next = vec![V::ZERO; d];
+    for l in (0..s.layers - 1).rev() {
+        if clip.is_some() {
+            let u = &ws.u[l][n * d..(n + 1) * d];
+            for a in 0..d {
+                for lane in 0..LANES {
+                    if !pass(u[a].0[lane]) {
+                        r[a].0[lane] = 0.0;
+                    }
+                }
+            }
+        }
+        // next = r (I + M)ᵀ: next[a] = r[a] + Σ_c M[a][c] r[c]
+        matmul::<F, _, _>(&mut next, (d, d, 1), &lanes(&ws.m[l], d), &lanes(&r, 1), false);
+        for a in 0..d {
+            r[a] = r[a].add(next[a]);
+        }
+    }
+    for lane in 0..lanes_here {
+        for i in 0..x_dim {
+            sens[lane * x_dim + i] = r[i].0[lane];
+        }
+    }
+}
+
+/// Forward and backward of one block of prompts; adds its gradients to `acc`.
+/// `tokens`: (LANES, T, D) row-major; `targets`: (LANES, o); `inv_batch` = 1/B.
+#[inline(always)]
+fn block_step<const F: bool>(
+    s: &LsaShape,
+    prod: &Products,
+    ws: &mut Workspace,
+    acc: &mut Accumulators,
+    tokens: &[f32],
+    targets: &[f32],
+    inv_batch: f32,
+) {
+    let (d, t, n, o, hn) = (s.width, s.tokens, s.tokens - 1, s.y_dim, s.heads);
+    let lanes_here = targets.len() / o;
+    forward_block::<F>(s, prod, ws, tokens, lanes_here);
+    let param = |l: usize| if s.recurrent { 0 } else { l };
+    let clip = s.token_clip;
+    let last = s.layers - 1;
+    let p_last = param(last);
 
     // ---- loss and ∂L/∂(query y-entries before the clip) ----
     let gq = &mut ws.gq;
@@ -694,6 +767,20 @@ fn run_block(
     block_step::<false>(s, prod, ws, acc, tokens, targets, inv_batch)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn eval_block_avx2(
+    s: &LsaShape,
+    prod: &Products,
+    ws: &mut Workspace,
+    tokens: &[f32],
+    lanes_here: usize,
+    preds: &mut [f32],
+    sens: &mut [f32],
+) {
+    eval_block::<true>(s, prod, ws, tokens, lanes_here, preds, sens)
+}
+
 /// Adam's state for one parameter tensor.
 #[derive(Clone, Debug)]
 struct Moments {
@@ -835,6 +922,35 @@ impl FusedLsa {
         }
         let grads = parameter_grads(&s, &self.params, &da, &db);
         (0.5 * loss / batch as f64, grads)
+    }
+
+    /// Predictions (B, o) and their sensitivity ∂ŷ_last/∂x_q (B, d) for tokens (B, T, D),
+    /// row-major: what evaluations compare with the reference learners, without libtorch.
+    pub fn outputs(&mut self, tokens: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let s = self.shape;
+        let (td, o, x_dim) = (s.tokens * s.width, s.y_dim, s.width - s.y_dim);
+        let batch = tokens.len() / td;
+        let prod = Products::of(&s, &self.params);
+        let (mut preds, mut sens) = (vec![0.0f32; batch * o], vec![0.0f32; batch * x_dim]);
+        let ws = &mut self.workspaces[0];
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        for blk in 0..batch.div_ceil(LANES) {
+            let (lo, hi) = (blk * LANES, ((blk + 1) * LANES).min(batch));
+            let (t, p, g) = (&tokens[lo * td..hi * td], &mut preds[lo * o..hi * o], &mut sens[lo * x_dim..hi * x_dim]);
+            if avx2 {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has the features the function is compiled for (checked above).
+                unsafe {
+                    eval_block_avx2(&s, &prod, ws, t, hi - lo, p, g)
+                };
+            } else {
+                eval_block::<false>(&s, &prod, ws, t, hi - lo, p, g);
+            }
+        }
+        (preds, sens)
     }
 
     /// One training step (gradient, global-norm clipping, Adam); returns the loss before the
@@ -1051,6 +1167,35 @@ mod tests {
             for (x, y) in p.tensors().into_iter().zip(q.tensors()) {
                 assert!(max_rel(x, y) < 1e-4, "parameters after 5 Adam steps differ: {:e}", max_rel(x, y));
             }
+        }
+    }
+
+    #[test]
+    fn predictions_and_sensitivities_match_autograd() {
+        for c in [
+            config(1, true, |_| {}),
+            config(3, true, |_| {}),
+            config(4, false, |c| c.model.token_clip = Some(0.8)),
+            config(2, false, |c| {
+                c.model.heads = 2;
+                c.model.key_size = Some(4);
+                c.task.params.insert("y_dim".into(), serde_json::json!(2));
+            }),
+        ] {
+            let (tokens, targets, trainer) = setup(&c, 1.0);
+            let mut fused = FusedLsa::new(&c).unwrap();
+            fused.load_from(&trainer.vs).unwrap();
+            let (preds, sens) = fused.outputs(&tokens);
+            let (t, _) = batch_tensors(
+                &crate::train::HostBatch { tokens: tokens.clone(), targets },
+                c.model.tokens,
+                c.dims(),
+                Device::Cpu,
+            );
+            let reference = crate::probe::outputs_with_sensitivity(&trainer.model, &t).unwrap();
+            let as_f32 = |a: &ndarray::Array2<f64>| a.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let (e1, e2) = (max_rel(&preds, &as_f32(&reference.preds)), max_rel(&sens, &as_f32(&reference.sens)));
+            assert!(e1 < 1e-5 && e2 < 1e-5, "predictions {e1:e}, sensitivities {e2:e}");
         }
     }
 

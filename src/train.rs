@@ -369,8 +369,12 @@ impl<'a> ActiveRun<'a> {
     /// Evaluates; keeps the weights and the row only if the evaluation loss is finite.
     fn checkpoint(&mut self, evaluator: &Evaluator, step: usize) -> anyhow::Result<bool> {
         self.trainer.sync()?;
-        let row =
-            evaluator.evaluate(&self.trainer.model, &self.trainer.vs, step, self.start.elapsed().as_secs_f64())?;
+        let wall = self.start.elapsed().as_secs_f64();
+        let t = &mut self.trainer;
+        let row = match &mut t.fused {
+            Some(fused) => evaluator.evaluate_fused(fused, &t.model, &t.vs, step, wall)?,
+            None => evaluator.evaluate(&t.model, &t.vs, step, wall)?,
+        };
         self.metrics.steps_done = step;
         self.metrics.wall_s = self.start.elapsed().as_secs_f64();
         if diverged_loss(row.loss) {
