@@ -459,6 +459,16 @@ fn differences(models: &[ModelEntry], quick: bool) -> String {
         } else {
             format!("it had settled ({late:.4} at 80% of the steps).\n")
         };
+        // A model far below its reference, and not aligned with it, has learned another algorithm.
+        let cos = m.model_cos_gdpp.unwrap_or(m.model_cos_gd);
+        if tf < 0.8 * reference.1 && cos < 0.99 {
+            out += &format!(
+                "  **Not {0}:** its loss is {1:.0}% of {0}'s and cos(TF, {0}) is {cos:.3}: this model computes something                  better than {2} steps of {0}, so the claim that it matches {0} does not hold here.\n",
+                reference.0,
+                100.0 * tf / reference.1,
+                m.layers
+            );
+        }
         if let Some(paper) = m.paper_gd_loss {
             out += &format!(
                 "  Our {}-step GD ({gd:.4}) vs the spec's independent computation ({paper:.3}): the spec used 100k tasks, \
