@@ -463,7 +463,7 @@ fn differences(models: &[ModelEntry], quick: bool) -> String {
         let cos = m.model_cos_gdpp.unwrap_or(m.model_cos_gd);
         if tf < 0.8 * reference.1 && cos < 0.99 {
             out += &format!(
-                "  **Not {0}:** its loss is {1:.0}% of {0}'s and cos(TF, {0}) is {cos:.3}: this model computes something                  better than {2} steps of {0}, so the claim that it matches {0} does not hold here.\n",
+                "  **Not {0}:** its loss is {1:.0}% of {0}'s and cos(TF, {0}) is {cos:.3}: this model computes something better than {2} steps of {0}, so the claim that it matches {0} does not hold here.\n",
                 reference.0,
                 100.0 * tf / reference.1,
                 m.layers
