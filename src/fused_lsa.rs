@@ -234,6 +234,19 @@ fn matmul<const F: bool, A: Operand + Extent, B: Operand + Extent>(
     }
 }
 
+/// The residual clip: x clamped to [−c, c] (no clip: x).
+#[inline(always)]
+fn clipped(x: f32, clip: Option<f32>) -> f32 {
+    clip.map_or(x, |c| x.clamp(-c, c))
+}
+
+/// Whether the gradient passes the clip at pre-clip value x (libtorch's clamp backward: inside
+/// [−c, c], ends included).
+#[inline(always)]
+fn passes(x: f32, clip: Option<f32>) -> bool {
+    clip.is_none_or(|c| (-c..=c).contains(&x))
+}
+
 /// C = Σ_{i<N} e_iᵀ e_i for tokens E (T × D).
 #[inline(always)]
 fn gram<const F: bool>(c: &mut [V], e: &[V], n_ctx: usize, d: usize) {
@@ -501,7 +514,7 @@ fn forward_block<const F: bool>(s: &LsaShape, prod: &Products, ws: &mut Workspac
         matmul::<F, _, _>(out, (t, d, d), &lanes(e, d), &lanes(m, d), true);
         if let Some(c) = clip {
             for (dst, src) in e_rest[0].iter_mut().zip(ws.u[l].iter()) {
-                *dst = V(src.0.map(|x| x.clamp(-c, c)));
+                *dst = V(src.0.map(|x| clipped(x, Some(c))));
             }
         }
     }
@@ -547,11 +560,11 @@ fn eval_block<const F: bool>(
     let (d, n, o) = (s.width, s.tokens - 1, s.y_dim);
     let x_dim = d - o;
     let clip = s.token_clip;
-    let pass = |x: f32| clip.is_none_or(|c| (-c..=c).contains(&x));
+    let pass = |x: f32| passes(x, clip);
     for y in 0..o {
         for lane in 0..lanes_here {
             let pre = ws.pre[y].0[lane];
-            preds[lane * o + y] = -clip.map_or(pre, |c| pre.clamp(-c, c));
+            preds[lane * o + y] = -clipped(pre, clip);
         }
     }
     // r = ∂ŷ_last/∂e_q at the last layer's input, then down the full layers.
@@ -616,11 +629,11 @@ fn block_step<const F: bool>(
         let mut sq = V::ZERO;
         for lane in 0..LANES {
             let pre = ws.pre[y].0[lane];
-            let clipped = clip.map_or(pre, |c| pre.clamp(-c, c));
+            let pred = -clipped(pre, clip);
             let target = if lane < lanes_here { targets[lane * o + y] } else { 0.0 };
-            let err = -clipped - target;
+            let err = pred - target;
             sq.0[lane] = err * err;
-            let pass = clip.is_none_or(|c| (-c..=c).contains(&pre));
+            let pass = passes(pre, clip);
             g.0[lane] = if pass { -err * inv_batch } else { 0.0 };
         }
         acc.loss = acc.loss.add(sq);
@@ -693,7 +706,7 @@ fn block_step<const F: bool>(
         if let Some(c) = clip {
             for (g, u) in ws.g.iter_mut().zip(ws.u[l].iter()) {
                 for lane in 0..LANES {
-                    if !(-c..=c).contains(&u.0[lane]) {
+                    if !passes(u.0[lane], Some(c)) {
                         g.0[lane] = 0.0;
                     }
                 }
@@ -749,6 +762,14 @@ unsafe fn block_step_avx2(
     block_step::<true>(s, prod, ws, acc, tokens, targets, inv_batch)
 }
 
+/// Whether this CPU runs the AVX2 + FMA build of the kernels.
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    #[allow(unreachable_code)]
+    false
+}
+
 fn run_block(
     s: &LsaShape,
     prod: &Products,
@@ -759,7 +780,7 @@ fn run_block(
     inv_batch: f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU has the features the function is compiled for (checked just above).
         unsafe { block_step_avx2(s, prod, ws, acc, tokens, targets, inv_batch) };
         return;
@@ -933,10 +954,7 @@ impl FusedLsa {
         let prod = Products::of(&s, &self.params);
         let (mut preds, mut sens) = (vec![0.0f32; batch * o], vec![0.0f32; batch * x_dim]);
         let ws = &mut self.workspaces[0];
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
+        let avx2 = avx2_fma();
         for blk in 0..batch.div_ceil(LANES) {
             let (lo, hi) = (blk * LANES, ((blk + 1) * LANES).min(batch));
             let (t, p, g) = (&tokens[lo * td..hi * td], &mut preds[lo * o..hi * o], &mut sens[lo * x_dim..hi * x_dim]);
@@ -1068,6 +1086,12 @@ mod tests {
         (tokens, targets, trainer)
     }
 
+    /// Host buffers → libtorch tensors (tokens (B, T, D), targets (B, o)) for the reference path.
+    fn tensors(c: &RunConfig, tokens: &[f32], targets: &[f32]) -> (tch::Tensor, tch::Tensor) {
+        let batch = crate::train::HostBatch { tokens: tokens.to_vec(), targets: targets.to_vec() };
+        batch_tensors(&batch, c.model.tokens, c.dims(), Device::Cpu)
+    }
+
     fn max_rel(a: &[f32], b: &[f32]) -> f64 {
         let scale = b.iter().map(|x| x.abs() as f64).fold(0.0, f64::max).max(1e-30);
         a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max) / scale
@@ -1082,12 +1106,7 @@ mod tests {
         fused.load_from(&trainer.vs).unwrap();
         let (loss, grads) = fused.loss_and_grads(&tokens, &targets);
 
-        let (t, y) = batch_tensors(
-            &crate::train::HostBatch { tokens: tokens.clone(), targets: targets.clone() },
-            config.model.tokens,
-            config.dims(),
-            Device::Cpu,
-        );
+        let (t, y) = tensors(&config, &tokens, &targets);
         let preds = trainer.model.forward(&t, None);
         let ref_loss = (preds - &y).square().sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float) * 0.5;
         ref_loss.backward();
@@ -1135,8 +1154,7 @@ mod tests {
             let mut unclipped_config = c.clone();
             unclipped_config.model.token_clip = None;
             let (_, _, unclipped) = setup(&unclipped_config, 1.0);
-            let (t, _) =
-                batch_tensors(&crate::train::HostBatch { tokens, targets }, c.model.tokens, c.dims(), Device::Cpu);
+            let (t, _) = tensors(&c, &tokens, &targets);
             let gap = (clipped.model.forward(&t, None) - unclipped.model.forward(&t, None)).abs().max();
             assert!(f64::try_from(gap).unwrap() > 1e-3, "the clip is not active");
             check(&c, 1.0, threads);
@@ -1150,12 +1168,7 @@ mod tests {
         let (tokens, targets, mut trainer) = setup(&c, 1.0);
         let mut fused = FusedLsa::new(&c).unwrap();
         fused.load_from(&trainer.vs).unwrap();
-        let (t, y) = batch_tensors(
-            &crate::train::HostBatch { tokens: tokens.clone(), targets: targets.clone() },
-            c.model.tokens,
-            c.dims(),
-            Device::Cpu,
-        );
+        let (t, y) = tensors(&c, &tokens, &targets);
         for _ in 0..5 {
             let a = fused.step(&tokens, &targets);
             let b = f64::try_from(trainer.step(&t, &y)).unwrap();
@@ -1186,12 +1199,7 @@ mod tests {
             let mut fused = FusedLsa::new(&c).unwrap();
             fused.load_from(&trainer.vs).unwrap();
             let (preds, sens) = fused.outputs(&tokens);
-            let (t, _) = batch_tensors(
-                &crate::train::HostBatch { tokens: tokens.clone(), targets },
-                c.model.tokens,
-                c.dims(),
-                Device::Cpu,
-            );
+            let (t, _) = tensors(&c, &tokens, &targets);
             let reference = crate::probe::outputs_with_sensitivity(&trainer.model, &t).unwrap();
             let as_f32 = |a: &ndarray::Array2<f64>| a.iter().map(|&x| x as f32).collect::<Vec<f32>>();
             let (e1, e2) = (max_rel(&preds, &as_f32(&reference.preds)), max_rel(&sens, &as_f32(&reference.sens)));
