@@ -7,7 +7,7 @@
 //! the same process, one after another, so ratios between lines are meaningful on a shared,
 //! noisy machine.
 //!
-//! What a bench line times is what training does: [`Trainer::step_host`] on batches from the
+//! What a bench line times is what training does: [`SteppedModel::step`] on batches from the
 //! training data thread, reading every loss (the divergence check), without evaluations.
 //!
 //! FLOPs per step are counted from the shapes, 2 per multiply-add of the step as the fused
@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::{Engine, RunConfig};
 use crate::fused_lsa::LsaShape;
-use crate::train::{spawn_data_stream, Trainer};
+use crate::train::SteppedModel;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchLine {
@@ -46,14 +46,11 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
     let task = config.task();
-    let dims = task.dims();
-    let mut trainer = Trainer::new(config, dims, device)?;
-    let (batches, _thread) = spawn_data_stream(config)?;
+    let mut model = SteppedModel::new(config, device)?;
     let mut run = |n: usize| -> anyhow::Result<()> {
         for _ in 0..n {
-            let b = batches.recv().context("data thread stopped")?;
             // The training loop reads every loss (divergence check): so does the benchmark.
-            std::hint::black_box(trainer.step_host(&b)?);
+            std::hint::black_box(model.step()?);
         }
         Ok(())
     };
@@ -61,7 +58,7 @@ pub fn bench_config(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::
     let start = Instant::now();
     run(steps)?;
     let ms_per_step = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
-    drop(batches);
+    drop(model);
 
     let mut rng = crate::rng::seeded_rng(config.seed, 99);
     let start = Instant::now();
@@ -110,24 +107,13 @@ pub fn bench_together(
     use rayon::prelude::*;
     tch::set_num_threads(1);
     let device = crate::device::open(&config.train.device)?;
-    let mut runs = Vec::new();
-    for s in 0..seeds as u64 {
-        let c = RunConfig { seed: config.seed + s, ..config.clone() };
-        let trainer = Trainer::new(&c, c.dims(), device)?;
-        let (rx, handle) = spawn_data_stream(&c)?;
-        runs.push((trainer, rx, handle));
-    }
+    let mut runs = (0..seeds as u64)
+        .map(|s| SteppedModel::new(&RunConfig { seed: config.seed + s, ..config.clone() }, device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, seeds)).build()?;
     let mut run = |n: usize| -> anyhow::Result<()> {
         for _ in 0..n {
-            pool.install(|| {
-                runs.par_iter_mut()
-                    .map(|(trainer, rx, _)| {
-                        let b = rx.recv().context("data thread stopped")?;
-                        trainer.step_host(&b)
-                    })
-                    .collect::<anyhow::Result<Vec<f64>>>()
-            })?;
+            pool.install(|| runs.par_iter_mut().map(SteppedModel::step).collect::<anyhow::Result<Vec<f64>>>())?;
         }
         Ok(())
     };

@@ -235,6 +235,29 @@ pub fn spawn_data_stream(
     Ok((rx, handle))
 }
 
+/// A model trained on its own training-data stream: what one training step is, for training,
+/// seeds trained together and the benchmark alike.
+pub struct SteppedModel {
+    pub trainer: Trainer,
+    batches: mpsc::Receiver<HostBatch>,
+    _data_thread: std::thread::JoinHandle<()>,
+}
+
+impl SteppedModel {
+    /// `config`'s model at its initialisation, with its data stream started.
+    pub fn new(config: &RunConfig, device: Device) -> anyhow::Result<Self> {
+        let trainer = Trainer::new(config, config.dims(), device)?;
+        let (batches, data_thread) = spawn_data_stream(config)?;
+        Ok(Self { trainer, batches, _data_thread: data_thread })
+    }
+
+    /// One training step on the next batch; the loss before the update.
+    pub fn step(&mut self) -> anyhow::Result<f64> {
+        let batch = self.batches.recv().context("the data thread stopped")?;
+        self.trainer.step_host(&batch)
+    }
+}
+
 /// Host batch → tokens (B, T, W) and targets (B, o) on `device`, in `layout`.
 pub fn batch_tensors(
     b: &HostBatch,
@@ -313,8 +336,7 @@ pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow
     let bar = opts.progress.unwrap_or_else(|| progress_bar(config.train.steps as u64, &config.name));
     let mut run = ActiveRun::begin(config, dir, device, &evaluator, bar)?;
     for step in 1..=config.train.steps {
-        let batch = run.batches.recv().context("the data thread stopped")?;
-        let loss = run.trainer.step_host(&batch)?;
+        let loss = run.model.step()?;
         run.after_step(&evaluator, step, loss)?;
     }
     run.complete()
@@ -325,9 +347,7 @@ struct ActiveRun<'a> {
     config: &'a RunConfig,
     dir: PathBuf,
     _lock: crate::runs::RunLock,
-    trainer: Trainer,
-    batches: mpsc::Receiver<HostBatch>,
-    _data_thread: std::thread::JoinHandle<()>,
+    model: SteppedModel,
     metrics: RunMetrics,
     bar: ProgressBar,
     start: Instant,
@@ -346,20 +366,9 @@ impl<'a> ActiveRun<'a> {
         crate::runs::begin_training(&dir)?;
         write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.json"));
-        let trainer = Trainer::new(config, config.dims(), device)?;
-        let (batches, data_thread) = spawn_data_stream(config)?;
+        let model = SteppedModel::new(config, device)?;
         let metrics = RunMetrics::started(config, evaluator.references.clone());
-        let mut run = Self {
-            config,
-            dir,
-            _lock: lock,
-            trainer,
-            batches,
-            _data_thread: data_thread,
-            metrics,
-            bar,
-            start: Instant::now(),
-        };
+        let mut run = Self { config, dir, _lock: lock, model, metrics, bar, start: Instant::now() };
         if !run.checkpoint(evaluator, 0)? {
             return Err(run.diverged("the initial evaluation loss is not finite".into()));
         }
@@ -368,9 +377,9 @@ impl<'a> ActiveRun<'a> {
 
     /// Evaluates; keeps the weights and the row only if the evaluation loss is finite.
     fn checkpoint(&mut self, evaluator: &Evaluator, step: usize) -> anyhow::Result<bool> {
-        self.trainer.sync()?;
+        self.model.trainer.sync()?;
         let wall = self.start.elapsed().as_secs_f64();
-        let t = &mut self.trainer;
+        let t = &mut self.model.trainer;
         let row = match &mut t.fused {
             Some(fused) => evaluator.evaluate_fused(fused, &t.model, &t.vs, step, wall)?,
             None => evaluator.evaluate(&t.model, &t.vs, step, wall)?,
@@ -380,7 +389,7 @@ impl<'a> ActiveRun<'a> {
         if diverged_loss(row.loss) {
             return Ok(false);
         }
-        with_atomic_path(&self.dir.join("weights.safetensors"), |p| Ok(self.trainer.vs.save(p)?))?;
+        with_atomic_path(&self.dir.join("weights.safetensors"), |p| Ok(self.model.trainer.vs.save(p)?))?;
         self.metrics.rows.push(row);
         self.metrics.weights_step = step;
         write_json_atomic(&self.dir.join("metrics.json"), &self.metrics)?;
@@ -498,13 +507,7 @@ fn train_pending(
         // Every seed's step, side by side; then the bookkeeping, in seed order.
         let losses: Vec<anyhow::Result<f64>> = pool.install(|| {
             use rayon::prelude::*;
-            active
-                .par_iter_mut()
-                .map(|(_, run)| {
-                    let batch = run.batches.recv().context("the data thread stopped")?;
-                    run.trainer.step_host(&batch)
-                })
-                .collect()
+            active.par_iter_mut().map(|(_, run)| run.model.step()).collect()
         });
         let mut still = Vec::new();
         for ((i, mut run), loss) in active.into_iter().zip(losses) {
