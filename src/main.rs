@@ -427,12 +427,7 @@ fn run() -> anyhow::Result<()> {
                     })
                     .collect::<anyhow::Result<_>>()?;
                 let bars = icl_lab::progress::multi();
-                let bars: Vec<_> = configs
-                    .iter()
-                    .map(|c| {
-                        bars.add(icl_lab::train::progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed)))
-                    })
-                    .collect();
+                let bars: Vec<_> = configs.iter().map(|c| bars.add(icl_lab::train::run_progress_bar(c))).collect();
                 let workers = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 let outs = icl_lab::train::train_together(
                     &configs,

@@ -201,8 +201,7 @@ pub fn run_local(sweep: &Sweep, runs_root: &Path, jobs: usize) -> anyhow::Result
     let outcomes: Vec<anyhow::Result<bool>> = pool.install(|| {
         runs.par_iter()
             .map(|(_, c)| {
-                let bar =
-                    bars.add(crate::train::progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed)));
+                let bar = bars.add(crate::train::run_progress_bar(c));
                 let out = train(c, runs_root, TrainOptions { progress: Some(bar), ..Default::default() })
                     .with_context(|| format!("{} seed {}", c.name, c.seed))?;
                 Ok(out.reused)

@@ -527,6 +527,11 @@ fn train_pending(
     done
 }
 
+/// The progress bar of one run among several: `<name> s<seed>`, one tick per training step.
+pub fn run_progress_bar(config: &RunConfig) -> ProgressBar {
+    progress_bar(config.train.steps as u64, &format!("{} s{}", config.name, config.seed))
+}
+
 pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), crate::progress::draw_target());
     bar.set_style(

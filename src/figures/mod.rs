@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::config::RunConfig;
 use crate::plot::Series;
-use crate::train::{progress_bar, train, RunOutcome, TrainOptions};
+use crate::train::{run_progress_bar, train, RunOutcome, TrainOptions};
 
 /// What every `icl-lab reproduce <figure>` takes.
 #[derive(Clone, Debug)]
@@ -252,10 +252,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
     let bars = crate::progress::multi();
     if configs.len() > 1 && configs[0].engine() == crate::config::Engine::Fused {
         // Seeds of the fused engine train together, one step loop for all (bit for bit as alone).
-        let seed_bars: Vec<_> = configs
-            .iter()
-            .map(|c| bars.add(progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed))))
-            .collect();
+        let seed_bars: Vec<_> = configs.iter().map(|c| bars.add(run_progress_bar(c))).collect();
         let options = TrainOptions { force: opts.force, progress: None, references: references.clone() };
         return crate::train::train_together(&configs, &opts.runs_root, options, opts.jobs.max(1), &seed_bars)
             .into_iter()
@@ -266,7 +263,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
         configs
             .par_iter()
             .map(|c| {
-                let bar = bars.add(progress_bar(c.train.steps as u64, &format!("{} s{}", c.name, c.seed)));
+                let bar = bars.add(run_progress_bar(c));
                 train(
                     c,
                     &opts.runs_root,
