@@ -6,15 +6,17 @@
 //! - **GD++**: GD with the input preconditioning x ← (I − γ Σ x_i x_iᵀ) x, one (η, γ) shared or
 //!   per layer, fitted with Adam on fresh tasks.
 //!
-//! The fit runs the learners' token dynamics in tch (f64) for autograd; the numbers are then
-//! evaluated by the f64 references in `icl-probes` (`gd.rs`, `gdpp.rs`), and tests pin that both
-//! and the transformer constructions agree.
+//! The (η, γ) fit runs the learners' dynamics in each prompt's eigenbasis with a written-out
+//! gradient (`icl_probes::gdpp_fit`; a test here checks it against libtorch autograd of the token
+//! dynamics); the numbers are then evaluated by the f64 references in `icl-probes` (`gd.rs`,
+//! `gdpp.rs`), and tests pin that both and the transformer constructions agree.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use icl_probes::gd::{self, LeastSquaresStats};
 use icl_probes::gdpp::gdpp_weights;
+use icl_probes::gdpp_fit::{Adam, SpectralPrompts};
 use icl_tasks::{Prompts, TaskConfig};
 
 use crate::config::{GdTuning, RunConfig};
@@ -127,67 +129,41 @@ pub fn fit_hyperparameters(
     fit: FitOptions,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let sampler = icl_tasks::build(task)?;
-    let dims = sampler.dims();
     let params = if shared { 1 } else { layers };
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let root = vs.root();
-    let eta = root.var_copy("eta", &Tensor::from_slice(&vec![eta0; params]));
-    let gamma = root.var_copy("gamma", &Tensor::zeros([params as i64], (Kind::Double, Device::Cpu)));
-    vs.set_kind(Kind::Double); // variables are created in f32; the fit runs in f64
-    let mut opt = nn::Adam::default().build(&vs, fit.lr)?;
-    let n = dims.context_len as f64;
-    // ½·MSE of the learner's token dynamics on a batch of prompts.
-    let loss_on = |p: &Prompts| -> Tensor {
-        let mut x = array3(&p.xs); // (B, N, d)
-        let mut y = array3(&p.ys); // (B, N, o)
-        let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
-        let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
-        let mut yq = Tensor::zeros([p.batch() as i64, dims.y_dim as i64, 1], (Kind::Double, Device::Cpu));
-        for l in 0..layers {
-            let i = if shared { 0 } else { l as i64 };
-            let step = eta.get(i) / n;
-            let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
-            let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
-            yq -= bm.matmul(&xq) * &step;
-            if plus_plus {
-                let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
-                let g = gamma.get(i);
-                xq = &xq - c.matmul(&xq) * &g;
-                x = &x - x.matmul(&c) * &g;
-            }
-            y = y_new;
-        }
-        let pred = -yq.squeeze_dim(2); // (B, o)
-        (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5
+    // (η₀, …, γ₀, …): one of each per parameter; γ stays 0 for plain GD.
+    let mut theta: Vec<f64> = [vec![eta0; params], vec![0.0; params]].concat();
+    let mut adam = Adam::new(theta.len(), fit.lr);
+    let per_layer = |theta: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let expand = |v: &[f64]| if shared { vec![v[0]; layers] } else { v.to_vec() };
+        (expand(&theta[..params]), expand(&theta[params..]))
     };
-    let validation = sampler.sample(&mut seeded_rng(fit.seed, 2), 2048);
-    let snapshot = || -> anyhow::Result<(f64, Vec<f64>, Vec<f64>)> {
-        let v = f64::try_from(tch::no_grad(|| loss_on(&validation)))?;
-        Ok((
-            if v.is_finite() { v } else { f64::INFINITY },
-            Vec::<f64>::try_from(&eta.detach())?,
-            Vec::<f64>::try_from(&gamma.detach())?,
-        ))
+    let validation = SpectralPrompts::new(&sampler.sample(&mut seeded_rng(fit.seed, 2), 2048));
+    let snapshot = |theta: &[f64]| -> (f64, Vec<f64>) {
+        let (etas, gammas) = per_layer(theta);
+        let v = validation.loss(&etas, &gammas);
+        (if v.is_finite() { v } else { f64::INFINITY }, theta.to_vec())
     };
-    let mut best = snapshot()?;
+    let mut best = snapshot(&theta);
     let mut rng = seeded_rng(fit.seed, 0);
     for step in 1..=fit.steps {
-        let p = sampler.sample(&mut rng, fit.batch);
-        let loss = loss_on(&p);
-        opt.zero_grad();
-        loss.backward();
-        // For plain GD γ is not in the graph: its gradient stays undefined and Adam skips it.
-        opt.step();
+        let batch = SpectralPrompts::new(&sampler.sample(&mut rng, fit.batch));
+        let (etas, gammas) = per_layer(&theta);
+        let (_, d_eta, d_gamma) = batch.loss_and_grad(&etas, &gammas, true);
+        // A shared parameter's gradient is the sum over the layers it is applied in.
+        let fold = |g: Vec<f64>| if shared { vec![g.iter().sum()] } else { g };
+        let mut grad = [fold(d_eta), fold(d_gamma)].concat();
+        if !plus_plus {
+            grad[params..].fill(0.0); // γ is not fitted: Adam leaves a parameter with zero gradient at 0
+        }
+        adam.step(&mut theta, &grad);
         if step % 50 == 0 || step == fit.steps {
-            let now = snapshot()?;
+            let now = snapshot(&theta);
             if now.0 < best.0 {
                 best = now;
             }
         }
     }
-    let (_, etas, gammas) = best;
-    let expand = |v: Vec<f64>| if shared { vec![v[0]; layers] } else { v };
-    Ok((expand(etas), expand(gammas)))
+    Ok(per_layer(&best.1))
 }
 
 /// Fits L-step preconditioned GD (one P_l per step; Ahn et al. 2023, whose critical points of L
@@ -300,4 +276,57 @@ pub fn fit_preconditioners_on(
 
 fn array3(a: &ndarray::Array3<f64>) -> Tensor {
     crate::layout::array_to_tensor(a, Kind::Double, Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icl_tasks::TaskRng;
+    use rand::SeedableRng;
+
+    /// ½·MSE of the GD++ token dynamics written literally in tch (the fit's former implementation),
+    /// with (η_l, γ_l) as leaf tensors.
+    fn token_dynamics_loss(p: &Prompts, eta: &Tensor, gamma: &Tensor) -> Tensor {
+        let n = p.context_len() as f64;
+        let mut x = array3(&p.xs); // (B, N, d)
+        let mut y = array3(&p.ys); // (B, N, o)
+        let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
+        let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
+        let mut yq = Tensor::zeros([p.batch() as i64, p.y_dim() as i64, 1], (Kind::Double, Device::Cpu));
+        for l in 0..eta.size()[0] {
+            let step = eta.get(l) / n;
+            let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
+            let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
+            yq -= bm.matmul(&xq) * &step;
+            let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
+            let g = gamma.get(l);
+            xq = &xq - c.matmul(&xq) * &g;
+            x = &x - x.matmul(&c) * &g;
+            y = y_new;
+        }
+        let pred = -yq.squeeze_dim(2); // (B, o)
+        (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5
+    }
+
+    #[test]
+    fn spectral_gradient_equals_autograd_of_the_token_dynamics() {
+        for task in [TaskConfig::default(), TaskConfig::new("linear").with("x_dim", 4).with("y_dim", 2)] {
+            let p = icl_tasks::build(&task).unwrap().sample(&mut TaskRng::seed_from_u64(9), 100);
+            let (etas, gammas) = (vec![5.5, 6.0, 7.5, 9.0], vec![0.03, 0.08, 0.05, 0.11]);
+            let eta = Tensor::from_slice(&etas).set_requires_grad(true);
+            let gamma = Tensor::from_slice(&gammas).set_requires_grad(true);
+            let loss = token_dynamics_loss(&p, &eta, &gamma);
+            loss.backward();
+            let (spectral_loss, d_eta, d_gamma) = SpectralPrompts::new(&p).loss_and_grad(&etas, &gammas, true);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1e-3);
+            let torch_loss = f64::try_from(&loss).unwrap();
+            assert!(close(spectral_loss, torch_loss), "loss {spectral_loss} vs {torch_loss}");
+            for (ours, theirs) in [(d_eta, eta.grad()), (d_gamma, gamma.grad())] {
+                let theirs = Vec::<f64>::try_from(&theirs).unwrap();
+                for (a, b) in ours.iter().zip(&theirs) {
+                    assert!(close(*a, *b), "gradient {ours:?} vs {theirs:?}");
+                }
+            }
+        }
+    }
 }

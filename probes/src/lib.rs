@@ -18,6 +18,7 @@ pub mod construct;
 pub mod curve;
 pub mod gd;
 pub mod gdpp;
+pub mod gdpp_fit;
 pub mod learner;
 pub mod learners;
 pub mod measure;

@@ -478,10 +478,14 @@ fn differences(models: &[ModelEntry], quick: bool) -> String {
         }
     }
     out += "- GD++ and per-layer GD hyperparameters are fitted with Adam on fresh tasks from the tuned GD η and γ = 0 \
-            (1,000 steps at lr 0.02 with batches of 512; 3,000 steps at lr 0.01 with batches of 1,024 for 10 layers; \
-            `eval.fit_steps`, `eval.fit_lr`, `eval.fit_batch`); the official `pre_train_gd_hps` uses Adam with lr 1e-3 for 1,000 \
-            (recurrent) or 30,000 (separate layers) steps. Where the loss is flat in (η, γ), as for separate layers, our \
-            fitted values can differ from theirs without changing the loss much.\n";
+            (1,000 steps at lr 0.02 with batches of 512 for recurrent models, 30,000 for separate layers (2,000 with \
+            `--quick`), 3,000 at lr 0.01 with batches of 1,024 for 10 layers; `eval.fit_steps`, `eval.fit_lr`, \
+            `eval.fit_batch`), keeping the best of the fit's checks on a validation batch; the official \
+            `pre_train_gd_hps` uses Adam with lr 1e-3 for 1,000 (recurrent) or 30,000 (separate layers) steps. For \
+            separate layers the fit is not convex: L steps of GD reach the same loss with their η's in any order (the \
+            steps commute), and 5-step GD++ has several optima with different losses. Which one Adam reaches depends on \
+            the last bits of its arithmetic, so per-layer values, and the 5-layer GD++ loss, can differ between \
+            implementations at equal precision; GD++ here is one fitted member of the family, not necessarily its best.\n";
     out += "- Out-of-distribution curves use 2,000 tasks per scale (official code: 1,000; paper: 10,000).\n";
     out
 }
