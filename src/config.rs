@@ -188,6 +188,11 @@ pub struct TrainConfig {
     /// (Not written when `auto`, so configs from before the engine existed keep their hash.)
     #[serde(skip_serializing_if = "Engine::is_auto")]
     pub engine: Engine,
+    /// Train on finitely many tasks (von Oswald et al. 2023, Figs. 15–16): the training prompts'
+    /// hidden functions come from K fixed draws (stream [`crate::rng::TASK_POOL_STREAM`] of the
+    /// run's seed), inputs stay fresh; evaluation stays on fresh tasks. Unset: a new task per prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_pool: Option<usize>,
 }
 
 /// The implementation of a training step (see [`TrainConfig::engine`]).
@@ -219,6 +224,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             threads: 1,
             engine: Engine::Auto,
+            task_pool: None,
         }
     }
 }
@@ -404,6 +410,19 @@ impl RunConfig {
         icl_tasks::build(&self.task).expect("a resolved config's task builds")
     }
 
+    /// The task the training prompts come from: [`Self::task`], or with `train.task_pool` set, that
+    /// task with its hidden functions drawn from the run's fixed pool.
+    pub fn training_task(&self) -> Box<dyn Task> {
+        let task = self.task();
+        match self.train.task_pool {
+            None => task,
+            Some(k) => {
+                let mut pool_rng = crate::rng::seeded_rng(self.seed, crate::rng::TASK_POOL_STREAM);
+                task.pooled(k, &mut pool_rng).expect("a resolved config's task pool is checked")
+            }
+        }
+    }
+
     pub fn dims(&self) -> Dims {
         self.task().dims()
     }
@@ -546,6 +565,17 @@ impl RunConfig {
         check(clip > 0.0, "train.grad_clip", "a number > 0 (inf: no clipping)", clip)?;
         crate::device::parse_device(&t.device).context("train.device")?;
         check((1..=1024).contains(&t.threads), "train.threads", "an integer in 1..=1024", t.threads)?;
+        if let Some(k) = t.task_pool {
+            check((1..=1 << 24).contains(&k), "train.task_pool", "an integer in 1..=16777216", k)?;
+            check(
+                self.gpt.is_none(),
+                "train.task_pool",
+                "unset for GPT-style runs (their curriculum redraws tasks)",
+                k,
+            )?;
+            let mut probe_rng = crate::rng::seeded_rng(0, crate::rng::TASK_POOL_STREAM);
+            self.task().pooled(1, &mut probe_rng)?; // the task must support a pool
+        }
         if self.train.engine == Engine::Fused {
             if let Err(why) = crate::fused_lsa::LsaShape::of(&self) {
                 anyhow::bail!("train.engine: \"fused\" cannot train this model: {why}; use \"auto\" or \"libtorch\"");

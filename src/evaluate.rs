@@ -32,6 +32,10 @@ pub struct EvalRow {
     /// ½·MSE of the interpolated model (A.3), where the architecture allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpolated_loss: Option<f64>,
+    /// Runs on a fixed task pool (`train.task_pool`): the mean training-batch loss since the
+    /// previous evaluation, i.e. on the pool's tasks with fresh inputs (`loss` is on fresh tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
     /// Seconds since training started.
     pub wall_s: f64,
 }
@@ -187,6 +191,13 @@ impl Evaluator {
                 alignment: alignment(&out.preds, &out.sens, p, s),
             })
             .collect();
-        Ok(EvalRow { step, loss: self.prompts.half_mse(&out.preds), vs, interpolated_loss: interp_loss, wall_s })
+        Ok(EvalRow {
+            step,
+            loss: self.prompts.half_mse(&out.preds),
+            vs,
+            interpolated_loss: interp_loss,
+            train_loss: None,
+            wall_s,
+        })
     }
 }

@@ -216,7 +216,7 @@ pub struct HostBatch {
 pub fn spawn_data_stream(
     config: &RunConfig,
 ) -> anyhow::Result<(mpsc::Receiver<HostBatch>, std::thread::JoinHandle<()>)> {
-    let task = icl_tasks::build(&config.task)?;
+    let task = config.training_task();
     let (batch, seed, layout) = (config.train.batch, config.seed, config.model.tokens);
     let (tx, rx) = mpsc::sync_channel(4);
     let handle = std::thread::Builder::new().name("data".into()).spawn(move || {
@@ -351,6 +351,8 @@ struct ActiveRun<'a> {
     metrics: RunMetrics,
     bar: ProgressBar,
     start: Instant,
+    /// Sum and count of the training losses since the last evaluation.
+    train_losses: (f64, usize),
 }
 
 impl<'a> ActiveRun<'a> {
@@ -368,7 +370,8 @@ impl<'a> ActiveRun<'a> {
         let _ = std::fs::remove_file(dir.join("metrics.json"));
         let model = SteppedModel::new(config, device)?;
         let metrics = RunMetrics::started(config, evaluator.references.clone());
-        let mut run = Self { config, dir, _lock: lock, model, metrics, bar, start: Instant::now() };
+        let mut run =
+            Self { config, dir, _lock: lock, model, metrics, bar, start: Instant::now(), train_losses: (0.0, 0) };
         if !run.checkpoint(evaluator, 0)? {
             return Err(run.diverged("the initial evaluation loss is not finite".into()));
         }
@@ -380,10 +383,14 @@ impl<'a> ActiveRun<'a> {
         self.model.trainer.sync()?;
         let wall = self.start.elapsed().as_secs_f64();
         let t = &mut self.model.trainer;
-        let row = match &mut t.fused {
+        let mut row = match &mut t.fused {
             Some(fused) => evaluator.evaluate_fused(fused, &t.model, &t.vs, step, wall)?,
             None => evaluator.evaluate(&t.model, &t.vs, step, wall)?,
         };
+        let (sum, count) = std::mem::take(&mut self.train_losses);
+        if self.config.train.task_pool.is_some() && count > 0 {
+            row.train_loss = Some(sum / count as f64);
+        }
         self.metrics.steps_done = step;
         self.metrics.wall_s = self.start.elapsed().as_secs_f64();
         if diverged_loss(row.loss) {
@@ -409,6 +416,8 @@ impl<'a> ActiveRun<'a> {
             self.metrics.wall_s = self.start.elapsed().as_secs_f64();
             return Err(self.diverged(format!("training loss is {loss} at step {step}")));
         }
+        self.train_losses.0 += loss;
+        self.train_losses.1 += 1;
         if step.is_multiple_of(10) || step == steps {
             self.bar.set_position(step as u64);
             self.bar.set_message(format!("loss {loss:.4}"));

@@ -257,7 +257,14 @@ pub(crate) fn train(
         // One file holds weights, moments and step, so a resume never mixes two steps.
         with_atomic_path(&checkpoint_path, |p| Ok(Tensor::write_safetensors(&trainer.adam.state(), p)?))?;
         with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(trainer.vs.save(p)?))?;
-        metrics.rows.push(EvalRow { step, loss, vs: Vec::new(), interpolated_loss: None, wall_s: metrics.wall_s });
+        metrics.rows.push(EvalRow {
+            step,
+            loss,
+            vs: Vec::new(),
+            interpolated_loss: None,
+            train_loss: None,
+            wall_s: metrics.wall_s,
+        });
         metrics.weights_step = step;
         write_json_atomic(&dir.join("metrics.json"), metrics)?;
         Ok(true)

@@ -205,6 +205,26 @@ fn tiny_training_learns_and_is_reproducible() {
 }
 
 #[test]
+fn training_on_a_task_pool_records_the_pool_loss_and_memorises_a_single_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-pool");
+    config.train.task_pool = Some(1);
+    let config = config.resolve().unwrap();
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let rows = &run.metrics.rows;
+    assert!(rows[0].train_loss.is_none(), "no training steps before the first evaluation");
+    let last = rows.last().unwrap();
+    let on_pool = last.train_loss.expect("pooled runs record their training loss");
+    // One task: its W is learnable from the weights alone, so the training loss falls far below
+    // the loss on fresh tasks, which the model has not learned to solve in context.
+    assert!(on_pool < 0.5 * last.loss, "pool {on_pool} vs fresh {}", last.loss);
+    // The same model trained on a new task per prompt learns to solve fresh tasks.
+    let fresh = train(&tiny("tiny-fresh"), dir.path(), TrainOptions::default()).unwrap();
+    assert!(fresh.metrics.rows.iter().all(|r| r.train_loss.is_none()));
+    assert!(fresh.metrics.rows.last().unwrap().loss < last.loss);
+}
+
+#[test]
 fn run_directories_cannot_lie() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny("tiny-manifest");

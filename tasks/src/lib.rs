@@ -214,8 +214,17 @@ pub trait Task: Send + Sync {
     fn learners(&self) -> Vec<LearnerSpec>;
     /// The distribution shifts this task supports, with default sweeps.
     fn shifts(&self) -> Vec<ShiftSweep>;
-    /// This task under `shift`; an error for a kind it does not support.
+    /// This task under `shift`; an error for a kind it does not support. A pooled task's shifted
+    /// version draws its hidden functions afresh (shifts are for evaluation).
     fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError>;
+
+    /// This task trained on finitely many tasks (von Oswald et al. 2023, Figs. 15–16): `size`
+    /// hidden functions drawn once from `pool_rng`, each prompt taking one of them uniformly, with
+    /// fresh inputs. An error for a task that does not support it.
+    fn pooled(&self, size: usize, pool_rng: &mut TaskRng) -> Result<Box<dyn Task>, TaskError> {
+        let _ = pool_rng;
+        Err(TaskError::NoPool { task: self.name(), size })
+    }
 
     /// The config that rebuilds this task.
     fn config(&self) -> TaskConfig {
@@ -232,6 +241,8 @@ pub enum TaskError {
     Invalid { field: String, message: String, got: String },
     #[error("task.{key}: unknown key for task `{task}` ({expected})")]
     UnknownKey { key: String, task: &'static str, expected: String },
+    #[error("train.task_pool: task `{task}` cannot draw its hidden functions from a fixed pool (got {size}; tasks that can: linear)")]
+    NoPool { task: &'static str, size: usize },
     #[error("task `{task}` has no shift `{kind:?}` (it has: {have})")]
     UnsupportedShift { task: &'static str, kind: ShiftKind, have: String },
 }

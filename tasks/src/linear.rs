@@ -79,12 +79,15 @@ impl LinearParams {
 #[derive(Clone, Debug)]
 pub struct LinearRegression {
     pub params: LinearParams,
+    /// Training on finitely many tasks ([`Task::pooled`]): the pool's weight matrices, (K, o, d)
+    /// flattened; each prompt takes one of them, uniformly, instead of drawing W.
+    pool: Option<std::sync::Arc<Vec<f64>>>,
 }
 
 impl LinearRegression {
     pub fn new(params: LinearParams) -> Result<Self, TaskError> {
         params.check()?;
-        Ok(Self { params })
+        Ok(Self { params, pool: None })
     }
 
     pub fn build(params: &Params) -> Result<Box<dyn Task>, TaskError> {
@@ -151,6 +154,19 @@ impl Task for LinearRegression {
         Ok(Box::new(Self::new(p)?))
     }
 
+    fn pooled(&self, size: usize, pool_rng: &mut TaskRng) -> Result<Box<dyn Task>, TaskError> {
+        check_count("task_pool", size, 1..=1 << 24)?;
+        let p = &self.params;
+        let per_task = p.x_dim * p.y_dim;
+        // The pool's W's, drawn as a prompt draws its own.
+        let pool: Vec<f64> = if p.fixed_w {
+            vec![p.w_scale; size * per_task]
+        } else {
+            (0..size * per_task).map(|_| p.w_scale * pool_rng.sample::<f64, _>(StandardNormal)).collect()
+        };
+        Ok(Box::new(Self { params: p.clone(), pool: Some(std::sync::Arc::new(pool)) }))
+    }
+
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
         let LinearParams { x_dim: d, y_dim: o, input_range, w_scale, noise_std, distractors, fixed_w, .. } =
             self.params;
@@ -167,7 +183,10 @@ impl Task for LinearRegression {
         let mut words = vec![0u64; (n + 1) * d];
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
-            if fixed_w {
+            if let Some(pool) = &self.pool {
+                let k = rng.random_range(0..pool.len() / (o * d));
+                w.copy_from_slice(&pool[k * o * d..(k + 1) * o * d]);
+            } else if fixed_w {
                 w.fill(w_scale);
             } else {
                 w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
@@ -216,6 +235,33 @@ mod tests {
 
     fn linear() -> TaskConfig {
         TaskConfig::new("linear")
+    }
+
+    #[test]
+    fn a_pool_of_k_tasks_gives_only_those_k_weight_matrices() {
+        let task = build(&linear().with("x_dim", 3)).unwrap();
+        let pooled = task.pooled(4, &mut TaskRng::seed_from_u64(1)).unwrap();
+        let p = pooled.sample(&mut TaskRng::seed_from_u64(2), 200);
+        let w = p.w.as_ref().unwrap(); // (B, o, d)
+        let mut distinct: Vec<Vec<f64>> = Vec::new();
+        for b in 0..p.batch() {
+            let row: Vec<f64> = w.index_axis(ndarray::Axis(0), b).iter().copied().collect();
+            if !distinct.contains(&row) {
+                distinct.push(row.clone());
+            }
+            // Labels follow the prompt's own W; inputs are fresh per prompt.
+            for i in 0..p.context_len() {
+                let y: f64 = (0..3).map(|j| row[j] * p.xs[[b, i, j]]).sum();
+                assert!((y - p.ys[[b, i, 0]]).abs() < 1e-12);
+            }
+        }
+        assert_eq!(distinct.len(), 4, "all four pool members are drawn in 200 prompts, and no other W");
+        assert_ne!(p.xs.index_axis(ndarray::Axis(0), 0), p.xs.index_axis(ndarray::Axis(0), 1));
+        // The same pool seed gives the same pool; the unpooled task is unchanged.
+        let again = task.pooled(4, &mut TaskRng::seed_from_u64(1)).unwrap().sample(&mut TaskRng::seed_from_u64(2), 200);
+        assert_eq!(again.w, p.w);
+        assert_eq!(sample(&linear().with("x_dim", 3), 2, 5).xs, task.sample(&mut TaskRng::seed_from_u64(2), 5).xs);
+        assert!(build(&TaskConfig::new("decision_tree")).unwrap().pooled(4, &mut TaskRng::seed_from_u64(1)).is_err());
     }
 
     /// The inputs drawn in bulk and replayed are, bit for bit, those of drawing them one by one
