@@ -24,6 +24,7 @@ pub mod learners;
 pub mod measure;
 pub mod metrics;
 pub mod ridge;
+pub mod spectrum;
 pub mod tournament;
 pub mod tune;
 

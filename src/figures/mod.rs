@@ -12,6 +12,9 @@ pub mod garg2022_fig2;
 pub mod garg2022_ood;
 pub mod vo2023_all;
 pub mod vo2023_depth;
+pub mod vo2023_fig11;
+pub mod vo2023_fig13;
+pub mod vo2023_fig16;
 pub mod vo2023_fig2;
 pub mod vo2023_fig5;
 pub mod vo2023_rollout;
@@ -101,16 +104,34 @@ pub const FIGURES: &[Figure] = &[
         run: vo2023_rollout::reproduce,
     },
     Figure {
+        name: "vo2023-fig11",
+        about: "Fig. 11: the 2-head softmax model split per head into constant and linear terms: do the constant terms cancel?",
+        default_seeds: 5,
+        run: vo2023_fig11::reproduce,
+    },
+    Figure {
         name: "vo2023-fig12",
         about: "Fig. 12: softmax attention with 1 vs 2 heads",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG12, o),
     },
     Figure {
+        name: "vo2023-fig13",
+        about: "Fig. 13: the condition number of the inputs after each GD++ step and each trained layer (2, 3 recurrent; 5 separate), with the untrained control",
+        default_seeds: 5,
+        run: vo2023_fig13::reproduce,
+    },
+    Figure {
         name: "vo2023-fig14",
         about: "Fig. 14: LayerNorm with 1 and 2 layers",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG14, o),
+    },
+    Figure {
+        name: "vo2023-fig16",
+        about: "Fig. 16: the 1-layer model trained on K distinct tasks (train.task_pool), its loss and alignment with GD on fresh tasks against K",
+        default_seeds: 3,
+        run: vo2023_fig16::reproduce,
     },
     Figure {
         name: "vo2023-tournament",

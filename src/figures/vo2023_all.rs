@@ -21,7 +21,10 @@ pub const MEMBERS: &[&str] = &[
     "vo2023-fig9",
     "vo2023-fig10",
     "vo2023-fig12",
+    "vo2023-fig11",
+    "vo2023-fig13",
     "vo2023-fig14",
+    "vo2023-fig16",
 ];
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<Value> {
@@ -82,6 +85,6 @@ fn markdown(s: &Value) -> String {
         let setting = if r["quick"] == true { "quick" } else { "full" };
         out += &format!("| [{name}]({name}.md) | {about} | {setting} | {} | {checks} |\n", r["seeds"]);
     }
-    out += "\nNot reproduced yet: Fig. 4 (sine regression), Figs. 8, 11, 13, 15, 16.\n";
+    out += "\nFig. 1's right panel (a trained layer repeated 50 times with λ = 0.75) is the λ = 0.75 panel of vo2023-fig10. Not reproduced yet: Fig. 4 (sine regression), Figs. 8 and 15.\n";
     out
 }
