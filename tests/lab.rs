@@ -225,6 +225,27 @@ fn training_on_a_task_pool_records_the_pool_loss_and_memorises_a_single_task() {
 }
 
 #[test]
+fn the_per_head_split_of_a_softmax_layer_adds_up_to_its_cached_output() {
+    // A 2-head softmax model at a large random initialisation (so both terms are far from zero).
+    let mut config = tiny("tiny-heads");
+    config.model.softmax = true;
+    config.model.heads = 2;
+    config.model.init_scale = Some(2.0);
+    let config = config.resolve().unwrap();
+    let (vs, net) = icl_lab::runs::initial_model(&config, tch::Device::Cpu).unwrap();
+    let weights = icl_lab::models::transformer::named_weights(&vs).unwrap();
+    let prompts = icl_lab::evaluate::sample_prompts(&config.task, 64, 3).unwrap();
+    let split = icl_lab::figures::vo2023_fig11::split_heads(&net, &weights, &prompts, 2).unwrap();
+    assert!(split.recompute_error() < 1e-5, "{}", split.recompute_error());
+    for b in 0..prompts.batch() {
+        // One layer: the prediction is minus the query's y-entry, 0 + the attention output.
+        let total: f64 = (0..2).map(|h| split.constant[h][b] + split.linear[h][b]).sum();
+        assert!((split.preds[[b, 0]] + total).abs() < 1e-5, "prompt {b}");
+    }
+    assert!(split.constant[0].iter().chain(&split.linear[1]).any(|v| v.abs() > 1e-3), "terms are not trivially zero");
+}
+
+#[test]
 fn run_directories_cannot_lie() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny("tiny-manifest");

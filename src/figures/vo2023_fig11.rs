@@ -74,63 +74,93 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
+/// A 1-layer model's attention output at the query's first y-entry, split per head h and prompt b
+/// into the constant term (1/N) Σⱼ uⱼ and the linear term Σⱼ (pⱼ − 1/N) uⱼ, with uⱼ = cⱼ V_h O_h[:, y]
+/// what context token cⱼ contributes through head h and pⱼ its attention weight (read from the
+/// activation cache).
+pub struct HeadSplit {
+    /// (H, B)
+    pub constant: Vec<Vec<f64>>,
+    pub linear: Vec<Vec<f64>>,
+    /// The cached `layers.0.attn.out` at that entry, (B).
+    pub cached: Vec<f64>,
+    /// The model's predictions, (B, o).
+    pub preds: Array2<f64>,
+}
+
+impl HeadSplit {
+    /// max over prompts of |Σ_h (constant + linear) − cached output|.
+    pub fn recompute_error(&self) -> f64 {
+        (0..self.cached.len())
+            .map(|b| {
+                let total: f64 = (0..self.constant.len()).map(|h| self.constant[h][b] + self.linear[h][b]).sum();
+                (total - self.cached[b]).abs()
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+pub fn split_heads(
+    net: &crate::models::Model,
+    weights: &icl_probes::NamedWeights,
+    prompts: &icl_tasks::Prompts,
+    heads: usize,
+) -> anyhow::Result<HeadSplit> {
+    let get = |name: &str| weights.get(name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"));
+    let (v, out) = (get("layers.0.attn.v")?, get("layers.0.attn.o")?);
+    let key = v.ncols() / heads;
+    let (n, o, batch) = (prompts.context_len(), prompts.y_dim(), prompts.batch());
+    let tokens = net.tokens(prompts, Kind::Float, Device::Cpu);
+    let names = [TOKENS.to_string(), attn_pattern(0), attn_out(0)];
+    let mut cache = ActivationCache::names(&names);
+    let preds = tch::no_grad(|| net.forward(&tokens, Some(&mut cache)));
+    let preds = crate::cache::tensor_to_array(&preds)?.into_dimensionality::<ndarray::Ix2>()?; // (B, o)
+    let toks = cache.array(TOKENS)?.into_dimensionality::<Ix3>()?; // (B, N+1, D)
+    let pattern = cache.array(&attn_pattern(0))?.into_dimensionality::<Ix4>()?; // (B, H, T, N)
+    let cached_out = cache.array(&attn_out(0))?.into_dimensionality::<Ix3>()?; // (B, T, D)
+    let y_col = toks.shape()[2] - o; // the first y-entry
+    let query_row = pattern.shape()[2] - 1;
+    let mut split = HeadSplit {
+        constant: vec![vec![0.0; batch]; heads],
+        linear: vec![vec![0.0; batch]; heads],
+        cached: (0..batch).map(|b| cached_out[[b, query_row, y_col]]).collect(),
+        preds,
+    };
+    for h in 0..heads {
+        let v_h = v.slice(s![.., h * key..(h + 1) * key]); // (D, K)
+        let o_h = out.slice(s![h * key..(h + 1) * key, y_col]); // (K)
+        let vo = v_h.dot(&o_h); // (D): token → y-entry of the head's output
+        for b in 0..batch {
+            let contrib = toks.slice(s![b, ..n, ..]).dot(&vo); // (N)
+            let weights = pattern.slice(s![b, h, query_row, ..]); // (N)
+            split.constant[h][b] = contrib.sum() / n as f64;
+            split.linear[h][b] = weights.iter().zip(&contrib).map(|(w, c)| (w - 1.0 / n as f64) * c).sum();
+        }
+    }
+    Ok(split)
+}
+
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let spec = model("softmax-2h", opts.quick)?;
     let c = &spec.config;
     let runs = train_seeds(c, opts)?;
     let prompts = sample_prompts(&c.task, TASKS, c.eval.seed)?;
-    let (n, o) = (prompts.context_len(), prompts.y_dim());
     let mut per_seed = Vec::new();
     let mut maps = Vec::new();
     let mut measurements = Vec::new();
     for run in &runs {
         let (vs, net) = crate::runs::load_model(&run.dir, c, Device::Cpu)?;
         let weights = named_weights(&vs)?;
-        let get = |name: &str| weights.get(name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"));
-        let (q, k, v, out) =
-            (get("layers.0.attn.q")?, get("layers.0.attn.k")?, get("layers.0.attn.v")?, get("layers.0.attn.o")?);
-        let heads = c.model.heads;
-        let key = v.ncols() / heads;
-        let tokens = net.tokens(&prompts, Kind::Float, Device::Cpu);
-        let names = [TOKENS.to_string(), attn_pattern(0), attn_out(0)];
-        let mut cache = ActivationCache::names(&names);
-        let preds = tch::no_grad(|| net.forward(&tokens, Some(&mut cache)));
-        let preds = crate::cache::tensor_to_array(&preds)?.into_dimensionality::<ndarray::Ix2>()?; // (B, o)
-        let toks = cache.array(TOKENS)?.into_dimensionality::<Ix3>()?; // (B, N+1, D)
-        let pattern = cache.array(&attn_pattern(0))?.into_dimensionality::<Ix4>()?; // (B, H, T, N)
-        let cached_out = cache.array(&attn_out(0))?.into_dimensionality::<Ix3>()?; // (B, T, D)
-        let width = toks.shape()[2];
-        let y_col = width - o; // the first y-entry
-        let query_row = pattern.shape()[2] - 1;
-        // Per head: the y-entry each context token contributes, c_j V_h O_h[:, y] (B, N).
-        let mut constant = vec![vec![0.0; prompts.batch()]; heads];
-        let mut linear = vec![vec![0.0; prompts.batch()]; heads];
-        for h in 0..heads {
-            let v_h = v.slice(s![.., h * key..(h + 1) * key]); // (D, K)
-            let o_h = out.slice(s![h * key..(h + 1) * key, y_col]); // (K)
-            let vo = v_h.dot(&o_h); // (D): token → y-entry of the head's output
-            for b in 0..prompts.batch() {
-                let ctx = toks.slice(s![b, ..n, ..]); // (N, D)
-                let contrib = ctx.dot(&vo); // (N)
-                let weights = pattern.slice(s![b, h, query_row, ..]); // (N)
-                constant[h][b] = contrib.sum() / n as f64;
-                linear[h][b] = weights.iter().zip(&contrib).map(|(w, c)| (w - 1.0 / n as f64) * c).sum();
-            }
-        }
-        let batch = prompts.batch();
-        let mut recompute_error = 0.0f64;
-        let mut without_constants = Array2::<f64>::zeros((batch, o));
+        let split = split_heads(&net, &weights, &prompts, c.model.heads)?;
+        let (constant, linear, preds) = (&split.constant, &split.linear, &split.preds);
+        let (heads, batch) = (constant.len(), prompts.batch());
+        let mut without_constants = preds.clone();
         for b in 0..batch {
-            let total: f64 = (0..heads).map(|h| constant[h][b] + linear[h][b]).sum();
-            recompute_error = recompute_error.max((total - cached_out[[b, query_row, y_col]]).abs());
             // ŷ = −(query y-entry after the layer) = −(0 + attention output); drop the constants.
-            let consts: f64 = (0..heads).map(|h| constant[h][b]).sum();
-            without_constants[[b, 0]] = preds[[b, 0]] + consts;
+            without_constants[[b, 0]] += (0..heads).map(|h| constant[h][b]).sum::<f64>();
         }
-        for j in 1..o {
-            without_constants.column_mut(j).assign(&preds.column(j)); // only the first output is decomposed
-        }
+        let recompute_error = split.recompute_error();
         let sum_const: Vec<f64> = (0..batch).map(|b| (0..heads).map(|h| constant[h][b]).sum()).collect();
         let sum_linear: Vec<f64> = (0..batch).map(|b| (0..heads).map(|h| linear[h][b]).sum()).collect();
         let cancellation = mean(
@@ -148,7 +178,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             constant_rms: [rms(&constant[0]), rms(&constant[heads - 1])],
             constant_sum_rms: rms(&sum_const),
             linear_sum_rms: rms(&sum_linear),
-            loss: prompts.half_mse(&preds),
+            loss: prompts.half_mse(preds),
             loss_without_constants: prompts.half_mse(&without_constants),
             recompute_error,
         };
@@ -165,6 +195,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             measurements.push(m);
         }
         if run.metrics.seed == runs[0].metrics.seed {
+            let get = |name: &str| weights.get(name).ok_or_else(|| anyhow::anyhow!("missing weight `{name}`"));
+            let (q, k, v, out) =
+                (get("layers.0.attn.q")?, get("layers.0.attn.k")?, get("layers.0.attn.v")?, get("layers.0.attn.o")?);
+            let (key, width) = (v.ncols() / heads, v.nrows());
             // Per-head weight products (row-vector convention): KQ_h = Q_h K_hᵀ, PV_h = V_h O_h.
             let rows_of = |a: &Array2<f64>| a.outer_iter().map(|r| r.to_vec()).collect::<Vec<_>>();
             let frob = |a: &Array2<f64>| a.iter().map(|x| x * x).sum::<f64>().sqrt();
