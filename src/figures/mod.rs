@@ -62,6 +62,12 @@ pub struct Figure {
 /// Every figure.
 pub const FIGURES: &[Figure] = &[
     Figure {
+        name: "vo2023-fig1",
+        about: "Fig. 1, right panel: the trained 1-layer model repeated 50 times with dampening λ = 0.75 vs 50 GD steps (Fig. 10's runs)",
+        default_seeds: 5,
+        run: vo2023_rollout::reproduce_fig1,
+    },
+    Figure {
         name: "vo2023-fig2",
         about: "von Oswald et al. 2023 Fig. 2: 1-layer linear self-attention vs 1 step of GD",
         default_seeds: 1,

@@ -20,6 +20,7 @@ pub const MEMBERS: &[&str] = &[
     "vo2023-fig7",
     "vo2023-fig9",
     "vo2023-fig10",
+    "vo2023-fig1",
     "vo2023-fig12",
     "vo2023-fig11",
     "vo2023-fig13",
@@ -85,6 +86,6 @@ fn markdown(s: &Value) -> String {
         let setting = if r["quick"] == true { "quick" } else { "full" };
         out += &format!("| [{name}]({name}.md) | {about} | {setting} | {} | {checks} |\n", r["seeds"]);
     }
-    out += "\nFig. 1's right panel (a trained layer repeated 50 times with λ = 0.75) is the λ = 0.75 panel of vo2023-fig10. Not reproduced yet: Fig. 4 (sine regression), Figs. 8 and 15.\n";
+    out += "\nNot reproduced yet: Fig. 4 (sine regression), Figs. 8 and 15 (Fig. 1's left panel is a diagram).\n";
     out
 }

@@ -26,6 +26,27 @@ const DAMPENING: [f64; 3] = [1.0, 0.875, 0.75];
 const TASKS: usize = 2000;
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    reproduce_with(NAME, "Figure 10: roll-out of a trained layer vs GD", &DAMPENING, opts)
+}
+
+/// Fig. 1, right panel: the same roll-out at λ = 0.75 alone (the paper's concept figure).
+pub const FIG1: &str = "vo2023-fig1";
+
+pub fn reproduce_fig1(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    reproduce_with(
+        FIG1,
+        "Figure 1 (right panel): a trained layer repeated 50 times (λ = 0.75) vs 50 GD steps",
+        &[0.75],
+        opts,
+    )
+}
+
+fn reproduce_with(
+    name: &'static str,
+    title: &'static str,
+    dampening: &[f64],
+    opts: &FigureOptions,
+) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let spec = model("lsa-1", opts.quick)?;
     let runs = train_seeds(&spec.config, opts)?;
@@ -46,7 +67,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut rows = Vec::new();
     let mut measurements = Vec::new();
     let task_name = c.task.name.clone();
-    for lambda in DAMPENING {
+    for &lambda in dampening {
         let opts_fwd = ForwardOptions { repeats: Some(STEPS), dampening: lambda, y_update: true };
         let tf: Vec<Vec<(f64, f64)>> = nets
             .iter()
@@ -124,9 +145,10 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             ..Default::default()
         });
     }
-    let files = render(&Panel { charts, ..Default::default() }, &opts.figures_root.join(NAME), "rollout")?;
+    let files = render(&Panel { charts, ..Default::default() }, &opts.figures_root.join(name), "rollout")?;
     let report = RolloutReport {
-        figure: NAME,
+        figure: name,
+        title,
         quick: opts.quick,
         seeds: opts.seed_count(),
         run_name: c.name.clone(),
@@ -139,13 +161,16 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         figures: file_list(&files),
         measurements,
     };
-    write_report(&opts.reports_root, NAME, &report, &markdown(&report))
+    write_report(&opts.reports_root, name, &report, &markdown(&report))
 }
 
 /// `reports/vo2023-fig10.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RolloutReport {
     pub figure: &'static str,
+    /// The Markdown title (not in the JSON).
+    #[serde(skip)]
+    pub title: &'static str,
     pub quick: bool,
     pub seeds: usize,
     pub run_name: String,
@@ -182,10 +207,11 @@ fn markdown(s: &RolloutReport) -> String {
         }
     };
     let three = |v: &[f64]| format!("{} / {} / {}", at(v, 0), at(v, 9), at(v, 49));
-    let mut out = String::from("# von Oswald et al. 2023, Figure 10: roll-out of a trained layer vs GD\n\n");
+    let mut out = format!("# von Oswald et al. 2023, {}\n\n", s.title);
     out += &format!(
-        "Made by `icl-lab reproduce {NAME}{}`: the trained 1-layer model ({} seed(s)) applied {} times with y-only \
+        "Made by `icl-lab reproduce {}{}`: the trained 1-layer model ({} seed(s)) applied {} times with y-only \
          updates and dampening λ, against {} GD steps, on {} tasks.\n\n",
+        s.figure,
         if s.quick { " --quick" } else { "" },
         s.seeds,
         s.steps,
@@ -228,7 +254,8 @@ fn markdown(s: &RolloutReport) -> String {
             (vo2023-fig9 reports ‖KQ/β − KQ_c‖ ≈ 0.1–0.14 against a norm of 3.16) compound over repeated steps near the \
             stability limit; with dampening 0.75 the roll-out stays stable and the two agree closely.\n";
     out += &format!(
-        "\n![rollout](../figures/{NAME}/rollout.png)\n\nSVG beside the PNG. Points above 1e6 are not drawn.\n"
+        "\n![rollout](../figures/{}/rollout.png)\n\nSVG beside the PNG. Points above 1e6 are not drawn.\n",
+        s.figure
     );
     out
 }
