@@ -14,6 +14,7 @@ pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig11;
 pub mod vo2023_fig13;
+pub mod vo2023_fig15;
 pub mod vo2023_fig16;
 pub mod vo2023_fig2;
 pub mod vo2023_fig5;
@@ -132,6 +133,12 @@ pub const FIGURES: &[Figure] = &[
         about: "Fig. 14: LayerNorm with 1 and 2 layers",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG14, o),
+    },
+    Figure {
+        name: "vo2023-fig15",
+        about: "Fig. 15: where each seed leaves the loss plateau (Fig. 3's recurrent runs), and the 2-layer model trained on 8,192 tasks: pool vs fresh-task loss",
+        default_seeds: 5,
+        run: vo2023_fig15::reproduce,
     },
     Figure {
         name: "vo2023-fig16",
