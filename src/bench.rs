@@ -220,6 +220,8 @@ pub struct BenchOptions {
     pub baseline_steps: usize,
     /// Also time this many seeds of the 1-layer model trained together against one (0: skip).
     pub together: usize,
+    /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
+    pub fit_steps: usize,
 }
 
 /// Everything one `icl-lab bench` measured.
@@ -231,6 +233,8 @@ pub struct BenchReport {
     pub baselines: Vec<BaselineLine>,
     /// (seeds, workers, ms per step of all of them, ms per step of one seed alone).
     pub together: Option<(usize, usize, f64, f64)>,
+    /// ms per step of the 5-layer GD++ fit: (in the eigenbasis, by libtorch autograd).
+    pub reference_fit: Option<(f64, f64)>,
 }
 
 impl BenchReport {
@@ -309,5 +313,18 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
     } else {
         None
     };
-    Ok(BenchReport { peak_gflops, lines, baselines, together })
+    let reference_fit = if opts.fit_steps > 0 {
+        let task = RunConfig::preset("vo2023-fig2")?.task;
+        tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
+        let (spectral, autograd) = crate::references::time_fit_gradients(&task, 5, 512, opts.fit_steps)?;
+        print(&format!(
+            "GD++ fit, 5 separate layers, batch 512 (sampling included): {spectral:.2} ms/step in the eigenbasis vs \
+             {autograd:.2} ms/step by libtorch autograd (f64): {:.1}× faster",
+            autograd / spectral
+        ));
+        Some((spectral, autograd))
+    } else {
+        None
+    };
+    Ok(BenchReport { peak_gflops, lines, baselines, together, reference_fit })
 }

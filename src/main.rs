@@ -304,6 +304,9 @@ enum Command {
         /// Also time this many seeds of the 1-layer model trained together against one seed (0: skip).
         #[arg(long, default_value_t = 5)]
         together: usize,
+        /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
+        #[arg(long, default_value_t = 100)]
+        fit_steps: usize,
         /// Print the measurements as JSON at the end.
         #[arg(long)]
         json: bool,
@@ -850,6 +853,7 @@ fn run() -> anyhow::Result<()> {
             baseline_script,
             baseline_steps,
             together,
+            fit_steps,
             json,
         } => {
             let engines = engines
@@ -876,6 +880,7 @@ fn run() -> anyhow::Result<()> {
                 baselines: baseline_python.map(|p| (p, baseline_script)),
                 baseline_steps,
                 together,
+                fit_steps,
             };
             let report = icl_lab::bench::run(&opts, |line| println!("{line}"))?;
             let ratios = report.ratios();

@@ -278,35 +278,62 @@ fn array3(a: &ndarray::Array3<f64>) -> Tensor {
     crate::layout::array_to_tensor(a, Kind::Double, Device::Cpu)
 }
 
+/// ½·MSE of the GD++ token dynamics written literally in tch, with (η_l, γ_l) as leaf tensors: the
+/// fit's former implementation, kept as the reference its written-out gradient is tested and
+/// benchmarked against.
+pub fn token_dynamics_loss(p: &Prompts, eta: &Tensor, gamma: &Tensor) -> Tensor {
+    let n = p.context_len() as f64;
+    let mut x = array3(&p.xs); // (B, N, d)
+    let mut y = array3(&p.ys); // (B, N, o)
+    let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
+    let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
+    let mut yq = Tensor::zeros([p.batch() as i64, p.y_dim() as i64, 1], (Kind::Double, Device::Cpu));
+    for l in 0..eta.size()[0] {
+        let step = eta.get(l) / n;
+        let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
+        let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
+        yq -= bm.matmul(&xq) * &step;
+        let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
+        let g = gamma.get(l);
+        xq = &xq - c.matmul(&xq) * &g;
+        x = &x - x.matmul(&c) * &g;
+        y = y_new;
+    }
+    let pred = -yq.squeeze_dim(2); // (B, o)
+    (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5
+}
+
+/// Milliseconds per fit step (a fresh batch of `batch` prompts, the loss and its gradient in every
+/// η_l and γ_l) for `layers` separate GD++ layers: in each prompt's eigenbasis (what the fit runs)
+/// and by libtorch autograd of the token dynamics (what it ran before), on the same batches.
+pub fn time_fit_gradients(task: &TaskConfig, layers: usize, batch: usize, steps: usize) -> anyhow::Result<(f64, f64)> {
+    let sampler = icl_tasks::build(task)?;
+    let (etas, gammas) = (vec![6.0; layers], vec![0.1; layers]);
+    let mut rng = seeded_rng(REFERENCE_FIT_SEED, 0);
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        let p = sampler.sample(&mut rng, batch);
+        std::hint::black_box(SpectralPrompts::new(&p).loss_and_grad(&etas, &gammas, true));
+    }
+    let spectral = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let mut rng = seeded_rng(REFERENCE_FIT_SEED, 0);
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        let p = sampler.sample(&mut rng, batch);
+        let eta = Tensor::from_slice(&etas).set_requires_grad(true);
+        let gamma = Tensor::from_slice(&gammas).set_requires_grad(true);
+        token_dynamics_loss(&p, &eta, &gamma).backward();
+        let _ = std::hint::black_box((eta.grad(), gamma.grad()));
+    }
+    let autograd = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    Ok((spectral, autograd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use icl_tasks::TaskRng;
     use rand::SeedableRng;
-
-    /// ½·MSE of the GD++ token dynamics written literally in tch (the fit's former implementation),
-    /// with (η_l, γ_l) as leaf tensors.
-    fn token_dynamics_loss(p: &Prompts, eta: &Tensor, gamma: &Tensor) -> Tensor {
-        let n = p.context_len() as f64;
-        let mut x = array3(&p.xs); // (B, N, d)
-        let mut y = array3(&p.ys); // (B, N, o)
-        let mut xq = array2_to_tensor(&p.xq, Kind::Double, Device::Cpu).unsqueeze(2); // (B, d, 1)
-        let target = array2_to_tensor(&p.yq, Kind::Double, Device::Cpu);
-        let mut yq = Tensor::zeros([p.batch() as i64, p.y_dim() as i64, 1], (Kind::Double, Device::Cpu));
-        for l in 0..eta.size()[0] {
-            let step = eta.get(l) / n;
-            let bm = y.transpose(1, 2).matmul(&x); // (B, o, d)
-            let y_new = &y - x.matmul(&bm.transpose(1, 2)) * &step;
-            yq -= bm.matmul(&xq) * &step;
-            let c = x.transpose(1, 2).matmul(&x); // (B, d, d)
-            let g = gamma.get(l);
-            xq = &xq - c.matmul(&xq) * &g;
-            x = &x - x.matmul(&c) * &g;
-            y = y_new;
-        }
-        let pred = -yq.squeeze_dim(2); // (B, o)
-        (pred - &target).square().sum_dim_intlist(1, false, Kind::Double).mean(Kind::Double) * 0.5
-    }
 
     #[test]
     fn spectral_gradient_equals_autograd_of_the_token_dynamics() {
