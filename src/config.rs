@@ -193,6 +193,26 @@ pub struct TrainConfig {
     /// run's seed), inputs stay fresh; evaluation stays on fresh tasks. Unset: a new task per prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_pool: Option<usize>,
+    /// With `task_pool`: `fresh` (the default: only the hidden functions repeat) or `fixed` (the
+    /// whole prompts repeat, inputs too — a fixed training set of K prompts, as the official
+    /// code's `cycle_data`; any task).
+    #[serde(skip_serializing_if = "PoolInputs::is_fresh")]
+    pub pool_inputs: PoolInputs,
+}
+
+/// What repeats in a task pool (see [`TrainConfig::pool_inputs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolInputs {
+    #[default]
+    Fresh,
+    Fixed,
+}
+
+impl PoolInputs {
+    fn is_fresh(&self) -> bool {
+        *self == PoolInputs::Fresh
+    }
 }
 
 /// The implementation of a training step (see [`TrainConfig::engine`]).
@@ -225,6 +245,7 @@ impl Default for TrainConfig {
             threads: 1,
             engine: Engine::Auto,
             task_pool: None,
+            pool_inputs: PoolInputs::Fresh,
         }
     }
 }
@@ -418,7 +439,12 @@ impl RunConfig {
             None => task,
             Some(k) => {
                 let mut pool_rng = crate::rng::seeded_rng(self.seed, crate::rng::TASK_POOL_STREAM);
-                task.pooled(k, &mut pool_rng).expect("a resolved config's task pool is checked")
+                match self.train.pool_inputs {
+                    PoolInputs::Fresh => {
+                        task.pooled(k, &mut pool_rng).expect("a resolved config's task pool is checked")
+                    }
+                    PoolInputs::Fixed => Box::new(icl_tasks::PromptPool::new(task, k, &mut pool_rng)),
+                }
             }
         }
     }

@@ -142,7 +142,7 @@ pub const FIGURES: &[Figure] = &[
     },
     Figure {
         name: "vo2023-fig16",
-        about: "Fig. 16: the 1-layer model trained on K distinct tasks (train.task_pool), its loss and alignment with GD on fresh tasks against K",
+        about: "Fig. 16: the 1-layer model trained on K distinct tasks (a pool of W's, or K fixed prompts), its loss and alignment with GD on fresh tasks against K",
         default_seeds: 3,
         run: vo2023_fig16::reproduce,
     },

@@ -15,6 +15,7 @@ pub mod decision_tree;
 pub mod gaussian_linear;
 pub mod linear;
 pub mod params;
+pub mod prompt_pool;
 pub mod registry;
 pub mod relu_net;
 pub mod sparse_linear;
@@ -24,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use params::{LearnerSpec, Params};
+pub use prompt_pool::PromptPool;
 pub use registry::{build, names, register, TaskConfig, TaskEntry};
 
 /// The RNG every task samples from; seeded with `rand::SeedableRng::seed_from_u64`.
