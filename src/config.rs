@@ -599,8 +599,19 @@ impl RunConfig {
                 "unset for GPT-style runs (their curriculum redraws tasks)",
                 k,
             )?;
-            let mut probe_rng = crate::rng::seeded_rng(0, crate::rng::TASK_POOL_STREAM);
-            self.task().pooled(1, &mut probe_rng)?; // the task must support a pool
+            if self.train.pool_inputs == PoolInputs::Fixed {
+                check(
+                    k <= 1 << 20,
+                    "train.task_pool",
+                    "at most 1048576 with pool_inputs = \"fixed\" (stored prompts)",
+                    k,
+                )?;
+            } else {
+                let mut probe_rng = crate::rng::seeded_rng(0, crate::rng::TASK_POOL_STREAM);
+                self.task().pooled(1, &mut probe_rng)?; // the task must support a pool of hidden functions
+            }
+        } else if self.train.pool_inputs == PoolInputs::Fixed {
+            anyhow::bail!("train.pool_inputs: \"fixed\" needs train.task_pool (the number of prompts to repeat)");
         }
         if self.train.engine == Engine::Fused {
             if let Err(why) = crate::fused_lsa::LsaShape::of(&self) {

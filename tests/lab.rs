@@ -218,6 +218,13 @@ fn training_on_a_task_pool_records_the_pool_loss_and_memorises_a_single_task() {
     // One task: its W is learnable from the weights alone, so the training loss falls far below
     // the loss on fresh tasks, which the model has not learned to solve in context.
     assert!(on_pool < 0.5 * last.loss, "pool {on_pool} vs fresh {}", last.loss);
+    // A fixed training set of 4 whole prompts (inputs repeat too): fitted far better than fresh tasks.
+    let mut fixed = tiny("tiny-fixed");
+    fixed.train.task_pool = Some(4);
+    fixed.train.pool_inputs = icl_lab::config::PoolInputs::Fixed;
+    let fixed = train(&fixed.resolve().unwrap(), dir.path(), TrainOptions::default()).unwrap();
+    let fixed_last = fixed.metrics.rows.last().unwrap();
+    assert!(fixed_last.train_loss.unwrap() < 0.5 * fixed_last.loss, "{fixed_last:?}");
     // The same model trained on a new task per prompt learns to solve fresh tasks.
     let fresh = train(&tiny("tiny-fresh"), dir.path(), TrainOptions::default()).unwrap();
     assert!(fresh.metrics.rows.iter().all(|r| r.train_loss.is_none()));
