@@ -52,9 +52,10 @@ enum Command {
     },
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
-        /// The figure: vo2023-fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig12, -fig14, vo2023-all,
-        /// garg2022-fig2, garg2022-families, garg2022-baselines, akyurek2023-phases, akyurek2023-probes, ahn2023,
-        /// vo2023-tournament.
+        /// The figure: vo2023-fig1, -fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig11, -fig12, -fig13,
+        /// -fig14, -fig15, -fig16, vo2023-all, vo2023-tournament, garg2022-fig2, garg2022-ood, garg2022-families,
+        /// garg2022-baselines, akyurek2023-phases, akyurek2023-probes, fu2023-newton, ahn2023 (the README's
+        /// table says what each shows).
         figure: String,
         /// Shortened training (minutes on a CPU); the report says so. Default: the paper's setting.
         #[arg(long)]
