@@ -18,6 +18,7 @@ pub mod params;
 pub mod prompt_pool;
 pub mod registry;
 pub mod relu_net;
+pub mod sine;
 pub mod sparse_linear;
 
 use ndarray::{s, Array2, Array3};

@@ -83,6 +83,7 @@ pub const REGISTRY: &[TaskEntry] = &[
     crate::sparse_linear::ENTRY,
     crate::decision_tree::ENTRY,
     crate::relu_net::ENTRY,
+    crate::sine::ENTRY,
 ];
 
 /// Tasks registered at run time by code outside this crate (a downstream crate, a test).
