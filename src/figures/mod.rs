@@ -360,6 +360,16 @@ pub fn write_report<R: serde::Serialize>(
 }
 
 /// Paths of rendered files, for a report's `figures` list.
+/// The line that ends a report: "Figures: `a.png`, `a.svg`, …" (with its newline).
+pub fn figures_line(files: &[String]) -> String {
+    format!("Figures: {}\n", files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "))
+}
+
+/// (min, max) of `xs`; (inf, −inf) for none.
+pub fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
 pub fn file_list(files: &[PathBuf]) -> Vec<String> {
     files.iter().map(|f| f.display().to_string()).collect()
 }

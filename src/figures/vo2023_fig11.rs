@@ -293,8 +293,7 @@ fn markdown(s: &Fig11Report, opts: &FigureOptions) -> String {
         )
     };
     out += "\nHeatmaps (seed 0): each head's KQ and PV and the heads' summed PV, each scaled to its own largest entry \
-            (norms in the titles).\n\nFigures: ";
-    out += &s.figures.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
-    out += "\n";
+            (norms in the titles).\n\n";
+    out += &super::figures_line(&s.figures);
     out
 }

@@ -314,7 +314,7 @@ fn markdown(s: &Fig13Report, opts: &FigureOptions) -> String {
         let tm = m.trained_mean();
         for l in 0..=m.layers {
             let seeds: Vec<f64> = m.trained_kappa.iter().map(|k| k[l]).collect();
-            let (lo, hi) = seeds.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = super::min_max(&seeds);
             out += &format!(
                 "| {} | {:.2} | {:.2} [{lo:.2}, {hi:.2}] | {:.2} |\n",
                 if l == 0 { "input".to_string() } else { format!("layer/step {l}") },
@@ -347,8 +347,7 @@ fn markdown(s: &Fig13Report, opts: &FigureOptions) -> String {
     for (k, v) in &s.gates {
         out += &format!("- {k}: {}\n", if *v { "pass" } else { "FAIL" });
     }
-    out += "\nFigures: ";
-    out += &s.figures.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
     out += "\n";
+    out += &super::figures_line(&s.figures);
     out
 }

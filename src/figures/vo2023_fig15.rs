@@ -218,7 +218,7 @@ fn markdown(s: &Fig15Report, opts: &FigureOptions) -> String {
         pc.final_fresh_loss.iter().map(|g| format!("{g:.4}")).collect::<Vec<_>>().join(", "),
         pc.final_pool_loss.iter().map(|g| format!("{g:.4}")).collect::<Vec<_>>().join(", "),
     );
-    let widest = pc.max_gap.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let widest = super::min_max(&pc.max_gap).1;
     let final_gap = mean(&pc.final_fresh_loss) - mean(&pc.final_pool_loss);
     out += &if widest > 0.02 {
         format!(
@@ -234,9 +234,8 @@ fn markdown(s: &Fig15Report, opts: &FigureOptions) -> String {
              prompts may be too many for a model this small (the paper's Fig. 15 model is not in our spec).\n"
         )
     };
-    out += "\nFigures: ";
-    out += &s.figures.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
     out += "\n";
+    out += &super::figures_line(&s.figures);
     out
 }
 

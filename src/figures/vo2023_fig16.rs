@@ -185,7 +185,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
                 continue;
             }
             let x = x_of(r.pool, pools);
-            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+            let (lo, hi) = super::min_max(v);
             s.points.push((x, mean(v)));
             s.band.push((x, lo, hi));
         }
@@ -266,7 +266,7 @@ fn markdown(s: &Fig16Report, opts: &FigureOptions) -> String {
         if v.is_empty() {
             return "—".to_string();
         }
-        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+        let (lo, hi) = super::min_max(v);
         format!("{:.*} [{lo:.*}, {hi:.*}]", digits, mean(v), digits, digits)
     };
     for r in &s.pools {
@@ -324,8 +324,7 @@ fn markdown(s: &Fig16Report, opts: &FigureOptions) -> String {
     if s.quick {
         out += "\nQuick variant: fewer pool sizes; the training steps are the full setting's.\n";
     }
-    out += "\nFigures: ";
-    out += &s.figures.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
     out += "\n";
+    out += &super::figures_line(&s.figures);
     out
 }
