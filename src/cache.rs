@@ -15,6 +15,9 @@ use tch::{Kind, Tensor};
 /// The hook names every model family records, per applied layer l (0-based): use these instead of
 /// formatting names by hand.
 pub const TOKENS: &str = "tokens";
+/// (B, T, D): the residual stream entering the first layer, for models with a learned feature map
+/// (`model.embed`, `model.input_mlp`).
+pub const FEATURES: &str = "features";
 /// (B, H, T, N): attention weights of layer l.
 pub fn attn_pattern(l: usize) -> String {
     format!("layers.{l}.attn.pattern")

@@ -18,6 +18,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("vo2023-fig2", include_str!("../figures/vo2023-fig2/config.toml")),
     ("tiny", include_str!("../figures/presets/tiny.toml")),
     ("garg2022-fig2", include_str!("../figures/garg2022-fig2/config.toml")),
+    ("vo2023-fig4", include_str!("../figures/vo2023-fig4/config.toml")),
+    ("vo2023-fig4-mlp-gd", include_str!("../figures/vo2023-fig4/mlp-gd.toml")),
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +124,31 @@ pub struct ModelConfig {
     pub init_scale: Option<f64>,
     /// Clip the residual stream to [−c, c] after every layer (the official code uses 10 for K > 3).
     pub token_clip: Option<f64>,
+    /// Map every token linearly (no bias) to this width before the first layer (the official
+    /// `in_proj` with `emb_size`, Fig. 4); the residual stream then has this width and the
+    /// prediction is still the negated last entry of the query token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed: Option<usize>,
+    /// A learned feature map before the first layer: h ← h + MLP(h), GELU, hidden width 4·width,
+    /// with biases (the official `input_mlp`, Fig. 4). After `embed` when both are set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub input_mlp: bool,
+    /// Attention fixed to a construction and not trained, so that only the feature map learns:
+    /// von Oswald et al.'s Fig. 4 baseline, a meta-learned MLP whose output layer takes one GD
+    /// step in context. Needs `embed` or `input_mlp` (something to train).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_attention: Option<FixedAttention>,
+}
+
+/// A construction the attention is fixed to ([`ModelConfig::fixed_attention`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedAttention {
+    /// `gd`: Proposition 1's layer, one GD step per layer on the last `o` entries of each token as
+    /// targets and the other entries as features, from W₀ = 0.
+    pub learner: String,
+    /// The step size η (the official notebook: 0.1).
+    pub eta: f64,
 }
 
 impl Default for ModelConfig {
@@ -139,6 +166,9 @@ impl Default for ModelConfig {
             mlp: false,
             init_scale: None,
             token_clip: None,
+            embed: None,
+            input_mlp: false,
+            fixed_attention: None,
         }
     }
 }
@@ -148,9 +178,15 @@ impl ModelConfig {
         *self == Self::default()
     }
 
-    /// Width of the residual stream: the layout's token width plus the positional encoding.
+    /// Width of the residual stream: the layout's token width (or `embed`) plus the positional
+    /// encoding.
     pub fn width(&self, dims: icl_tasks::Dims) -> usize {
-        self.tokens.shape(dims).1 + self.pos_enc
+        self.embed.unwrap_or(self.tokens.shape(dims).1) + self.pos_enc
+    }
+
+    /// Whether tokens pass through a learned feature map (`embed`, `input_mlp`) first.
+    pub fn has_feature_map(&self) -> bool {
+        self.embed.is_some() || self.input_mlp
     }
 
     /// How many distinct parameter layers the model has.
@@ -198,6 +234,11 @@ pub struct TrainConfig {
     /// code's `cycle_data`; any task).
     #[serde(skip_serializing_if = "PoolInputs::is_fresh")]
     pub pool_inputs: PoolInputs,
+    /// Keep the weights of every evaluation step in `snapshots.safetensors` (tensor names
+    /// prefixed `step-{step}/`), for measurements over training such as von Oswald et al.'s
+    /// Fig. 4 alignment curves; listed in the run's manifest like its other files.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub snapshots: bool,
 }
 
 /// What repeats in a task pool (see [`TrainConfig::pool_inputs`]).
@@ -246,6 +287,7 @@ impl Default for TrainConfig {
             engine: Engine::Auto,
             task_pool: None,
             pool_inputs: PoolInputs::Fresh,
+            snapshots: false,
         }
     }
 }
@@ -566,6 +608,33 @@ impl RunConfig {
         if let Some(c) = m.token_clip {
             check(positive_finite(c), "model.token_clip", "a finite number > 0", c)?;
         }
+        if let Some(e) = m.embed {
+            check((dims.y_dim + 1..=4096).contains(&e), "model.embed", "an integer in task.y_dim+1..=4096", e)?;
+        }
+        if let Some(f) = &m.fixed_attention {
+            check(f.learner == "gd", "model.fixed_attention.learner", "\"gd\"", &f.learner)?;
+            check(positive_finite(f.eta), "model.fixed_attention.eta", "a finite number > 0", f.eta)?;
+            check(
+                m.has_feature_map(),
+                "model.fixed_attention",
+                "set only with model.embed or model.input_mlp (otherwise nothing is trained)",
+                "set without either",
+            )?;
+            let plain = m.heads == 1
+                && !m.softmax
+                && !m.first_layer_softmax
+                && !m.layer_norm
+                && !m.mlp
+                && m.pos_enc == 0
+                && m.tokens == crate::layout::TokenLayout::Constructed;
+            check(
+                plain,
+                "model.fixed_attention",
+                "set only for one linear attention head in the constructed layout, without LayerNorm, MLP blocks or positional encodings",
+                "set for another model",
+            )?;
+            check(key_size == width, "model.key_size", "the residual width with model.fixed_attention", key_size)?;
+        }
         Ok(())
     }
 
@@ -612,6 +681,16 @@ impl RunConfig {
             }
         } else if self.train.pool_inputs == PoolInputs::Fixed {
             anyhow::bail!("train.pool_inputs: \"fixed\" needs train.task_pool (the number of prompts to repeat)");
+        }
+        if self.train.snapshots {
+            check(self.gpt.is_none(), "train.snapshots", "false for GPT-style runs (not kept there yet)", true)?;
+            let evals = self.train.steps / self.eval.every.max(1) + 2;
+            check(
+                evals <= 1000,
+                "train.snapshots",
+                "true only with at most 1000 evaluations (raise eval.every)",
+                evals,
+            )?;
         }
         if self.train.engine == Engine::Fused {
             if let Err(why) = crate::fused_lsa::LsaShape::of(&self) {

@@ -36,6 +36,7 @@ pub fn gd_model(
             && !m.mlp
             && m.tokens == crate::layout::TokenLayout::Constructed
             && m.pos_enc == 0
+            && !m.has_feature_map()
             && m.key_size == Some(config.token_width()),
         "the GD construction needs the constructed token layout and one linear attention head with key_size = d+o, no LayerNorm, no MLP"
     );

@@ -84,6 +84,7 @@ pub fn interpolation_applies(config: &RunConfig) -> bool {
         && !m.first_layer_softmax
         && m.tokens == crate::layout::TokenLayout::Constructed
         && m.pos_enc == 0
+        && !m.has_feature_map()
         && m.key_size == Some(config.token_width())
 }
 

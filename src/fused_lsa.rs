@@ -281,6 +281,8 @@ impl LsaShape {
             (m.layer_norm, "LayerNorm"),
             (m.mlp, "MLP blocks"),
             (m.pos_enc > 0, "positional encodings"),
+            (m.has_feature_map(), "a learned feature map before attention"),
+            (m.fixed_attention.is_some(), "fixed attention"),
             (config.gpt.is_some(), "GPT-style models"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {

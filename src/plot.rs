@@ -23,6 +23,8 @@ pub struct Series {
     pub band: Vec<(f64, f64, f64)>,
     pub dashed: bool,
     pub color: usize,
+    /// Points as dots, no line (data points such as a prompt's context).
+    pub markers: bool,
 }
 
 impl Series {
@@ -225,13 +227,18 @@ fn tick(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Legend entries: (label, colour index, dashed).
-fn legend_entries(chart: &Chart) -> Vec<(&str, usize, bool)> {
-    chart.series.iter().filter(|s| !s.label.is_empty()).map(|s| (s.label.as_str(), s.color, s.dashed)).collect()
+/// Legend entries: (label, colour index, dashed, markers).
+fn legend_entries(chart: &Chart) -> Vec<(&str, usize, bool, bool)> {
+    chart
+        .series
+        .iter()
+        .filter(|s| !s.label.is_empty())
+        .map(|s| (s.label.as_str(), s.color, s.dashed, s.markers))
+        .collect()
 }
 
 /// Columns and rows of the legend below a chart of `width` pixels.
-fn legend_grid(entries: &[(&str, usize, bool)], width: u32, px: Px) -> (usize, usize, u32) {
+fn legend_grid(entries: &[(&str, usize, bool, bool)], width: u32, px: Px) -> (usize, usize, u32) {
     let longest = entries.iter().map(|e| e.0.chars().count()).max().unwrap_or(0) as u32;
     let column_width = px.u(40 + 7 * longest);
     let columns = ((width.saturating_sub(px.u(24))) / column_width.max(1)).clamp(1, 4) as usize;
@@ -301,20 +308,24 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart, 
         let style = color.stroke_width(px.u(2));
         let points: Vec<(f64, f64)> =
             s.points.iter().map(|p| (p.0, on_axis(p.1))).filter(|p| p.1.is_finite()).collect();
-        if s.dashed {
+        if s.markers {
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, px.u(4), color.filled()))).map_err(err)?;
+        } else if s.dashed {
             ctx.draw_series(DashedLineSeries::new(points, px.u(8), px.u(5), style)).map_err(err)?;
         } else {
             ctx.draw_series(LineSeries::new(points, style)).map_err(err)?;
         }
     }
     // The legend: a line sample and the label per entry, in columns.
-    for (k, (label, color, dashed)) in entries.iter().enumerate() {
+    for (k, (label, color, dashed, markers)) in entries.iter().enumerate() {
         let color = PALETTE[color % PALETTE.len()];
         let (col, row) = ((k % columns) as i32, (k / columns) as i32);
         let x0 = px.i(24) + col * column_width as i32;
         let y0 = px.i(8) + row * px.i(18) + px.i(9);
         let style = color.stroke_width(px.u(2));
-        if *dashed {
+        if *markers {
+            legend_area.draw(&Circle::new((x0 + px.i(11), y0), px.u(4), color.filled())).map_err(err)?;
+        } else if *dashed {
             for (a, b) in [(0, 8), (13, 22)] {
                 legend_area
                     .draw(&PathElement::new(vec![(x0 + px.i(a), y0), (x0 + px.i(b), y0)], style))

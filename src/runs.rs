@@ -89,9 +89,78 @@ pub fn initial_model(config: &RunConfig, device: Device) -> anyhow::Result<(nn::
 // taken for complete. Leftover partial files of a killed writer are removed when training starts,
 // and so are `probe.json` and `activations.safetensors`, which would describe old weights.
 
-/// The files a complete run consists of (the manifest lists their sizes and checksums).
+/// The files a complete run consists of (the manifest lists their sizes and checksums), besides
+/// [`SNAPSHOTS`] for runs that keep them; see [`run_files`].
 pub const RUN_FILES: &[&str] = &["config.toml", "metrics.json", "weights.safetensors"];
 pub const MANIFEST: &str = "manifest.json";
+/// The weights at every evaluation step (`train.snapshots`), tensors named
+/// `step-{step:07}/{parameter}`.
+pub const SNAPSHOTS: &str = "snapshots.safetensors";
+
+/// The files a complete run of `config` consists of.
+pub fn run_files(config: &RunConfig) -> Vec<&'static str> {
+    let mut files = RUN_FILES.to_vec();
+    if config.train.snapshots {
+        files.push(SNAPSHOTS);
+    }
+    files
+}
+
+/// The name prefix of the snapshot at `step` in [`SNAPSHOTS`].
+pub fn snapshot_prefix(step: usize) -> String {
+    format!("step-{step:07}/")
+}
+
+/// A run's snapshots (`train.snapshots`), each loaded into a fresh model on `device`, in step order.
+pub fn load_snapshots(
+    dir: &Path,
+    config: &RunConfig,
+    device: Device,
+) -> anyhow::Result<Vec<(usize, nn::VarStore, Transformer)>> {
+    let path = dir.join(SNAPSHOTS);
+    anyhow::ensure!(path.is_file(), "{}: missing (was the run trained with train.snapshots = true?)", path.display());
+    let stored = tch::Tensor::read_safetensors(&path)
+        .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e})", path.display()))?;
+    let mut by_step: std::collections::BTreeMap<usize, Vec<(String, tch::Tensor)>> = Default::default();
+    for (name, tensor) in stored {
+        let (step, param) = name
+            .strip_prefix("step-")
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(step, param)| Some((step.parse::<usize>().ok()?, param.to_string())))
+            .with_context(|| format!("{}: unexpected tensor name `{name}`", path.display()))?;
+        by_step.entry(step).or_default().push((param, tensor));
+    }
+    let dims = config.dims();
+    by_step
+        .into_iter()
+        .map(|(step, tensors)| {
+            let (vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
+            let mut vars = vs.variables();
+            anyhow::ensure!(
+                tensors.len() == vars.len(),
+                "{}: step {step} holds {} tensors, the model has {}",
+                path.display(),
+                tensors.len(),
+                vars.len()
+            );
+            tch::no_grad(|| -> anyhow::Result<()> {
+                for (name, t) in &tensors {
+                    let var = vars.get_mut(name).with_context(|| {
+                        format!("{}: step {step} holds `{name}`, which the model does not have", path.display())
+                    })?;
+                    anyhow::ensure!(
+                        var.size() == t.size(),
+                        "{}: step {step}: `{name}` has another shape",
+                        path.display()
+                    );
+                    var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
+                }
+                Ok(())
+            })?;
+            Ok((step, vs, model))
+        })
+        .collect()
+}
 
 /// The lock of a run directory, held while training writes to it (released on drop).
 pub struct RunLock {
@@ -122,7 +191,7 @@ pub fn lock(dir: &Path) -> anyhow::Result<RunLock> {
 /// Prepares a locked run directory for (re)training: no manifest, no derived files, no partial
 /// files left by a killed writer.
 pub fn begin_training(dir: &Path) -> anyhow::Result<()> {
-    for name in [MANIFEST, "probe.json", crate::export::DEFAULT_FILE] {
+    for name in [MANIFEST, "probe.json", crate::export::DEFAULT_FILE, SNAPSHOTS] {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", dir.join(name).display()))
@@ -171,8 +240,10 @@ fn file_entry(path: &Path) -> anyhow::Result<FileEntry> {
 
 /// Writes the manifest of a run that has just completed (after every other file).
 pub fn write_manifest(dir: &Path, config: &RunConfig, steps: usize, weights_step: usize) -> anyhow::Result<()> {
-    let files =
-        RUN_FILES.iter().map(|f| Ok((f.to_string(), file_entry(&dir.join(f))?))).collect::<anyhow::Result<_>>()?;
+    let files = run_files(config)
+        .iter()
+        .map(|f| Ok((f.to_string(), file_entry(&dir.join(f))?)))
+        .collect::<anyhow::Result<_>>()?;
     let manifest = Manifest {
         config_sha256: sha256_hex(config.to_toml().as_bytes()),
         steps,
@@ -195,8 +266,8 @@ pub fn verify(dir: &Path, config: &RunConfig) -> Result<Manifest, String> {
         return Err(format!("trained by the {trained_by:?} engine, this config trains with {:?}", config.engine())
             .to_lowercase());
     }
-    for name in RUN_FILES {
-        let want = manifest.files.get(*name).ok_or_else(|| format!("the manifest lacks {name}"))?;
+    for name in run_files(config) {
+        let want = manifest.files.get(name).ok_or_else(|| format!("the manifest lacks {name}"))?;
         let got = file_entry(&dir.join(name)).map_err(|_| format!("{name} is missing"))?;
         if got != *want {
             return Err(format!("{name} differs from the manifest ({} bytes, expected {})", got.bytes, want.bytes));

@@ -127,6 +127,7 @@ impl Trainer {
         let model = Transformer::new(&vs.root(), &config.model, dims);
         let init_scale = config.model.init_scale.context("resolved config")?;
         Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
+        model.load_fixed_attention(&vs)?;
         let t = &config.train;
         let opt = nn::Adam { beta1: t.beta1, beta2: t.beta2, wd: 0.0, eps: t.eps, amsgrad: false }.build(&vs, t.lr)?;
         let fused = match config.engine() {
@@ -353,6 +354,9 @@ struct ActiveRun<'a> {
     start: Instant,
     /// Sum and count of the training losses since the last evaluation.
     train_losses: (f64, usize),
+    /// With `train.snapshots`: the weights kept at every evaluation so far, named
+    /// `step-{step}/{parameter}` as in `snapshots.safetensors`.
+    snapshots: Vec<(String, Tensor)>,
 }
 
 impl<'a> ActiveRun<'a> {
@@ -370,8 +374,17 @@ impl<'a> ActiveRun<'a> {
         let _ = std::fs::remove_file(dir.join("metrics.json"));
         let model = SteppedModel::new(config, device)?;
         let metrics = RunMetrics::started(config, evaluator.references.clone());
-        let mut run =
-            Self { config, dir, _lock: lock, model, metrics, bar, start: Instant::now(), train_losses: (0.0, 0) };
+        let mut run = Self {
+            config,
+            dir,
+            _lock: lock,
+            model,
+            metrics,
+            bar,
+            start: Instant::now(),
+            train_losses: (0.0, 0),
+            snapshots: Vec::new(),
+        };
         if !run.checkpoint(evaluator, 0)? {
             return Err(run.diverged("the initial evaluation loss is not finite".into()));
         }
@@ -397,6 +410,16 @@ impl<'a> ActiveRun<'a> {
             return Ok(false);
         }
         with_atomic_path(&self.dir.join("weights.safetensors"), |p| Ok(self.model.trainer.vs.save(p)?))?;
+        if self.config.train.snapshots {
+            let mut vars: Vec<(String, Tensor)> = self.model.trainer.vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, var) in vars {
+                self.snapshots.push((format!("{}{name}", crate::runs::snapshot_prefix(step)), var.detach().copy()));
+            }
+            with_atomic_path(&self.dir.join(crate::runs::SNAPSHOTS), |p| {
+                Ok(Tensor::write_safetensors(&self.snapshots, p)?)
+            })?;
+        }
         self.metrics.rows.push(row);
         self.metrics.weights_step = step;
         write_json_atomic(&self.dir.join("metrics.json"), &self.metrics)?;

@@ -294,6 +294,88 @@ fn run_directories_cannot_lie() {
     assert!(icl_lab::runs::verify(&again.dir, &config).is_ok());
 }
 
+// --- A learned feature map under fixed attention (von Oswald et al. Fig. 4) -----------------
+
+fn feature_map_config(name: &str, embed: Option<usize>, eta: f64) -> RunConfig {
+    let mut c = tiny(name);
+    c.model.embed = embed;
+    c.model.input_mlp = true;
+    c.model.fixed_attention = Some(icl_lab::config::FixedAttention { learner: "gd".into(), eta });
+    c.model.key_size = None;
+    c.resolve().unwrap()
+}
+
+#[test]
+fn fixed_gd_attention_on_identity_features_is_one_gd_step() {
+    // No embedding and the input MLP zeroed: the features are the tokens, so the model must be
+    // exactly one GD step (Proposition 1) with the fixed η, and its pre-attention readout zero.
+    let config = feature_map_config("fixed-gd-identity", None, 0.7);
+    let dims = config.dims();
+    let (vs, model) = icl_lab::models::Transformer::new_in_store(&config.model, dims, Kind::Double, Device::Cpu);
+    icl_lab::models::Transformer::init(&vs, 0.002, &mut icl_tasks::TaskRng::seed_from_u64(3));
+    model.load_fixed_attention(&vs).unwrap();
+    let mut zeros = icl_probes::NamedWeights::new();
+    let width = dims.x_dim + dims.y_dim;
+    zeros.insert("input_mlp.w1".into(), ndarray::Array2::zeros((width, 4 * width)));
+    zeros.insert("input_mlp.w2".into(), ndarray::Array2::zeros((4 * width, width)));
+    icl_lab::models::transformer::load_weights(&vs, &zeros).unwrap();
+    let prompts = icl_tasks::build(&config.task).unwrap().sample(&mut icl_tasks::TaskRng::seed_from_u64(5), 300);
+    let (tokens, _) = layout::tensors(config.model.tokens, &prompts, Kind::Double, Device::Cpu);
+    let mut cache = ActivationCache::names(&[icl_lab::cache::FEATURES]);
+    let preds = model.forward(&tokens, Some(&mut cache));
+    let preds = icl_lab::cache::tensor_to_array(&preds).unwrap().into_dimensionality::<ndarray::Ix2>().unwrap();
+    let stats = icl_probes::gd::LeastSquaresStats::new(&prompts);
+    let gd = icl_probes::gd::predict(&icl_probes::gd::gd_weights(&stats, &[0.7])[0], &prompts.xq);
+    let worst = (&preds - &gd).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(worst <= 1e-12, "fixed GD attention vs one GD step: {worst:e}");
+    assert!(gd.iter().any(|v| v.abs() > 0.1), "GD predictions are not trivially zero");
+    let features = cache.tensor(icl_lab::cache::FEATURES).unwrap();
+    assert_eq!(f64::try_from((features - &tokens).abs().max()).unwrap(), 0.0, "features are the tokens");
+}
+
+#[test]
+fn fixed_attention_does_not_train_and_snapshots_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = feature_map_config("fixed-gd-train", Some(12), 0.4);
+    config.train.steps = 20;
+    config.train.snapshots = true;
+    config.eval.every = 10;
+    config.eval.tasks = 100;
+    let config = config.resolve().unwrap();
+    assert_eq!(config.engine(), icl_lab::config::Engine::Libtorch);
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let (vs, _) = icl_lab::runs::load_run(&run.dir, &config, Device::Cpu).unwrap();
+    let weights = icl_lab::models::transformer::named_weights(&vs).unwrap();
+    // The attention is still the construction (width 12: 11 feature dims, 1 target dim).
+    let construction = icl_probes::construct::gd_construction(11, 1, config.dims().context_len, &[0.4]);
+    for (name, want) in &construction {
+        let got = &weights[name];
+        let worst = (got - want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(worst <= 1e-7, "{name} moved by {worst:e}");
+    }
+    // Snapshots at steps 0, 10, 20; the feature map moved between them, the last is the final weights.
+    let snaps = icl_lab::runs::load_snapshots(&run.dir, &config, Device::Cpu).unwrap();
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 10, 20]);
+    let first = icl_lab::models::transformer::named_weights(&snaps[0].1).unwrap();
+    let last = icl_lab::models::transformer::named_weights(&snaps[2].1).unwrap();
+    assert_ne!(first["embed.w"], last["embed.w"], "the embedding trained");
+    for (name, w) in &weights {
+        assert_eq!(&last[name], w, "{name}: last snapshot vs weights.safetensors");
+    }
+    // The snapshots are part of the run: a damaged file is caught by the manifest.
+    let manifest = icl_lab::runs::verify(&run.dir, &config).unwrap();
+    assert!(manifest.files.contains_key(icl_lab::runs::SNAPSHOTS));
+    let path = run.dir.join(icl_lab::runs::SNAPSHOTS);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
+    assert!(icl_lab::runs::verify(&run.dir, &config).unwrap_err().contains(icl_lab::runs::SNAPSHOTS));
+    // Configs without the new keys serialise as before (their run hashes do not move).
+    let plain = tiny("plain").to_toml();
+    for key in ["embed", "input_mlp", "fixed_attention", "snapshots"] {
+        assert!(!plain.contains(key), "{key} in {plain}");
+    }
+}
+
 #[test]
 fn tiny_multi_layer_training_learns() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ pub mod vo2023_fig13;
 pub mod vo2023_fig15;
 pub mod vo2023_fig16;
 pub mod vo2023_fig2;
+pub mod vo2023_fig4;
 pub mod vo2023_fig5;
 pub mod vo2023_rollout;
 pub mod vo2023_tournament;
@@ -79,6 +80,12 @@ pub const FIGURES: &[Figure] = &[
         about: "Fig. 3: recurrent 2- (and 3-) layer and 5 separate layers vs GD and GD++",
         default_seeds: 5,
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG3, o),
+    },
+    Figure {
+        name: "vo2023-fig4",
+        about: "Fig. 4: sine waves; an MLP feature map + 1 linear attention layer vs the meta-learned MLP + 1 step of GD",
+        default_seeds: 3,
+        run: vo2023_fig4::reproduce,
     },
     Figure {
         name: "vo2023-fig5",

@@ -11,13 +11,18 @@
 //! - softmax in the first layer only (`first_layer_softmax`, Fig. 5), sinusoidal positional
 //!   encodings concatenated to the tokens (`pos_enc`), token clipping (`token_clip`);
 //! - prediction ŷ = −(last o entries of the last token): the query's y-entries in the constructed
-//!   layout (the official `h[:, -1, -1]`).
+//!   layout (the official `h[:, -1, -1]`);
+//! - optionally a learned feature map before the first layer (Fig. 4, official `in_proj` and
+//!   `input_mlp`): a bias-free linear embedding to `embed` dims, then h ← h + MLP(h) (GELU, width 4·E,
+//!   with biases); and attention fixed to Proposition 1's GD layer (`fixed_attention`), so that
+//!   only the feature map learns — the paper's "meta-learned MLP + one GD step" baseline.
 //!
-//! Parameters are named `layers.{l}.attn.{q,k,v,o}`, `layers.{l}.ln_attn.{scale,offset}`,
+//! Parameters are named `embed.w`, `input_mlp.{w1,b1,w2,b2}`, `layers.{l}.attn.{q,k,v,o}`, `layers.{l}.ln_attn.{scale,offset}`,
 //! `layers.{l}.ln_mlp.{scale,offset}`, `layers.{l}.mlp.{w1,w2}` (l = parameter layer).
 //! Activations (see [`crate::cache`]) are named per applied layer l:
 //! `layers.{l}.attn.pattern` (B, H, T, N), `layers.{l}.attn.out` (B, T, D),
-//! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.resid_post` (B, T, D), and `tokens`.
+//! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.resid_post` (B, T, D), `tokens`, and
+//! `features` (B, T, D: the residual stream entering the first layer, models with a feature map).
 //!
 //! Only the query token's output feeds the loss, so the last layer computes attention for the
 //! query row alone unless the cache asks for one of that layer's activations; the prediction is
@@ -47,13 +52,16 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(p: nn::Path, width: i64, heads: i64, key_size: i64, softmax: bool) -> Self {
+    /// `trainable = false`: parameters the optimiser never sees (a fixed construction).
+    fn new(p: nn::Path, width: i64, heads: i64, key_size: i64, softmax: bool, trainable: bool) -> Self {
         let inner = heads * key_size;
+        let param =
+            |name: &str, dims: &[i64]| if trainable { p.zeros(name, dims) } else { p.zeros_no_train(name, dims) };
         Self {
-            q: p.zeros("q", &[width, inner]),
-            k: p.zeros("k", &[width, inner]),
-            v: p.zeros("v", &[width, inner]),
-            o: p.zeros("o", &[inner, width]),
+            q: param("q", &[width, inner]),
+            k: param("k", &[width, inner]),
+            v: param("v", &[width, inner]),
+            o: param("o", &[inner, width]),
             heads,
             key_size,
             softmax,
@@ -146,6 +154,45 @@ impl Mlp {
     }
 }
 
+/// The learned feature map before the first layer (von Oswald et al. Fig. 4; official `in_proj`
+/// and `input_mlp`): tokens (B, T, W) → `embed` (B, T, E) → h + MLP(h).
+#[derive(Debug, Default)]
+struct FeatureMap {
+    /// (W, E), no bias (the official `use_bias_p = False`).
+    embed: Option<Tensor>,
+    /// w1 (E, 4E), b1 (4E), w2 (4E, E), b2 (E): the official input MLP has biases.
+    mlp: Option<[Tensor; 4]>,
+}
+
+impl FeatureMap {
+    fn new(p: nn::Path, config: &ModelConfig, token_width: i64) -> Self {
+        let embed = config.embed.map(|e| (&p / "embed").zeros("w", &[token_width, e as i64]));
+        let width = config.embed.map_or(token_width, |e| e as i64);
+        let mlp = config.input_mlp.then(|| {
+            let m = &p / "input_mlp";
+            [
+                m.zeros("w1", &[width, 4 * width]),
+                m.zeros("b1", &[4 * width]),
+                m.zeros("w2", &[4 * width, width]),
+                m.zeros("b2", &[width]),
+            ]
+        });
+        Self { embed, mlp }
+    }
+
+    fn forward(&self, tokens: &Tensor) -> Tensor {
+        let h = match &self.embed {
+            Some(w) => tokens.matmul(w), // (B, T, W) → (B, T, E)
+            None => tokens.shallow_clone(),
+        };
+        match &self.mlp {
+            // jax.nn.gelu defaults to the tanh approximation.
+            Some([w1, b1, w2, b2]) => &h + (h.matmul(w1) + b1).gelu("tanh").matmul(w2) + b2, // (B, T, E)
+            None => h,
+        }
+    }
+}
+
 /// One parameter layer.
 #[derive(Debug)]
 struct Block {
@@ -159,6 +206,7 @@ struct Block {
 pub struct Transformer {
     config: ModelConfig,
     dims: Dims,
+    features: FeatureMap,
     blocks: Vec<Block>,
 }
 
@@ -185,6 +233,7 @@ impl Transformer {
     pub fn new(root: &nn::Path, config: &ModelConfig, dims: Dims) -> Self {
         let width = config.width(dims) as i64;
         let key_size = config.key_size.expect("resolved config") as i64;
+        let features = FeatureMap::new(root.clone(), config, config.tokens.shape(dims).1 as i64);
         let blocks = (0..config.param_layers())
             .map(|l| {
                 let p = root / "layers" / l;
@@ -202,13 +251,25 @@ impl Transformer {
                         config.heads as i64,
                         key_size,
                         config.softmax || (config.first_layer_softmax && l == 0),
+                        config.fixed_attention.is_none(),
                     ),
                     ln_attn,
                     mlp,
                 }
             })
             .collect();
-        Self { config: config.clone(), dims, blocks }
+        Self { config: config.clone(), dims, features, blocks }
+    }
+
+    /// Sets the attention of a model with `fixed_attention` to its construction (a no-op for
+    /// other models); call after [`Transformer::init`].
+    pub fn load_fixed_attention(&self, vs: &nn::VarStore) -> anyhow::Result<()> {
+        let Some(fixed) = &self.config.fixed_attention else { return Ok(()) };
+        anyhow::ensure!(fixed.learner == "gd", "fixed_attention: unknown learner `{}`", fixed.learner);
+        let width = self.config.width(self.dims);
+        let o = self.dims.y_dim;
+        let etas = vec![fixed.eta; self.config.param_layers()];
+        load_weights(vs, &icl_probes::construct::gd_construction(width - o, o, self.dims.context_len, &etas))
     }
 
     /// A model with its own parameter store of `kind` (Float or Double) on `device`; all
@@ -280,7 +341,12 @@ impl Transformer {
         if let Some(c) = cache.as_deref_mut() {
             c.record(crate::cache::TOKENS, tokens);
         }
-        let mut h = self.with_positions(tokens);
+        let mut h = self.with_positions(&self.features.forward(tokens));
+        if let Some(c) = cache.as_deref_mut() {
+            if self.config.has_feature_map() {
+                c.record(crate::cache::FEATURES, &h);
+            }
+        }
         for l in 0..layers {
             let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
             // Activation names are only built when there is a cache to record into (not in training).
