@@ -23,7 +23,7 @@ enum Command {
         config: Option<PathBuf>,
         /// A named preset instead of a file: vo2023-fig2, tiny, vo2023-fig4 (sine waves, feature map + LSA) and
         /// vo2023-fig4-mlp-gd (its MLP + 1-step-GD baseline), a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
-        /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2), or Garg et al.'s GPT-style model on
+        /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2, mlp-12-sep-4h), or Garg et al.'s GPT-style model on
         /// their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny), or a point
         /// of Akyürek et al.'s depth × width grid (akyurek2023-L<1,2,4,8,12,16>-H<16,32,…,512>; d = 8, 4 heads).
         #[arg(long)]
@@ -53,7 +53,7 @@ enum Command {
     },
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
-        /// The figure: vo2023-fig1, -fig2, -fig3, -fig5, -fig6, -fig7, -fig9, -fig10, -fig11, -fig12, -fig13,
+        /// The figure: vo2023-fig1, -fig2, -fig3, -fig4, -fig5, -fig6, -fig7, -fig8, -fig9, -fig10, -fig11, -fig12, -fig13,
         /// -fig14, -fig15, -fig16, vo2023-all, vo2023-tournament, garg2022-fig2, garg2022-ood, garg2022-families,
         /// garg2022-baselines, akyurek2023-phases, akyurek2023-probes, fu2023-newton, ahn2023 (the README's
         /// table says what each shows).

@@ -106,6 +106,12 @@ pub const FIGURES: &[Figure] = &[
         run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG7, o),
     },
     Figure {
+        name: "vo2023-fig8",
+        about: "Fig. 8: 12 separate layers with MLPs and 4-head linear self-attention vs GD++ (GPU-scale; --quick on a CPU)",
+        default_seeds: 5,
+        run: |o| vo2023_depth::reproduce(&vo2023_depth::FIG8, o),
+    },
+    Figure {
         name: "vo2023-fig9",
         about: "Fig. 9: trained weight products (1 layer, 3 recurrent layers) beside the construction",
         default_seeds: 5,

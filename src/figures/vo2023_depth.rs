@@ -71,6 +71,16 @@ pub const FIG7: Comparison = Comparison {
             it improving layer by layer like GD++; the spec gives no number for the trained model.",
 };
 
+pub const FIG8: Comparison = Comparison {
+    name: "vo2023-fig8",
+    title: "von Oswald et al. 2023, Figure 8: 12 layers with MLPs and 4-head linear self-attention vs GD++",
+    models: &["mlp-12-sep-4h"],
+    ood_input: true,
+    ood_teacher: false,
+    per_layer: true,
+    paper: "A 12-layer model with MLPs and 4-head linear self-attention, compared with GD++ of 12 separate steps:             the paper reports that such a deep, less constrained model still lines up with GD++. It is GPU-scale at             the paper's setting (50,000 steps at batch 2,048, ~1 s per step on one CPU core here); the quick variant             (batches of 512, 2,000 steps) is far from converged and cannot confirm or refute the claim.",
+};
+
 pub const FIG12: Comparison = Comparison {
     name: "vo2023-fig12",
     title: "von Oswald et al. 2023, Figure 12: softmax attention with 1 and 2 heads",

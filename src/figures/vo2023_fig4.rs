@@ -504,11 +504,13 @@ fn markdown(r: &Fig4Report, opts: &FigureOptions) -> String {
         out += "\nQuick variant: batches of 512 and 4,000 steps for both models (the paper: 2,048 and 20,000); the \
                 losses are above the full setting's.\n";
     }
-    out += "\nDifferences to the official notebook: the baseline's feature map is initialised like every other \
-            parameter here (truncated normal, fan-in scaling 0.002) where `create_weights` draws plain normals; the \
-            phase is independent of the amplitude as the paper says (the code's draws tie them, `tied_phase = true`); \
-            the alignment is measured on {} fresh tasks from the lab's evaluation seed.\n\n";
-    out = out.replace("{} fresh tasks from", &format!("{} fresh tasks from", r.eval_tasks));
+    out += &format!(
+        "\nDifferences to the official notebook: the baseline's feature map is initialised like every other \
+         parameter here (truncated normal, fan-in scaling 0.002) where `create_weights` draws plain normals; the \
+         phase is independent of the amplitude as the paper says (the code's draws tie them, `tied_phase = true`); \
+         the alignment is measured on {} fresh tasks from the lab's evaluation seed.\n\n",
+        r.eval_tasks
+    );
     out += &super::figures_line(&r.figures);
     out
 }
