@@ -78,7 +78,10 @@ pub const FIG8: Comparison = Comparison {
     ood_input: true,
     ood_teacher: false,
     per_layer: true,
-    paper: "A 12-layer model with MLPs and 4-head linear self-attention, compared with GD++ of 12 separate steps:             the paper reports that such a deep, less constrained model still lines up with GD++. It is GPU-scale at             the paper's setting (50,000 steps at batch 2,048, ~1 s per step on one CPU core here); the quick variant             (batches of 512, 2,000 steps) is far from converged and cannot confirm or refute the claim.",
+    paper: "A 12-layer model with MLPs and 4-head linear self-attention, compared with GD++ of 12 separate steps: \
+            the paper reports that such a deep, less constrained model still lines up with GD++. It is GPU-scale at \
+            the paper's setting (50,000 steps at batch 2,048, ~1 s per step on one CPU core here); the quick variant \
+            (batches of 512, 2,000 steps) is far from converged and cannot confirm or refute the claim.",
 };
 
 pub const FIG12: Comparison = Comparison {
