@@ -28,7 +28,7 @@ use crate::cache::{ActivationCache, FEATURES};
 use crate::config::RunConfig;
 use crate::models::Transformer;
 use crate::plot::{render, Chart, Panel, Series};
-use crate::probe::{outputs_with_sensitivity, ModelOutputs};
+use crate::probe::outputs_with_sensitivity;
 
 pub const NAME: &str = "vo2023-fig4";
 /// The prompt drawn for the functions panel (its own seed, not the evaluation set's).
@@ -140,10 +140,6 @@ pub struct Fig4Report {
     pub measurements: Vec<Measurement>,
 }
 
-fn outputs(model: &Transformer, tokens: &Tensor) -> anyhow::Result<ModelOutputs> {
-    outputs_with_sensitivity(model, tokens)
-}
-
 /// Mean |a − b| over prompts (o = 1): the official "preds diff".
 fn preds_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     (a - b).map_axis(Axis(1), |r| r.dot(&r).sqrt()).mean().unwrap_or(f64::NAN)
@@ -203,8 +199,8 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut baseline_out = Vec::new();
     let mut baseline_models = Vec::new();
     for run in &baselines {
-        let (vs, model) = crate::runs::load_run(&run.dir, &gd_config_of(&gd_config, run), Device::Cpu)?;
-        baseline_out.push(outputs(&model, &tokens)?);
+        let (vs, model) = crate::runs::load_run(&run.dir, &with_seed(&gd_config, run), Device::Cpu)?;
+        baseline_out.push(outputs_with_sensitivity(&model, &tokens)?);
         baseline_models.push((vs, model));
     }
     let mut curve: Vec<CurvePoint> = Vec::new();
@@ -212,11 +208,11 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut untrained_out = Vec::new();
     let mut final_models = Vec::new();
     for (s, run) in models.iter().enumerate() {
-        let config = gd_config_of(&tf_config, run);
+        let config = with_seed(&tf_config, run);
         let snapshots = crate::runs::load_snapshots(&run.dir, &config, Device::Cpu)?;
         anyhow::ensure!(!snapshots.is_empty(), "{}: no snapshots", run.dir.display());
         for (k, (step, _, model)) in snapshots.iter().enumerate() {
-            let out = outputs(model, &tokens)?;
+            let out = outputs_with_sensitivity(model, &tokens)?;
             if curve.len() <= k {
                 curve.push(CurvePoint { step: *step, model_loss: Vec::new(), vs_baseline: AlignmentSeeds::default() });
             }
@@ -352,8 +348,8 @@ fn aligned(r: &Fig4Report) -> bool {
     diff < 0.5 * untrained.min(nearest_rival) && mean(&r.model_vs_baseline.partial_cos) > 0.9
 }
 
-/// The run's own config (its seed) for loading its files.
-fn gd_config_of(base: &RunConfig, run: &crate::train::RunOutcome) -> RunConfig {
+/// `base` with the run's seed, for loading the run's files.
+fn with_seed(base: &RunConfig, run: &crate::train::RunOutcome) -> RunConfig {
     RunConfig { seed: run.metrics.seed, ..base.clone() }
 }
 
