@@ -36,8 +36,14 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
         anyhow::anyhow!("{shown}: not a readable safetensors file ({first})")
     })?;
+    load_tensors(vs, &stored, &shown.to_string())
+}
+
+/// Copies named tensors into `vs` with the checks of [`load_weights`]; `shown` names their source
+/// in errors.
+fn load_tensors(vs: &nn::VarStore, stored: &[(String, tch::Tensor)], shown: &str) -> anyhow::Result<()> {
     let mut vars = vs.variables();
-    for (name, tensor) in &stored {
+    for (name, tensor) in stored {
         let var = vars.get_mut(name).with_context(|| {
             format!(
                 "{shown}: holds `{name}`, which this config's model does not have (weights and config.toml disagree)"
@@ -56,7 +62,7 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
         anyhow::bail!("{shown}: lacks `{missing}` (weights and config.toml disagree)");
     }
     tch::no_grad(|| {
-        for (name, tensor) in &stored {
+        for (name, tensor) in stored {
             let mut var = vars[name].shallow_clone();
             var.copy_(&tensor.to_kind(var.kind()).to_device(var.device()));
         }
@@ -135,28 +141,7 @@ pub fn load_snapshots(
         .into_iter()
         .map(|(step, tensors)| {
             let (vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
-            let mut vars = vs.variables();
-            anyhow::ensure!(
-                tensors.len() == vars.len(),
-                "{}: step {step} holds {} tensors, the model has {}",
-                path.display(),
-                tensors.len(),
-                vars.len()
-            );
-            tch::no_grad(|| -> anyhow::Result<()> {
-                for (name, t) in &tensors {
-                    let var = vars.get_mut(name).with_context(|| {
-                        format!("{}: step {step} holds `{name}`, which the model does not have", path.display())
-                    })?;
-                    anyhow::ensure!(
-                        var.size() == t.size(),
-                        "{}: step {step}: `{name}` has another shape",
-                        path.display()
-                    );
-                    var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
-                }
-                Ok(())
-            })?;
+            load_tensors(&vs, &tensors, &format!("{} (step {step})", path.display()))?;
             Ok((step, vs, model))
         })
         .collect()
