@@ -703,8 +703,9 @@ fn run() -> anyhow::Result<()> {
         } => {
             if let Some(path) = rerender {
                 let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                let report: icl_lab::tournament::TournamentReport = serde_json::from_slice(&bytes)
+                let mut report: icl_lab::tournament::TournamentReport = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{}: not a tournament report", path.display()))?;
+                report.rerank();
                 let files = icl_lab::tournament::write(&report, &reports, &figures)?;
                 print_written(&files);
                 return Ok(());

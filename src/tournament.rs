@@ -424,7 +424,6 @@ pub fn run(
             }
         }
     }
-    let ranking = METRICS.iter().flat_map(|metric| rank(&rows, metric)).collect();
     Ok(TournamentReport {
         name: name.into(),
         task: task.config(),
@@ -432,11 +431,20 @@ pub fn run(
         entrants: entrants.iter().map(|e| e.entrant.clone()).collect(),
         learners: learners.to_vec(),
         skipped,
-        ranking,
+        ranking: rank_all(&rows),
         measurements: rows,
         command: String::new(),
         preface: String::new(),
     })
+}
+
+/// A ratio as "18×", "2.5×" or "0.14×".
+fn times(ratio: f64) -> String {
+    match ratio {
+        r if r >= 10.0 => format!("{r:.0}×"),
+        r if r >= 1.0 => format!("{r:.1}×"),
+        r => format!("{r:.2}×"),
+    }
 }
 
 fn fmt(v: f64) -> String {
@@ -449,7 +457,27 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// The rankings by every metric of the tournament, per model and layer.
+fn rank_all(rows: &[Measurement]) -> Vec<Ranking> {
+    METRICS.iter().flat_map(|metric| rank(rows, metric)).collect()
+}
+
 impl TournamentReport {
+    /// Recomputes the rankings from the measurement rows (the rows are the record; a report
+    /// written before a ranking field existed gets it).
+    pub fn rerank(&mut self) {
+        self.ranking = rank_all(&self.measurements);
+    }
+
+    /// The best candidate's label, with the candidates tied with it ("gd++ (1 step) = gd (1 step)").
+    fn best_with_ties(&self, r: &Ranking, layer: usize) -> String {
+        std::iter::once(&r.order[0].learner)
+            .chain(&r.tied_with_best)
+            .map(|l| label(l, layer, &self.learners))
+            .collect::<Vec<_>>()
+            .join(" = ")
+    }
+
     fn ranking_for(&self, model: &str, layer: usize, metric: &str) -> Option<&Ranking> {
         self.ranking.iter().find(|r| r.model == model && r.layer == Some(layer) && r.metric == metric)
     }
@@ -475,7 +503,7 @@ impl TournamentReport {
     /// model cos, and the order sensitivity.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| model | layer | best by SPD (SPD/d) | runner-up | margin [min, max over seeds] | best by ILWD | best by model cos | order spread |\n|---|---|---|---|---|---|---|---|\n",
+            "| model | layer | best by SPD (SPD/d) | runner-up (first not tied) | margin [min, max over seeds] | best by ILWD | best by model cos | order spread |\n|---|---|---|---|---|---|---|---|\n",
         );
         for e in &self.entrants {
             for layer in 1..=e.layers {
@@ -484,22 +512,27 @@ impl TournamentReport {
                     self.ranking_for(&e.model, layer, metric).map_or("–".to_string(), |r| {
                         format!(
                             "{} ({}; margin {})",
-                            label(&r.order[0].learner, layer, &self.learners),
+                            self.best_with_ties(r, layer),
                             fmt(r.order[0].value),
-                            fmt(r.margin)
+                            fmt(r.beyond_tie.as_ref().map_or(f64::NAN, |m| m.mean))
                         )
                     })
                 };
+                let (rival, margin) = match &spd.beyond_tie {
+                    Some(m) => {
+                        let value = spd.order.iter().find(|c| c.learner == m.against).map_or(f64::NAN, |c| c.value);
+                        (
+                            format!("{} ({})", label(&m.against, layer, &self.learners), fmt(value)),
+                            format!("{} [{}, {}]", fmt(m.mean), fmt(m.min), fmt(m.max)),
+                        )
+                    }
+                    None => ("– (all tied)".into(), "–".into()),
+                };
                 out.push_str(&format!(
-                    "| {} | {layer} | **{}** ({}) | {} ({}) | {} [{}, {}], {}/{} seeds | {} | {} | {} |\n",
+                    "| {} | {layer} | **{}** ({}) | {rival} | {margin}, {}/{} seeds | {} | {} | {} |\n",
                     e.model,
-                    label(&spd.order[0].learner, layer, &self.learners),
+                    self.best_with_ties(spd, layer),
                     fmt(spd.order[0].value),
-                    label(&spd.order[1].learner, layer, &self.learners),
-                    fmt(spd.order[1].value),
-                    fmt(spd.margin),
-                    fmt(spd.margin_min),
-                    fmt(spd.margin_max),
                     spd.seeds_agreeing,
                     spd.seeds,
                     best("ilwd"),
@@ -582,30 +615,34 @@ impl TournamentReport {
             let best = label(&r.order[0].learner, e.layers, &self.learners);
             let gd = r.order.iter().find(|l| l.learner == "gd");
             let mut line = format!(
-                "`{}` at its output (layer {}): closest to **{best}** (SPD/d {}), runner-up {} ({}); margin {} [{}, {}], best in {}/{} seeds.",
+                "`{}` at its output (layer {}): closest to **{}** (SPD/d {})",
                 e.model,
                 e.layers,
-                fmt(r.order[0].value),
-                label(&r.order[1].learner, e.layers, &self.learners),
-                fmt(r.order[1].value),
-                fmt(r.margin),
-                fmt(r.margin_min),
-                fmt(r.margin_max),
-                r.seeds_agreeing,
-                r.seeds
+                self.best_with_ties(r, e.layers),
+                fmt(r.order[0].value)
             );
-            // Candidates whose mean is the best's to 1e-9 (relative) make the same predictions here
-            // (1-step GD++ is GD): a tie, not a win.
-            let tied = |v: f64| (v - r.order[0].value).abs() <= 1e-9 * r.order[0].value.abs().max(1e-300);
-            let ties: Vec<String> = r.order[1..]
-                .iter()
-                .filter(|l| tied(l.value))
-                .map(|l| label(&l.learner, e.layers, &self.learners))
-                .collect();
-            if !ties.is_empty() {
-                line.push_str(&format!(" Tied (same predictions to 1e-9): {}.", ties.join(", ")));
+            if !r.tied_with_best.is_empty() {
+                // Candidates whose mean is the best's to rounding make the same predictions here
+                // (1-step GD++ is GD): a tie, not a win, so the margin is to the next one.
+                line.push_str(" — tied: the same mean SPD to 1e-9");
             }
-            if r.order[0].learner != "gd" && !gd.is_some_and(|g| tied(g.value)) {
+            match &r.beyond_tie {
+                Some(m) => {
+                    let value = r.order.iter().find(|c| c.learner == m.against).map_or(f64::NAN, |c| c.value);
+                    line.push_str(&format!(
+                        "; next {} ({}), margin {} [{}, {}] over seeds",
+                        label(&m.against, e.layers, &self.learners),
+                        fmt(value),
+                        fmt(m.mean),
+                        fmt(m.min),
+                        fmt(m.max)
+                    ));
+                }
+                None => line.push_str("; every candidate ties"),
+            }
+            line.push_str(&format!(", best in {}/{} seeds.", r.seeds_agreeing, r.seeds));
+            let gd_ties = r.tied_with_best.iter().any(|l| l == "gd");
+            if r.order[0].learner != "gd" && !gd_ties {
                 if let Some(gd) = gd {
                     line.push_str(&format!(
                         " Not GD: {}-step GD scores SPD/d {} ({:.1}× the best).",
@@ -619,10 +656,14 @@ impl TournamentReport {
                 if let Some(cr) = self.ranking_for(&c.model, c.layers, "spd") {
                     let same = cr.order.iter().find(|l| l.learner == r.order[0].learner);
                     line.push_str(&format!(
-                        " Untrained control: closest to {} ({}); its SPD/d to {best} is {}.",
+                        " Untrained control: closest to {} ({}); its SPD/d to {best} is {}{}.",
                         label(&cr.order[0].learner, c.layers, &self.learners),
                         fmt(cr.order[0].value),
-                        same.map_or("–".into(), |l| fmt(l.value))
+                        same.map_or("–".into(), |l| fmt(l.value)),
+                        same.map_or(String::new(), |l| format!(
+                            " ({} the trained model's)",
+                            times(l.value / r.order[0].value)
+                        ))
                     ));
                 }
             }
@@ -693,7 +734,7 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     let o = &r.options;
     let mut s = format!("# Tournament `{}`: which learner does each layer match?\n\n{preface}", r.name);
     s += &format!(
-        "Made by `{command}`. Task `{}` ({}). Each model is read out after every layer and compared with each candidate learner on {} evaluation prompts at n ∈ {{{}}} in-context examples; candidates are fitted per n on {} separate tuning prompts; a candidate whose spec sets `steps` runs as many steps as the layer read. SPD and ILWD are divided by d (Akyürek et al. 2023); ILWD fits a model's implicit weights at {} fresh queries per context; model cos is von Oswald et al.'s (∂ŷ/∂x_q). Rankings average over n, then over seeds; the margin is runner-up − best per seed (mean, [min, max]); \"k/S seeds\" counts the seeds whose own best is the overall best. Order spread: the standard deviation of the prediction over {} random orders of the same context (n = {}), mean over prompts (the candidates' own spreads are rows of the JSON; a learner that treats its context as a set scores 0).\n\n",
+        "Made by `{command}`. Task `{}` ({}). Each model is read out after every layer and compared with each candidate learner on {} evaluation prompts at n ∈ {{{}}} in-context examples; candidates are fitted per n on {} separate tuning prompts; a candidate whose spec sets `steps` runs as many steps as the layer read. SPD and ILWD are divided by d (Akyürek et al. 2023); ILWD fits a model's implicit weights at {} fresh queries per context; model cos is von Oswald et al.'s (∂ŷ/∂x_q). Rankings average over n, then over seeds; candidates whose mean equals the best's to 1e-9 are tied with it (they predict alike here: one GD++ step is one GD step) and the margin is to the first candidate not tied, runner-up − best per seed (mean, [min, max]); \"k/S seeds\" counts the seeds whose own best is the overall best. Order spread: the standard deviation of the prediction over {} random orders of the same context (n = {}), mean over prompts (the candidates' own spreads are rows of the JSON; a learner that treats its context as a set scores 0).\n\n",
         r.task.name,
         serde_json::to_string(&r.task.params).unwrap_or_default(),
         o.prompts,

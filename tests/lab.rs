@@ -647,6 +647,13 @@ fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
     tied.sort();
     assert_eq!(tied, ["gd", "gd++"], "layer 1: {:?}", first.order);
     assert!(first.order[..2].iter().all(|c| c.value < 1e-10), "layer 1: {:?}", first.order);
+    // The report names the tie and measures the margin to the first different learner.
+    assert_eq!(first.tied_with_best, [first.order[1].learner.clone()], "layer 1: {:?}", first.order);
+    let beyond = first.beyond_tie.as_ref().expect("ridge and zero are not tied with GD");
+    assert_eq!(beyond.against, "ridge");
+    assert!(beyond.min > 1e-3, "layer 1: margin beyond the tie {beyond:?}");
+    let md = std::fs::read_to_string(dir.path().join("r/t.md")).unwrap();
+    assert!(md.contains("gd++ (1 step) = gd (1 step)") || md.contains("gd (1 step) = gd++ (1 step)"), "{md}");
     let second = report.ranking.iter().find(|r| r.layer == Some(2) && r.metric == "spd").unwrap();
     assert_eq!(second.order[0].learner, "gd++", "layer 2: {:?}", second.order);
     assert!(second.order[0].value < 1e-10, "layer 2: SPD/d {}", second.order[0].value);

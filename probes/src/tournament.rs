@@ -151,9 +151,32 @@ pub struct Ranking {
     pub margin: f64,
     pub margin_min: f64,
     pub margin_max: f64,
-    /// Seeds in which the best candidate (over all seeds) is also best.
+    /// Seeds in which the best candidate (over all seeds) is also best (or tied with the best).
     pub seeds_agreeing: usize,
     pub seeds: usize,
+    /// Candidates whose mean equals the best's ([`same_score`]): on these prompts they make the
+    /// same predictions (one GD++ step is one GD step), so the best did not beat them.
+    #[serde(default)]
+    pub tied_with_best: Vec<String>,
+    /// The margin to the first candidate that is not tied with the best: the margin that says
+    /// how far the best stands from a different algorithm. `None` if every candidate ties.
+    #[serde(default)]
+    pub beyond_tie: Option<Margin>,
+}
+
+/// A margin of the best candidate over another, per seed: mean with its min–max.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Margin {
+    pub against: String,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Whether two candidates' mean scores are the same up to rounding: 1e-9 relative, or 1e-12
+/// absolute for scores near zero (two learners that agree to float precision).
+pub fn same_score(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-12
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,25 +224,42 @@ pub fn rank(rows: &[Measurement], metric: &str) -> Vec<Ranking> {
         if order.len() < 2 {
             continue;
         }
-        let (best, second) = (&per_seed[&order[0].learner], &per_seed[&order[1].learner]);
-        let margins: Vec<f64> = best.iter().filter_map(|(s, v)| second.get(s).map(|w| sign * (w - v))).collect();
+        let best = &per_seed[&order[0].learner];
+        let margin_over = |against: &str| -> Option<Margin> {
+            let other = &per_seed[&against.to_string()];
+            let m: Vec<f64> = best.iter().filter_map(|(s, v)| other.get(s).map(|w| sign * (w - v))).collect();
+            if m.is_empty() {
+                return None;
+            }
+            let (min, max) = m.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            Some(Margin { against: against.into(), mean: m.iter().sum::<f64>() / m.len() as f64, min, max })
+        };
+        let tied_with_best: Vec<String> =
+            order[1..].iter().take_while(|c| same_score(c.value, order[0].value)).map(|c| c.learner.clone()).collect();
+        let beyond_tie = order.get(1 + tied_with_best.len()).and_then(|rival| margin_over(&rival.learner));
+        let runner_up = margin_over(&order[1].learner);
         let seeds_agreeing = best
             .keys()
             .filter(|s| {
-                per_seed.values().all(|other| other.get(s).is_none_or(|v| sign * best[s] <= sign * v || v.is_nan()))
+                per_seed.values().all(|other| {
+                    other.get(s).is_none_or(|&v| sign * best[s] <= sign * v || same_score(best[s], v) || v.is_nan())
+                })
             })
             .count();
-        let (lo, hi) = margins.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        let nan = || Margin { against: String::new(), mean: f64::NAN, min: f64::NAN, max: f64::NAN };
+        let runner_up = runner_up.unwrap_or_else(nan);
         out.push(Ranking {
             model,
             layer,
             metric: metric.into(),
-            margin: margins.iter().sum::<f64>() / margins.len() as f64,
-            margin_min: lo,
-            margin_max: hi,
+            margin: runner_up.mean,
+            margin_min: runner_up.min,
+            margin_max: runner_up.max,
             seeds_agreeing,
             seeds: best.len(),
             order,
+            tied_with_best,
+            beyond_tie,
         });
     }
     out
@@ -297,6 +337,33 @@ mod tests {
         m.layer = Some(1);
         m.n_context = Some(n);
         m
+    }
+
+    #[test]
+    fn a_tie_with_the_best_is_named_and_the_margin_beyond_it_is_to_the_first_different_learner() {
+        // One GD++ step is one GD step: both score the same (to rounding) in every seed.
+        let rows = vec![
+            row("m", 0, "gd++", 1, 0.1),
+            row("m", 0, "gd", 1, 0.1 + 1e-17),
+            row("m", 0, "ridge", 1, 0.4),
+            row("m", 0, "zero", 1, 0.9),
+            row("m", 1, "gd++", 1, 0.2),
+            row("m", 1, "gd", 1, 0.2 + 1e-17),
+            row("m", 1, "ridge", 1, 0.3),
+            row("m", 1, "zero", 1, 0.9),
+        ];
+        let r = &rank(&rows, "spd")[0];
+        assert_eq!(r.tied_with_best, vec![r.order[1].learner.clone()]);
+        assert!(r.margin.abs() < 1e-15, "the runner-up margin is the tie's: {}", r.margin);
+        let beyond = r.beyond_tie.as_ref().unwrap();
+        assert_eq!(beyond.against, "ridge");
+        assert!(
+            (beyond.mean - 0.2).abs() < 1e-12 && (beyond.min - 0.1).abs() < 1e-12 && (beyond.max - 0.3).abs() < 1e-12
+        );
+        // Without a tie the two margins are the same.
+        let r = &rank(&rows[2..4].iter().chain(&rows[6..]).cloned().collect::<Vec<_>>(), "spd")[0];
+        assert!(r.tied_with_best.is_empty());
+        assert_eq!(r.beyond_tie.as_ref().unwrap().mean, r.margin);
     }
 
     #[test]
