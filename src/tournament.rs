@@ -457,6 +457,11 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// A candidate's mean score in a ranking (NaN if it was left out).
+fn score_of(r: &Ranking, learner: &str) -> f64 {
+    r.order.iter().find(|c| c.learner == learner).map_or(f64::NAN, |c| c.value)
+}
+
 /// The rankings by every metric of the tournament, per model and layer.
 fn rank_all(rows: &[Measurement]) -> Vec<Ranking> {
     METRICS.iter().flat_map(|metric| rank(rows, metric)).collect()
@@ -519,13 +524,10 @@ impl TournamentReport {
                     })
                 };
                 let (rival, margin) = match &spd.beyond_tie {
-                    Some(m) => {
-                        let value = spd.order.iter().find(|c| c.learner == m.against).map_or(f64::NAN, |c| c.value);
-                        (
-                            format!("{} ({})", label(&m.against, layer, &self.learners), fmt(value)),
-                            format!("{} [{}, {}]", fmt(m.mean), fmt(m.min), fmt(m.max)),
-                        )
-                    }
+                    Some(m) => (
+                        format!("{} ({})", label(&m.against, layer, &self.learners), fmt(score_of(spd, &m.against))),
+                        format!("{} [{}, {}]", fmt(m.mean), fmt(m.min), fmt(m.max)),
+                    ),
                     None => ("– (all tied)".into(), "–".into()),
                 };
                 out.push_str(&format!(
@@ -628,11 +630,10 @@ impl TournamentReport {
             }
             match &r.beyond_tie {
                 Some(m) => {
-                    let value = r.order.iter().find(|c| c.learner == m.against).map_or(f64::NAN, |c| c.value);
                     line.push_str(&format!(
                         "; next {} ({}), margin {} [{}, {}] over seeds",
                         label(&m.against, e.layers, &self.learners),
-                        fmt(value),
+                        fmt(score_of(r, &m.against)),
                         fmt(m.mean),
                         fmt(m.min),
                         fmt(m.max)
