@@ -61,11 +61,11 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     })?;
     let command = opts.command(NAME);
     let preface = format!(
-        "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {}\n\n",
+        "Which algorithm does each layer of von Oswald et al. 2023's models run? The paper compares each model with the learner chosen in advance (GD, or GD++ for deeper models); here every model meets every candidate, with controls. {} A candidate with k steps (GD, GD++, Newton, preconditioned GD) uses one set of hyperparameters for all its steps, as a recurrent model does; the paper's comparison of the 5-separate-layer model with GD++ fitted per layer is `vo2023-fig3`.\n\n",
         if opts.quick {
-            "**Quick variant**: the depth, softmax and LayerNorm models are trained for 3,000 steps instead of 5,000 (50,000 for 5 separate layers) and are not all converged. "
+            "**Quick variant**: the depth, softmax and LayerNorm models are trained for 3,000 steps instead of 5,000 (50,000 for 5 separate layers) and are not all converged."
         } else {
-            ""
+            "The paper's setting: every model trained as in its figure (5,000 steps; 50,000 for 5 separate layers)."
         },
     );
     eprintln!("{NAME}: {} s", start.elapsed().as_secs());
