@@ -189,6 +189,10 @@ fn tiny_training_learns_and_is_reproducible() {
     // The same (config, seed) again: reused as is; forced: bit-identical numbers.
     let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
     assert!(again.reused);
+    // Read back from metrics.json, every number is the trained one to the last bit (serde_json's
+    // default float parsing is not correctly rounded; the workspace enables `float_roundtrip`).
+    let json = |m: &RunMetrics| serde_json::to_string(m).unwrap();
+    assert_eq!(json(&first.metrics), json(&again.metrics));
     let forced = train(&config, dir.path(), TrainOptions { force: true, ..Default::default() }).unwrap();
     let losses = |m: &RunMetrics| m.rows.iter().map(|r| r.loss).collect::<Vec<_>>();
     assert_eq!(losses(&first.metrics), losses(&forced.metrics));
