@@ -224,6 +224,28 @@ pub struct BenchOptions {
     pub fit_steps: usize,
 }
 
+impl BenchOptions {
+    /// Refuses, in one line naming the flag, what cannot be measured (0 threads, 0 steps, a
+    /// thread count past what libtorch and the fused engine take).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=1_000_000).contains(&self.steps), "--steps: must be in 1..=1000000 (got {})", self.steps);
+        anyhow::ensure!(!self.threads.is_empty(), "--threads: give at least one thread count");
+        for &t in &self.threads {
+            anyhow::ensure!((1..=1024).contains(&t), "--threads: each must be in 1..=1024 (got {t})");
+        }
+        anyhow::ensure!(!self.engines.is_empty(), "--engines: give at least one engine");
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&self.baseline_steps),
+            "--baseline-steps: must be in 1..=1000000 (got {})",
+            self.baseline_steps
+        );
+        anyhow::ensure!(self.together <= 1000, "--together: at most 1000 seeds (got {})", self.together);
+        anyhow::ensure!(self.fit_steps <= 1_000_000, "--fit-steps: at most 1000000 (got {})", self.fit_steps);
+        crate::device::parse_device(&self.device).context("--device")?;
+        Ok(())
+    }
+}
+
 /// Everything one `icl-lab bench` measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
@@ -262,6 +284,7 @@ impl BenchReport {
 
 /// Runs the benchmark; `print` receives each line as it is measured.
 pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<BenchReport> {
+    opts.check()?;
     let peak_gflops: Vec<(usize, f64)> =
         if opts.device == "cpu" { opts.threads.iter().map(|&t| (t, matmul_peak(t))).collect() } else { Vec::new() };
     for (t, p) in &peak_gflops {

@@ -379,10 +379,6 @@ mod u64_in_toml {
     }
 }
 
-/// The most bytes one batch of prompts (training batch, evaluation set) may take as f64, checked
-/// before anything is allocated.
-pub const MAX_PROMPT_BYTES: u128 = 4 << 30;
-
 /// A parser message on one line (TOML's can span several: "invalid table header\nduplicate key …").
 pub(crate) fn one_line(message: &str) -> String {
     message.trim().lines().map(str::trim).collect::<Vec<_>>().join(": ")
@@ -560,30 +556,96 @@ impl RunConfig {
             "a non-empty name without slashes, not `.` or `..`",
             &self.name,
         )?;
-        // Sizes that each pass their own check can still multiply to more memory than exists.
-        let prompt_bytes =
-            |count: usize| count as u128 * (dims.context_len as u128 + 1) * (dims.x_dim + dims.y_dim) as u128 * 8;
-        for (field, count) in [("train.batch", self.train.batch), ("eval.tasks", self.eval.tasks)] {
-            let bytes = prompt_bytes(count);
-            check(
-                bytes <= MAX_PROMPT_BYTES,
-                field,
-                &format!(
-                    "small enough that {field} × (task.context_len + 1) × (task.x_dim + task.y_dim) f64s fit in {} GiB",
-                    MAX_PROMPT_BYTES >> 30
-                ),
-                format!("{count}: {:.1} GiB", bytes as f64 / (1u64 << 30) as f64),
-            )?;
-        }
-        if self.gpt.is_some() {
+        let resolved = if self.gpt.is_some() {
             self.resolve_gpt(dims)?;
-            self.resolve_train_eval(f64::INFINITY)
+            self.resolve_train_eval(f64::INFINITY)?
         } else {
             check(self.curriculum.is_none(), "curriculum", "absent without a [gpt] table", "a [curriculum] table")?;
             self.resolve_vo2023(dims)?;
             let clip = if self.model.layers <= 2 { 0.001 } else { 10.0 };
-            self.resolve_train_eval(clip)
+            self.resolve_train_eval(clip)?
+        };
+        // Sizes that each pass their own check can still multiply to more memory than exists.
+        resolved.memory().check()?;
+        Ok(resolved)
+    }
+
+    /// Bytes of the model's activations on `batch` prompts of `n` context pairs, with or without
+    /// a backward pass ([`crate::budget::activation_bytes`]).
+    pub fn activation_memory(&self, batch: usize, n: usize, backward: bool) -> u128 {
+        let dims = Dims { context_len: n, ..self.dims() };
+        let (tokens, layers, heads, per_token, width) = match &self.gpt {
+            Some(g) => (2 * (n + 1), g.layers, g.heads, 16, g.width),
+            None => {
+                let m = &self.model;
+                let per_token = 6 + if m.mlp { 8 } else { 0 } + if m.input_mlp { 8 } else { 0 };
+                (m.tokens.shape(dims).0, m.layers, m.heads, per_token, m.width(dims).max(m.key_size.unwrap_or(1)))
+            }
+        };
+        crate::budget::activation_bytes(batch, tokens, width, layers, heads, per_token, backward)
+    }
+
+    /// Parameters of the model, counted from the config (the GPT-style model's read-in,
+    /// positions and read-out included).
+    pub fn parameter_count(&self) -> u128 {
+        let dims = self.dims();
+        let sq = |a: usize, b: usize| a as u128 * b as u128;
+        match &self.gpt {
+            Some(g) => {
+                let positions = 2 * (dims.context_len + 1);
+                sq(g.layers, 12 * g.width * g.width + 13 * g.width)
+                    + sq(dims.x_dim + 1, g.width)
+                    + sq(positions, g.width)
+                    + sq(g.width + 1, 1)
+            }
+            None => {
+                let m = &self.model;
+                let (w, k, h) = (m.width(dims), m.key_size.unwrap_or(1), m.heads);
+                let attention = sq(4 * w, h * k);
+                let mlp = if m.mlp { sq(8 * w, w) } else { 0 };
+                let norms = if m.layer_norm { 4 * w as u128 } else { 0 };
+                let features = m.embed.map_or(0, |e| sq(self.model.tokens.shape(dims).1, e))
+                    + if m.input_mlp { sq(8 * w, w) + 5 * w as u128 } else { 0 };
+                m.param_layers() as u128 * (attention + mlp + norms) + features
+            }
         }
+    }
+
+    /// What training and evaluating this config holds in memory at once (see [`crate::budget`]):
+    /// the training batches in f64 and as f32 tokens (the data thread keeps up to five), the
+    /// evaluation set and its tokens, parameters with gradients and Adam's moments (and the
+    /// snapshots kept), the activations of a training step and of the evaluation, a fixed pool of
+    /// training prompts, and the reference fit on the evaluation set.
+    pub fn memory(&self) -> crate::budget::Budget {
+        use crate::budget::prompt_bytes;
+        let dims = self.dims();
+        let n = dims.context_len;
+        let (batch, tasks) = (self.train.batch, self.eval.tasks);
+        let params = self.parameter_count();
+        let evaluations = (self.train.steps / self.eval.every.max(1) + 2) as u128;
+        // GPT-style runs evaluate in chunks of 1,024 prompts without gradients; von Oswald et al.'s
+        // models evaluate the whole set with ∂ŷ/∂x_q (a backward pass).
+        let eval_activations = match self.gpt {
+            Some(_) => self.activation_memory(tasks.min(1024), n, false),
+            None => self.activation_memory(tasks, n, true),
+        };
+        let mut b = crate::budget::Budget::new();
+        b.add("train.batch (prompts in f64, five batches of f32 tokens)", prompt_bytes(batch, n, dims) * 7 / 2)
+            .add("train.batch (activations of a training step)", self.activation_memory(batch, n, true))
+            .add("eval.tasks (prompts in f64 and f32)", prompt_bytes(tasks, n, dims) * 3 / 2)
+            .add("eval.tasks (activations of an evaluation)", eval_activations)
+            .add(
+                "eval.tasks (reference fit in each prompt's eigenbasis)",
+                tasks as u128 * (dims.x_dim as u128 * (dims.x_dim + n) as u128 + n as u128) * 8 * 4,
+            )
+            .add("model (parameters, gradients, Adam's moments)", params * 4 * 5);
+        if self.train.snapshots {
+            b.add("train.snapshots (the weights at every evaluation)", params * 4 * evaluations);
+        }
+        if let (Some(k), PoolInputs::Fixed) = (self.train.task_pool, self.train.pool_inputs) {
+            b.add("train.task_pool (fixed prompts)", prompt_bytes(k, n, dims));
+        }
+        b
     }
 
     /// Checks von Oswald et al.'s transformer and fills its derived defaults.
@@ -601,7 +663,16 @@ impl RunConfig {
                 dims.y_dim,
             )?;
         }
+        let defaulted = m.key_size.is_none();
         let key_size = *m.key_size.get_or_insert(width);
+        if defaulted {
+            check(
+                (1..=4096).contains(&key_size),
+                "model.key_size",
+                "an integer in 1..=4096: its default is the token width (task.x_dim + task.y_dim, or model.embed); make the task smaller, or set model.embed or model.key_size",
+                key_size,
+            )?;
+        }
         check((1..=4096).contains(&key_size), "model.key_size", "an integer in 1..=4096", key_size)?;
         let init = *m.init_scale.get_or_insert(0.002 / m.layers as f64);
         check(init.is_finite() && init >= 0.0, "model.init_scale", "a finite number >= 0", init)?;
@@ -748,6 +819,26 @@ mod tests {
         for (name, _) in PRESETS {
             RunConfig::preset(name).unwrap();
         }
+    }
+
+    #[test]
+    fn every_paper_setting_fits_a_small_machine() {
+        // The memory estimate of every preset, figure model and grid point (the paper's
+        // settings included) is under 8 GiB, so none is refused on a CI-sized machine; the
+        // estimate still grows with the sizes (a 1000-layer model of batch 2048 does not fit).
+        let mut names: Vec<String> = PRESETS.iter().map(|(n, _)| n.to_string()).collect();
+        names.extend(crate::presets::KEYS.iter().map(|k| k.to_string()));
+        names.extend(["garg2022-tiny", "garg2022-small", "garg2022-standard"].map(String::from));
+        names.extend(["akyurek2023-L16-H512", "akyurek2023-L1-H16"].map(String::from));
+        for name in &names {
+            let c = RunConfig::preset(name).unwrap();
+            let total = c.memory().total();
+            assert!(total < 8 << 30, "{name}: {}", crate::budget::gib(total));
+        }
+        let mut deep = RunConfig::preset("vo2023-fig2").unwrap();
+        deep.model.layers = 1000;
+        deep.model.init_scale = None;
+        assert!(deep.memory().total() > 16 << 30, "{}", crate::budget::gib(deep.memory().total()));
     }
 
     #[test]

@@ -46,6 +46,45 @@ pub fn gd_model(
     Ok((vs, model))
 }
 
+/// Writes a construction as a complete run directory that every command reading runs accepts:
+/// `config.toml`, `weights.safetensors`, `metrics.json` (status complete, no training steps)
+/// and the manifest, under the directory's lock.
+pub fn write_run(dir: &std::path::Path, config: &RunConfig, vs: &nn::VarStore) -> anyhow::Result<()> {
+    let lock = crate::runs::lock(dir)?;
+    crate::runs::begin_training(dir)?;
+    crate::io::write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
+    crate::io::with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(vs.save(p)?))?;
+    let metrics = crate::runs::RunMetrics {
+        name: config.name.clone(),
+        seed: config.seed,
+        status: crate::runs::RunStatus::Complete,
+        steps_done: 0,
+        weights_step: 0,
+        wall_s: 0.0,
+        device: "cpu".into(),
+        references: Vec::new(),
+        rows: Vec::new(),
+    };
+    crate::io::write_json_atomic(&dir.join("metrics.json"), &metrics)?;
+    crate::runs::write_manifest(dir, config, 0, 0, &lock)
+}
+
+/// What [`check_construction`] holds in memory at once ([`crate::budget`]): the prompts, GD's
+/// predictions after every step, and the model's activations in f64 and f32 with every layer's
+/// readout kept.
+pub fn memory(config: &RunConfig, tasks: usize) -> crate::budget::Budget {
+    let dims = config.dims();
+    let per_step = tasks as u128 * dims.y_dim as u128 * 8 * (config.model.layers as u128 + 1);
+    let mut b = crate::budget::Budget::new();
+    b.add("--tasks (prompts)", crate::budget::prompt_bytes(tasks, dims.context_len, dims) * 2)
+        .add("--tasks × --layers (GD and model per-layer predictions)", per_step * 3)
+        .add(
+            "--tasks × --layers (activations in f64 and f32)",
+            config.activation_memory(tasks, dims.context_len, true) * 3,
+        );
+    b
+}
+
 /// How far a construction is from GD on random prompts.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConstructionCheck {

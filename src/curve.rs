@@ -35,10 +35,33 @@ pub struct RunOnCurve {
 }
 
 impl RunOnCurve {
+    /// The run in `dir`, checked before use ([`crate::runs::open_run`]).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let config = RunConfig::from_file(&dir.join("config.toml"))?;
-        Ok(Self { dir: dir.to_path_buf(), config })
+        let run = crate::runs::open_run(dir)?;
+        Ok(Self { dir: run.dir, config: run.config })
     }
+}
+
+/// What measuring a curve holds in memory at once ([`crate::budget`]): the evaluation and tuning
+/// prompts at the largest n (and a prefix of each), fresh prompts per n under a shift whose
+/// prompts are not prefixes, and every run's activations on the evaluation prompts.
+pub fn memory(task: &dyn Task, runs: &[RunOnCurve], opts: &CurveOptions) -> crate::budget::Budget {
+    use crate::budget::prompt_bytes;
+    let dims = task.dims();
+    let n_max = opts.n_values.iter().copied().max().unwrap_or(0);
+    let mut b = crate::budget::Budget::new();
+    b.add("--prompts × --n-max (evaluation prompts)", prompt_bytes(opts.prompts, n_max, dims) * 2)
+        .add("--tuning-prompts × --n-max (tuning prompts)", prompt_bytes(opts.tuning_prompts, n_max, dims) * 2);
+    if opts.shift.is_some_and(|s| !s.kind.prefix_consistent()) {
+        b.add("--shift (fresh prompts per n)", prompt_bytes(opts.prompts, n_max, dims) * opts.n_values.len() as u128);
+    }
+    for run in runs {
+        b.add(
+            format!("--run {} (activations)", run.dir.display()),
+            run.config.activation_memory(opts.prompts, n_max, false),
+        );
+    }
+    b
 }
 
 /// Measures the curve: reference learners fitted per n, then every run (and its layers).
@@ -160,51 +183,117 @@ pub fn summary(rows: &[Measurement], columns: usize) -> String {
     out
 }
 
-/// Parses `name` or `name(key=value, …)` learner specs, comma-separated; values are TOML values
-/// (`none` for null).
-pub fn parse_learners(text: &str) -> anyhow::Result<Vec<LearnerSpec>> {
-    let mut specs = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    let mut parts = Vec::new();
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        anyhow::ensure!(depth >= 0, "--learners: unbalanced parentheses in `{text}`");
+/// The candidates `--learners` names: `default` (the task's own learners), `none`, or a
+/// comma-separated list of specs (`name` or `name(key=value, …)`, values as TOML reads them:
+/// `3`, `0.5`, `"x"` or a bare word, `[0.1, 0.5]`, `[[1, 0], [0, 1]]`, `none` for null), in which
+/// the item `default` stands for the task's learners; `+list` is short for `default,list`.
+/// A spec given twice is refused (its rows would be one candidate counted twice).
+pub fn resolve_learners(text: &str, task_defaults: &[LearnerSpec]) -> anyhow::Result<Vec<LearnerSpec>> {
+    let text = text.trim();
+    if text == "none" {
+        return Ok(Vec::new());
     }
-    anyhow::ensure!(depth == 0, "--learners: unbalanced parentheses in `{text}`");
-    parts.push(&text[start..]);
-    for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, args) = match part.split_once('(') {
-            Some((name, rest)) => (name.trim(), rest.strip_suffix(')').context("--learners: missing `)`")?),
-            None => (part, ""),
-        };
-        let mut spec = LearnerSpec::new(name);
-        for kv in args.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').with_context(|| format!("--learners: `{kv}` is not key=value"))?;
-            spec.params.insert(k.trim().into(), parse_value(v.trim())?);
+    let (text, with_defaults) = match text.strip_prefix('+') {
+        Some(rest) => (rest, true),
+        None => (text, false),
+    };
+    let mut specs: Vec<LearnerSpec> = if with_defaults { task_defaults.to_vec() } else { Vec::new() };
+    for part in split_top_level(text, ',')? {
+        anyhow::ensure!(
+            !part.starts_with('+'),
+            "--learners: `+` goes at the start of the list only (`+{part}` adds to the task's learners; or write `default,…`)"
+        );
+        match part {
+            "default" => specs.extend(task_defaults.iter().cloned()),
+            "none" => anyhow::bail!("--learners: `none` stands alone"),
+            _ => specs.push(parse_spec(part)?),
         }
-        icl_probes::learner::family(name).map_err(|e| anyhow::anyhow!("--learners: {e}"))?;
-        specs.push(spec);
+    }
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|s| s.label() == spec.label()) {
+            anyhow::bail!(
+                "--learners: `{}` is given twice{}",
+                spec.label(),
+                if task_defaults.contains(spec) { " (the task's learners include it)" } else { "" }
+            );
+        }
     }
     Ok(specs)
 }
 
+/// Parses `name` or `name(key=value, …)` learner specs, comma-separated (no `default`).
+pub fn parse_learners(text: &str) -> anyhow::Result<Vec<LearnerSpec>> {
+    resolve_learners(text, &[])
+}
+
+/// `text` split at `sep` outside parentheses, brackets and quotes, each part trimmed, empty
+/// parts dropped.
+fn split_top_level(text: &str, sep: char) -> anyhow::Result<Vec<&str>> {
+    let (mut depth, mut start, mut quote) = (0i32, 0usize, None::<char>);
+    let mut parts = Vec::new();
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[') => depth += 1,
+            (None, ')' | ']') => depth -= 1,
+            (None, c) if c == sep && depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+        anyhow::ensure!(depth >= 0, "--learners: unbalanced brackets in `{text}`");
+    }
+    anyhow::ensure!(depth == 0 && quote.is_none(), "--learners: unbalanced brackets or quotes in `{text}`");
+    parts.push(&text[start..]);
+    Ok(parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect())
+}
+
+/// One spec, `name` or `name(key=value, …)`; the family must be registered.
+fn parse_spec(part: &str) -> anyhow::Result<LearnerSpec> {
+    let (name, args) = match part.split_once('(') {
+        Some((name, rest)) => (name.trim(), rest.trim_end().strip_suffix(')').context("--learners: missing `)`")?),
+        None => (part, ""),
+    };
+    let mut spec = LearnerSpec::new(name);
+    for kv in split_top_level(args, ',')? {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--learners: `{kv}` is not key=value"))?;
+        let key = k.trim();
+        anyhow::ensure!(!spec.params.contains_key(key), "--learners: `{name}` sets `{key}` twice");
+        let value = parse_value(v.trim()).with_context(|| format!("--learners: `{name}({key}=…)`"))?;
+        spec.params.insert(key.into(), value);
+    }
+    icl_probes::learner::family(name).map_err(|e| anyhow::anyhow!("--learners: {e}"))?;
+    Ok(spec)
+}
+
 /// A command-line value as TOML would read it (`3`, `0.5`, `"x"` or bare `x`, `[1, 2]`), `none` → null.
+/// NaN and ±inf are refused: JSON cannot hold them, and a setting that is not a number is a
+/// mistake, not a request to tune.
 pub fn parse_value(text: &str) -> anyhow::Result<serde_json::Value> {
     if matches!(text, "none" | "null") {
         return Ok(serde_json::Value::Null);
     }
     let parsed: Result<toml::Table, _> = toml::from_str(&format!("v = {text}"));
     match parsed {
-        Ok(mut t) => Ok(serde_json::to_value(t.remove("v").expect("one key"))?),
+        Ok(mut t) => {
+            let value = t.remove("v").expect("one key");
+            anyhow::ensure!(all_finite(&value), "`{text}` is not a finite number");
+            Ok(serde_json::to_value(value)?)
+        }
         Err(_) => Ok(serde_json::Value::String(text.to_string())), // a bare word
+    }
+}
+
+/// Whether every float in a TOML value (lists included) is finite.
+fn all_finite(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Float(f) => f.is_finite(),
+        toml::Value::Array(a) => a.iter().all(all_finite),
+        toml::Value::Table(t) => t.values().all(all_finite),
+        _ => true,
     }
 }
 
@@ -221,5 +310,26 @@ mod tests {
         assert!(specs[2].params["max_depth"].is_null());
         assert!(parse_learners("gd(steps=2").is_err());
         assert!(parse_learners("nope").unwrap_err().to_string().contains("unknown learner `nope`"));
+    }
+
+    #[test]
+    fn learner_lists_take_lists_defaults_and_refuse_non_numbers_and_repeats() {
+        crate::learners::register();
+        let specs = parse_learners("precond_gd(steps=1, p=[[1, 0], [0, 2]]), ridge(lambda=0.5)").unwrap();
+        assert_eq!(specs[0].params["p"], serde_json::json!([[1, 0], [0, 2]]));
+        assert_eq!(specs[1].params["lambda"], 0.5);
+        let defaults = vec![LearnerSpec::new("zero"), LearnerSpec::new("knn").with("k", 3)];
+        let plus = resolve_learners("+knn(k=1)", &defaults).unwrap();
+        assert_eq!(plus.iter().map(|s| s.label()).collect::<Vec<_>>(), ["zero", "knn(k=3)", "knn(k=1)"]);
+        assert_eq!(resolve_learners("knn(k=1),default", &defaults).unwrap().len(), 3);
+        assert!(resolve_learners("none", &defaults).unwrap().is_empty());
+        let err = |t: &str| format!("{:#}", resolve_learners(t, &defaults).unwrap_err());
+        assert!(err("+knn(k=3)").contains("`knn(k=3)` is given twice (the task's learners include it)"));
+        assert!(err("gd,+knn").contains("`+` goes at the start"));
+        for bad in ["ridge(lambda=nan)", "ridge(lambda=inf)", "ridge(lambda=-inf)", "precond_gd(p=[[nan]])"] {
+            assert!(err(bad).contains("not a finite number"), "{bad}: {}", err(bad));
+        }
+        assert!(err("knn(k=1, k=2)").contains("sets `k` twice"));
+        assert!(err("ridge(lambda=[0.1, 0.5)").contains("unbalanced"));
     }
 }

@@ -14,7 +14,6 @@ use ndarray::ArrayViewD;
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::ActivationCache;
-use crate::config::RunConfig;
 
 /// The RNG stream the exported prompts come from.
 pub const EXPORT_STREAM: u64 = 7;
@@ -22,17 +21,27 @@ pub const EXPORT_STREAM: u64 = 7;
 /// The file an export writes by default: beside the weights.
 pub const DEFAULT_FILE: &str = "activations.safetensors";
 
-/// Writes the activations of the run in `run_dir` on `prompts` fresh prompts to `out` (atomically)
-/// and returns the names written with their shapes.
+/// Tensor names with their shapes, as written.
+pub type Written = Vec<(String, Vec<i64>)>;
+
+/// Writes the activations of the run in `run_dir` (checked before use) on `prompts` fresh prompts
+/// to `out` (atomically; None: [`DEFAULT_FILE`] in the run directory, under its lock) and returns
+/// the path and the names written with their shapes.
 pub fn export_activations(
     run_dir: &Path,
     prompts: usize,
     seed: u64,
-    out: &Path,
-) -> anyhow::Result<Vec<(String, Vec<i64>)>> {
+    out: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Written)> {
     anyhow::ensure!((1..=100_000).contains(&prompts), "--prompts: must be in 1..=100000 (got {prompts})");
-    let config = RunConfig::from_file(&run_dir.join("config.toml"))?;
-    let (vs, model) = crate::runs::load_model(run_dir, &config, Device::Cpu)?;
+    let run = crate::runs::open_run(run_dir)?;
+    let config = &run.config;
+    let n = config.dims().context_len;
+    let mut budget = crate::budget::Budget::new();
+    // Every hook's activations are kept (as a backward pass would), then copied into the file.
+    budget.add("--prompts (the activation cache)", config.activation_memory(prompts, n, true) * 2);
+    budget.check()?;
+    let (vs, model) = crate::runs::load_model(run_dir, config, Device::Cpu)?;
     let kind = vs.variables().values().next().map_or(Kind::Float, |v| v.kind());
     let task = config.task();
     let sample = task.sample(&mut icl_probes::curve::stream_rng(seed, EXPORT_STREAM), prompts);
@@ -50,8 +59,18 @@ pub fn export_activations(
     entries.push(("prompt.xq".into(), as_tensor(sample.xq.view().into_dyn())));
     entries.push(("prompt.yq".into(), as_tensor(sample.yq.view().into_dyn())));
     entries.push(("prediction".into(), prediction.detach().contiguous()));
-    crate::io::with_atomic_path(out, |p| Ok(Tensor::write_safetensors(&entries, p)?))?;
-    Ok(entries.iter().map(|(n, t)| (n.clone(), t.size())).collect())
+    let write = |p: &Path| Ok(Tensor::write_safetensors(&entries, p)?);
+    let path = match out {
+        Some(path) => {
+            crate::io::with_atomic_path(path, write)?;
+            path.to_path_buf()
+        }
+        None => {
+            crate::runs::write_derived(&run, DEFAULT_FILE, write)?;
+            default_path(run_dir)
+        }
+    };
+    Ok((path, entries.iter().map(|(n, t)| (n.clone(), t.size())).collect()))
 }
 
 /// Where `icl-lab activations` writes when `--out` is not given.

@@ -985,7 +985,8 @@ impl FusedLsa {
             .map(|&x| (x as f64) * (x as f64))
             .sum::<f64>()
             .sqrt() as f32;
-        let scale = self.grad_clip / norm.max(self.grad_clip);
+        // An infinite clip is no clipping (c/max(‖g‖, c) would be inf/inf).
+        let scale = if self.grad_clip.is_infinite() { 1.0 } else { self.grad_clip / norm.max(self.grad_clip) };
         for g in grads.iter_mut() {
             for t in g.tensors_mut() {
                 t.iter_mut().for_each(|x| *x *= scale);

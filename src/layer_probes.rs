@@ -211,6 +211,25 @@ fn features(states: &ndarray::Array3<f64>, which: &str) -> Array2<f64> {
 }
 
 /// Probes every layer of every entrant; `on_progress` gets a short description of each step.
+/// What probing holds in memory at once ([`crate::budget`]): the fit, test and tuning prompts,
+/// and every layer's hidden states of the largest model on the fit and test prompts (f32, then
+/// as f64 features).
+pub fn memory(task: &dyn Task, entrants: &[LoadedEntrant], opts: &LayerProbeOptions) -> crate::budget::Budget {
+    use crate::budget::prompt_bytes;
+    let dims = task.dims();
+    let n_max = opts.n_values.iter().copied().max().unwrap_or(dims.context_len);
+    let prompts = opts.fit_prompts + opts.test_prompts;
+    let mut b = crate::budget::Budget::new();
+    b.add("--fit-prompts + --test-prompts + tuning (prompts)", prompt_bytes(prompts + 4096, n_max, dims) * 2);
+    if let Some(c) = entrants.iter().map(|e| e.config()).max_by_key(|c| c.activation_memory(prompts, n_max, true)) {
+        b.add(
+            format!("--fit-prompts + --test-prompts (hidden states of `{}`)", c.name),
+            c.activation_memory(prompts, n_max, true) * 3,
+        );
+    }
+    b
+}
+
 pub fn run(
     name: &str,
     task: &dyn Task,
@@ -221,6 +240,7 @@ pub fn run(
     // Small models and probes: one libtorch thread is fastest (and does not fight other jobs).
     tch::set_num_threads(1);
     let n_max = opts.n_values.iter().copied().max().unwrap_or(task.dims().context_len);
+    memory(task, entrants, opts).check()?;
     let fit_all = task.sample_n(&mut seeded_rng(opts.seed, 0), opts.fit_prompts, n_max);
     let test_all = task.sample_n(&mut seeded_rng(opts.seed, 1), opts.test_prompts, n_max);
     let tuning = task.sample_n(&mut seeded_rng(opts.seed, 2), 4096, n_max);

@@ -222,7 +222,7 @@ impl LearnerFamily for NnFamily {
     fn fit(&self, spec: &LearnerSpec, _: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let net: InContextNet = parse_spec(spec)?;
         if !(1..=10_000).contains(&net.hidden) || net.steps > 100_000 || !(net.lr.is_finite() && net.lr > 0.0) {
-            return Err(ProbeError::Unsupported("learner `nn`: hidden in 1..=10000, steps ≤ 100000, lr > 0".into()));
+            return Err(ProbeError::InvalidSpec("learner `nn`: hidden in 1..=10000, steps ≤ 100000, lr > 0".into()));
         }
         Ok(Box::new(net))
     }

@@ -5,6 +5,7 @@
 //! read ([`cache`]), and the figures and reports of the papers we reproduce ([`figures`]).
 
 pub mod bench;
+pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod construct;
@@ -28,6 +29,7 @@ pub mod references;
 pub mod rng;
 pub mod runs;
 pub mod sweep;
+pub mod term;
 pub mod tournament;
 pub mod train;
 pub mod train_gpt;

@@ -81,10 +81,13 @@ enum Command {
         /// Print the report's JSON instead of its Markdown summary.
         #[arg(long)]
         json: bool,
+        /// Folder that holds run directories (runs/<name>/seed-<seed>).
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
+        /// Folder for the figure's PNG and SVG files (figures/<name>/).
         #[arg(long, default_value = "figures")]
         figures: PathBuf,
+        /// Folder for the report (reports/<name>.md and .json).
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
     },
@@ -103,6 +106,7 @@ enum Command {
         /// Random prompts to check on.
         #[arg(long, default_value_t = 1000)]
         tasks: usize,
+        /// Seed of the random prompts the construction is checked on.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Also write a run directory (config.toml + weights.safetensors) that `icl-lab probe` reads.
@@ -123,7 +127,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// `default` (the task's own learners), `none`, or a list such as
-        /// "least_squares,gd(steps=2),lasso(alpha=0.1),tree(max_depth=none)".
+        /// "least_squares,gd(steps=2),lasso(alpha=0.1),precond_gd(steps=1, p=[[1,0],[0,2]])", in which
+        /// `default` stands for the task's learners; `+list` adds to them. Each spec is its own line.
         #[arg(long, default_value = "default")]
         learners: String,
         /// A trained run directory to put on the curve (repeatable); its task is used when neither
@@ -145,10 +150,12 @@ enum Command {
         /// Prompts the learners' step sizes, λ and P are tuned on, per n (never the evaluation prompts).
         #[arg(long, default_value_t = 4096)]
         tuning_prompts: usize,
+        /// Seed of the evaluation and tuning prompts (their RNG streams).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Evaluate under a distribution shift, KIND=VALUE: input_scale, teacher_scale, label_noise
-        /// or condition_number (tuning stays on the training distribution).
+        /// Evaluate under a distribution shift, KIND=VALUE: input_scale, teacher_scale, label_noise,
+        /// condition_number, context_orthant=1 or query_from_context=1, where the task has it
+        /// (`icl-lab list`; tuning stays on the training distribution).
         #[arg(long, value_name = "KIND=VALUE")]
         shift: Option<String>,
         /// Output folder (default: curves/<task>).
@@ -177,8 +184,9 @@ enum Command {
         /// Leave out each model's untrained twin (its seed's initial weights).
         #[arg(long)]
         no_untrained: bool,
-        /// Candidates: `default` (the task's learners), a list such as "gd(steps=1),ridge", or
-        /// `+list` to add to the task's. A candidate with `steps` runs `steps = layer`.
+        /// Candidates: `default` (the task's learners), a list such as "gd(steps=1),knn(k=1),knn(k=8)"
+        /// (each spec is its own candidate; values may be lists), or `+list` to add to the task's.
+        /// A candidate with `steps` runs `steps = layer`.
         #[arg(long, default_value = "default")]
         learners: String,
         /// Report name (default: tournament-<first run name>).
@@ -196,11 +204,14 @@ enum Command {
         /// Random context orders for the order-sensitivity control.
         #[arg(long, default_value_t = 8)]
         orders: usize,
+        /// Seed of the evaluation, tuning and query prompts and the context orders.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value = "reports")]
+        /// Folder for <name>.json and <name>.md (results/ is ignored by git; the paper reports live in reports/).
+        #[arg(long, default_value = "results/reports")]
         reports: PathBuf,
-        #[arg(long, default_value = "figures")]
+        /// Folder for <name>/spd.{png,svg} (results/ is ignored by git).
+        #[arg(long, default_value = "results/figures")]
         figures: PathBuf,
         /// Print the whole report as JSON instead of the summary.
         #[arg(long)]
@@ -238,11 +249,14 @@ enum Command {
         /// Adam steps of the attention-pooling probe (Akyürek et al.'s learned pooling over positions; 0: none).
         #[arg(long, default_value_t = 300)]
         pool_steps: usize,
+        /// Seed of the fit, test and tuning prompts and of the probes' initialisation.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value = "reports")]
+        /// Folder for <name>.json and <name>.md (results/ is ignored by git).
+        #[arg(long, default_value = "results/reports")]
         reports: PathBuf,
-        #[arg(long, default_value = "figures")]
+        /// Folder for <name>/r2.{png,svg} (results/ is ignored by git).
+        #[arg(long, default_value = "results/figures")]
         figures: PathBuf,
     },
     /// List the registered tasks (with their parameters and default learners) and learners.
@@ -278,11 +292,13 @@ enum Command {
     },
     /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
     Index {
+        /// Folder of the figure reports to index.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
     },
     /// Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model.
     Bench {
+        /// Device to time on: cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Timed steps per configuration.
@@ -298,6 +314,7 @@ enum Command {
         /// every depth and print our speed-up over the faster one (see scripts/bench-baselines.sh).
         #[arg(long)]
         baseline_python: Option<PathBuf>,
+        /// The baseline script run by --baseline-python (unedited, from ../shared/bench).
         #[arg(long, default_value = "../shared/bench/lsa_bench.py")]
         baseline_script: PathBuf,
         /// Timed steps of each baseline run.
@@ -321,12 +338,15 @@ enum SweepAction {
     Plan {
         /// The sweep file (TOML: name, preset or config, seeds, [grid] of dotted keys → values).
         sweep: PathBuf,
+        /// Folder that holds run directories.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
     },
     /// Train every run of the sweep on this machine (complete runs are reused).
     Run {
+        /// The sweep file (TOML: name, preset or config, seeds, [grid] of dotted keys → values).
         sweep: PathBuf,
+        /// Folder that holds run directories.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
         /// Parallel training jobs (one run and one libtorch thread per worker).
@@ -335,6 +355,7 @@ enum SweepAction {
     },
     /// Write a Slurm array job: one resolved config per (config, seed) and sweep.sbatch; submit it with sbatch.
     Slurm {
+        /// The sweep file (TOML: name, preset or config, seeds, [grid] of dotted keys → values).
         sweep: PathBuf,
         /// Where the runs go (shared by the cluster's nodes).
         #[arg(long, default_value = "runs")]
@@ -345,10 +366,13 @@ enum SweepAction {
         /// Wall-time limit per array task.
         #[arg(long, default_value = "01:00:00")]
         time: String,
+        /// CPU cores per array task (--cpus-per-task).
         #[arg(long, default_value_t = 1)]
         cpus: usize,
+        /// Memory per array task, as Slurm writes it (e.g. 2G, 500M).
         #[arg(long, default_value = "2G")]
         mem: String,
+        /// Slurm partition(s), comma-separated (none: the cluster's default).
         #[arg(long)]
         partition: Option<String>,
         /// At most this many array tasks running at once.
@@ -357,12 +381,16 @@ enum SweepAction {
     },
     /// Read the finished runs (refusing an incomplete sweep) and write reports/<name>.{md,json} and a figure.
     Collect {
+        /// The sweep file whose runs to collect.
         sweep: PathBuf,
+        /// Folder that holds run directories.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
-        #[arg(long, default_value = "reports")]
+        /// Folder for <name>.json and <name>.md (results/ is ignored by git).
+        #[arg(long, default_value = "results/reports")]
         reports: PathBuf,
-        #[arg(long, default_value = "figures")]
+        /// Folder for <name>/final-loss.{png,svg} (results/ is ignored by git).
+        #[arg(long, default_value = "results/figures")]
         figures: PathBuf,
         /// Print the report as JSON instead of the table.
         #[arg(long)]
@@ -373,40 +401,101 @@ enum SweepAction {
 /// The one line that ends a command which wrote files.
 fn print_written(files: &[PathBuf]) {
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    println!("wrote {}", names.join(", "));
+    icl_lab::outln!("wrote {}", names.join(", "));
 }
 
-/// `--n`: numbers of in-context examples, each in 1..=MAX_CONTEXT.
-fn checked_n_values(n: Vec<usize>) -> anyhow::Result<Vec<usize>> {
-    anyhow::ensure!(
-        n.iter().all(|&k| (1..=icl_tasks::MAX_CONTEXT).contains(&k)),
-        "--n: every value must be in 1..={}",
-        icl_tasks::MAX_CONTEXT
-    );
+/// `--n`: numbers of in-context examples, each in 1..=the task's context length, each once.
+fn checked_n_values(n: Vec<usize>, context_len: usize) -> anyhow::Result<Vec<usize>> {
+    for (i, &k) in n.iter().enumerate() {
+        anyhow::ensure!(
+            (1..=context_len).contains(&k),
+            "--n: every value must be in 1..={context_len} (the task's context length; got {k})"
+        );
+        anyhow::ensure!(!n[..i].contains(&k), "--n: {k} is given twice");
+    }
     Ok(n)
 }
 
+/// `--jobs`: workers, each in 1..=256.
+fn checked_jobs(jobs: Option<usize>) -> anyhow::Result<Option<usize>> {
+    if let Some(j) = jobs {
+        anyhow::ensure!((1..=256).contains(&j), "--jobs: must be in 1..=256 (got {j})");
+    }
+    Ok(jobs)
+}
+
+/// A command-line mistake as one line: clap's message without its usage block, ending in where
+/// to look (`--help` and `--version` print as usual).
+fn parse_cli() -> Result<Cli, std::process::ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            icl_lab::out!("{e}");
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            icl_lab::warnln!("{}", e.render().to_string().trim_end());
+            Err(std::process::ExitCode::FAILURE)
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .collect();
+            let mut line = String::new();
+            for p in parts {
+                if !line.is_empty() {
+                    line.push_str(if line.ends_with(':') { " " } else { "; " });
+                }
+                line.push_str(p);
+            }
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            icl_lab::warnln!("error: {line} (see --help)");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    match run() {
+    // A panic is a bug, never an answer to input: say so in one line (the message and where),
+    // not libtorch's kilobytes of C++ frames.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let first = message.lines().next().unwrap_or_default();
+        let at = info.location().map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        icl_lab::warnln!("error: icl-lab panicked{at}: {first} (a bug: please report it with the command line)");
+    }));
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain, outermost first.
-            eprintln!("error: {e:#}");
+            icl_lab::warnln!("error: {}", icl_lab::term::one_line(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<()> {
     icl_probes::learners::serial_blas();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Train { config, preset, seed, seeds, jobs, device, steps, runs, force } => {
             anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
+            let jobs = checked_jobs(jobs)?;
             let mut cfg = match (config, preset) {
                 (Some(path), _) => RunConfig::from_file(&path)?,
                 // Preset files and the figures' models (full setting), e.g. `lsa-2-rec`.
@@ -446,7 +535,7 @@ fn run() -> anyhow::Result<()> {
                     match out {
                         Ok(out) => {
                             let last = out.metrics.rows.last().context("no evaluation rows")?;
-                            println!(
+                            icl_lab::outln!(
                                 "seed {}: final loss {:.6}  {}{}",
                                 c.seed,
                                 last.loss,
@@ -456,7 +545,7 @@ fn run() -> anyhow::Result<()> {
                         }
                         Err(e) => {
                             failed += 1;
-                            eprintln!("seed {}: {e:#}", c.seed);
+                            icl_lab::warnln!("seed {}: {e:#}", c.seed);
                         }
                     }
                 }
@@ -465,7 +554,7 @@ fn run() -> anyhow::Result<()> {
             }
             let out = train(&cfg, &runs, TrainOptions { force, ..Default::default() })?;
             let last = out.metrics.rows.last().context("no evaluation rows")?;
-            println!(
+            icl_lab::outln!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "run_dir": out.dir, "reused": out.reused, "final": last, "references": out.metrics.references,
@@ -474,6 +563,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Reproduce { figure, quick, seeds, jobs, force, device, steps, json, runs, figures, reports } => {
             anyhow::ensure!(seeds != Some(0), "--seeds: must be at least 1 (got 0)");
+            let jobs = checked_jobs(jobs)?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let opts = icl_lab::figures::FigureOptions {
                 seeds,
@@ -490,13 +580,13 @@ fn run() -> anyhow::Result<()> {
             let markdown = opts.reports_root.join(format!("{figure}.md"));
             if json {
                 // The report's JSON, as written to reports/<figure>.json.
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 // The report is written for people: print it, then where everything is.
                 if let Ok(text) = std::fs::read_to_string(&markdown) {
-                    println!("{}", text.trim_end());
+                    icl_lab::outln!("{}", text.trim_end());
                 }
-                println!(
+                icl_lab::outln!(
                     "\nwrote {} and {} (full rows: --json or the JSON file)",
                     markdown.display(),
                     opts.reports_root.join(format!("{figure}.json")).display()
@@ -510,7 +600,9 @@ fn run() -> anyhow::Result<()> {
             cfg.model.recurrent = !separate;
             cfg.model.init_scale = None;
             cfg.train.grad_clip = None;
-            let cfg = cfg.resolve()?;
+            let cfg = cfg.resolve().with_context(|| {
+                format!("--layers {layers}: the construction is a run of the vo2023-fig2 preset with {layers} layer(s)")
+            })?;
             let etas = if eta.is_empty() {
                 let p = icl_lab::evaluate::sample_prompts(&cfg.task, cfg.eval.tasks, cfg.eval.seed)?;
                 let stats = icl_probes::gd::LeastSquaresStats::new(&p);
@@ -528,40 +620,43 @@ fn run() -> anyhow::Result<()> {
             };
             anyhow::ensure!(etas.iter().all(|e| e.is_finite()), "--eta: must be finite numbers");
             anyhow::ensure!((1..=1_000_000).contains(&tasks), "--tasks: must be in 1..=1000000 (got {tasks})");
+            icl_lab::construct::memory(&cfg, tasks).check()?;
             let check = icl_lab::construct::check_construction(&cfg, &etas, tasks, seed)?;
             if let Some(dir) = out {
                 let (vs, _) = icl_lab::construct::gd_model(&cfg, &etas, tch::Kind::Float, tch::Device::Cpu)?;
-                icl_lab::io::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-                icl_lab::io::with_atomic_path(&dir.join("weights.safetensors"), |p| Ok(vs.save(p)?))?;
+                icl_lab::construct::write_run(&dir, &cfg, &vs)?;
             }
-            println!("{}", serde_json::to_string_pretty(&check)?);
+            icl_lab::outln!("{}", serde_json::to_string_pretty(&check)?);
         }
         Command::Activations { run_dir, prompts, seed, out } => {
-            let out = out.unwrap_or_else(|| icl_lab::export::default_path(&run_dir));
-            let written = icl_lab::export::export_activations(&run_dir, prompts, seed, &out)?;
+            let (out, written) = icl_lab::export::export_activations(&run_dir, prompts, seed, out.as_deref())?;
             for (name, shape) in &written {
-                println!("{name:<28} {shape:?}");
+                icl_lab::outln!("{name:<28} {shape:?}");
             }
             print_written(&[out]);
         }
         Command::Sweep { action } => match action {
             SweepAction::Plan { sweep, runs } => {
                 let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
-                print!("{}", icl_lab::sweep::plan(&sweep, &runs));
+                icl_lab::out!("{}", icl_lab::sweep::plan(&sweep, &runs));
             }
             SweepAction::Run { sweep, runs, jobs } => {
-                anyhow::ensure!((1..=256).contains(&jobs), "--jobs: must be in 1..=256 (got {jobs})");
+                checked_jobs(Some(jobs))?;
                 let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
                 let (total, reused) = icl_lab::sweep::run_local(&sweep, &runs, jobs)?;
-                println!("sweep `{}`: {total} runs complete ({reused} reused) under {}", sweep.name, runs.display());
+                icl_lab::outln!(
+                    "sweep `{}`: {total} runs complete ({reused} reused) under {}",
+                    sweep.name,
+                    runs.display()
+                );
             }
             SweepAction::Slurm { sweep, runs, out, time, cpus, mem, partition, limit } => {
-                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
-                anyhow::ensure!((1..=1024).contains(&cpus), "--cpus: must be in 1..=1024 (got {cpus})");
-                let out = out.unwrap_or_else(|| PathBuf::from("sweeps").join(&sweep.name));
                 let opts = icl_lab::sweep::SlurmOptions { time, cpus, mem, partition, limit };
+                opts.check()?;
+                let sweep = icl_lab::sweep::Sweep::load(&sweep)?;
+                let out = out.unwrap_or_else(|| PathBuf::from("sweeps").join(&sweep.name));
                 let script = icl_lab::sweep::write_slurm(&sweep, &runs, &out, &opts)?;
-                println!(
+                icl_lab::outln!(
                     "sweep `{}`: {} array tasks; submit with: sbatch {}",
                     sweep.name,
                     sweep.runs().len(),
@@ -573,23 +668,29 @@ fn run() -> anyhow::Result<()> {
                 let rows = icl_lab::sweep::collect(&sweep, &runs)?;
                 let report = icl_lab::sweep::write_report(&sweep, rows, &reports, &figures)?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    icl_lab::outln!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    print!("{}", icl_lab::sweep::markdown(&report));
-                    println!("wrote {}", reports.join(format!("{}.md", sweep.name)).display());
+                    icl_lab::out!("{}", icl_lab::sweep::markdown(&report));
+                    icl_lab::outln!("wrote {}", reports.join(format!("{}.md", sweep.name)).display());
                 }
             }
         },
         Command::Probe { run_dir, json } => {
-            let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
+            let run = icl_lab::runs::open_run(&run_dir)?;
+            let cfg = run.config.clone();
             let (vs, model) = icl_lab::runs::load_model(&run_dir, &cfg, tch::Device::Cpu)?;
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
-            icl_lab::io::write_json_atomic(&run_dir.join("probe.json"), &report)?;
+            icl_lab::runs::write_derived(&run, "probe.json", |p| {
+                Ok(std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")?)
+            })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", report.summary(&cfg));
-                println!("wrote {} (everything, with the weight products)", run_dir.join("probe.json").display());
+                icl_lab::outln!("{}", report.summary(&cfg));
+                icl_lab::outln!(
+                    "wrote {} (everything, with the weight products)",
+                    run_dir.join("probe.json").display()
+                );
             }
         }
         Command::Curve {
@@ -621,25 +722,21 @@ fn run() -> anyhow::Result<()> {
             };
             for kv in &set {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--set: `{kv}` is not KEY=VALUE"))?;
-                task_config.set(k.trim(), icl_lab::curve::parse_value(v.trim())?);
+                task_config
+                    .set(k.trim(), icl_lab::curve::parse_value(v.trim()).with_context(|| format!("--set {kv}"))?);
             }
             let task = icl_tasks::build(&task_config)?;
-            let learners = match learners.as_str() {
-                "default" => task.learners(),
-                "none" => Vec::new(),
-                list => icl_lab::curve::parse_learners(list)?,
-            };
+            let learners = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
             let shift = shift
                 .map(|s| -> anyhow::Result<icl_tasks::Shift> {
                     let (k, v) = s.split_once('=').with_context(|| format!("--shift: `{s}` is not KIND=VALUE"))?;
-                    let kind: icl_tasks::ShiftKind = serde_json::from_value(serde_json::Value::String(k.trim().into()))
-                        .map_err(|_| {
-                            anyhow::anyhow!(
-                                "--shift: unknown kind `{k}` (known: input_scale, teacher_scale, label_noise, condition_number)"
-                            )
-                        })?;
+                    let kind = icl_tasks::ShiftKind::from_name(k.trim()).with_context(|| {
+                        let known: Vec<&str> = icl_tasks::ShiftKind::ALL.iter().map(|k| k.name()).collect();
+                        format!("--shift: unknown kind `{k}` (known: {})", known.join(", "))
+                    })?;
                     let value: f64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--shift: `{v}` is not a number"))?;
-                    task.shifted(icl_tasks::Shift { kind, value })?;
+                    anyhow::ensure!(value.is_finite(), "--shift: `{v}` is not a finite number");
+                    task.shifted(icl_tasks::Shift { kind, value }).context("--shift")?;
                     Ok(icl_tasks::Shift { kind, value })
                 })
                 .transpose()?;
@@ -650,11 +747,10 @@ fn run() -> anyhow::Result<()> {
                 (1..=1_000_000).contains(&tuning_prompts),
                 "--tuning-prompts: must be in 1..=1000000 (got {tuning_prompts})"
             );
-            let width = task.dims().x_dim + task.dims().y_dim;
-            let cells = prompts.max(tuning_prompts) as u128 * (n_max as u128 + 1) * width as u128;
             anyhow::ensure!(
-                n_max <= icl_tasks::MAX_CONTEXT && cells <= 1 << 31,
-                "--n-max {n_max} with {prompts} prompts of width {width} is too large to hold in memory"
+                n_max <= icl_tasks::MAX_CONTEXT,
+                "--n-max: must be at most {} (got {n_max})",
+                icl_tasks::MAX_CONTEXT
             );
             let opts = icl_probes::curve::CurveOptions {
                 prompts,
@@ -664,6 +760,7 @@ fn run() -> anyhow::Result<()> {
                 shift,
                 ..Default::default()
             };
+            icl_lab::curve::memory(task.as_ref(), &runs, &opts).check()?;
             let rows = icl_lab::curve::measure(task.as_ref(), &learners, &runs, per_layer, &opts)?;
             let out = out.unwrap_or_else(|| PathBuf::from("curves").join(task.name()));
             let file = icl_lab::curve::CurveFile {
@@ -678,10 +775,10 @@ fn run() -> anyhow::Result<()> {
             let title = format!("{}: in-context learning curve", task.name());
             let files = icl_lab::curve::write(&out, &file, &title)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&file.measurements)?);
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&file.measurements)?);
             } else {
-                println!("{} — normalised error (zero predictor = 1), mean over {prompts} prompts", task.name());
-                print!("{}", icl_lab::curve::summary(&file.measurements, 6));
+                icl_lab::outln!("{} — normalised error (zero predictor = 1), mean over {prompts} prompts", task.name());
+                icl_lab::out!("{}", icl_lab::curve::summary(&file.measurements, 6));
                 print_written(&files);
             }
         }
@@ -705,7 +802,7 @@ fn run() -> anyhow::Result<()> {
                 let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let mut report: icl_lab::tournament::TournamentReport = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{}: not a tournament report", path.display()))?;
-                report.rerank();
+                report.rerank()?;
                 let files = icl_lab::tournament::write(&report, &reports, &figures)?;
                 print_written(&files);
                 return Ok(());
@@ -713,18 +810,10 @@ fn run() -> anyhow::Result<()> {
             icl_lab::learners::register();
             let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
-            let candidates = match learners.as_str() {
-                "default" => task.learners(),
-                list if list.starts_with('+') => {
-                    let mut all = task.learners();
-                    all.extend(icl_lab::curve::parse_learners(&list[1..])?);
-                    all
-                }
-                list => icl_lab::curve::parse_learners(list)?,
-            };
+            let candidates = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
             let mut opts = icl_lab::tournament::TournamentOptions::for_task(task.as_ref());
             if !n.is_empty() {
-                opts.n_values = checked_n_values(n)?;
+                opts.n_values = checked_n_values(n, task.dims().context_len)?;
             }
             anyhow::ensure!((1..=100_000).contains(&prompts), "--prompts: must be in 1..=100000 (got {prompts})");
             anyhow::ensure!(
@@ -751,11 +840,11 @@ fn run() -> anyhow::Result<()> {
             };
             let files = icl_lab::tournament::write(&report, &reports, &figures)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report.table());
+                icl_lab::out!("{}", report.table());
                 for s in &report.skipped {
-                    println!("not fitted: {s}");
+                    icl_lab::outln!("not fitted: {s}");
                 }
                 print_written(&files);
             }
@@ -778,7 +867,7 @@ fn run() -> anyhow::Result<()> {
             let task = config.task();
             let mut opts = icl_lab::layer_probes::LayerProbeOptions::for_task(task.as_ref());
             if !n.is_empty() {
-                opts.n_values = checked_n_values(n)?;
+                opts.n_values = checked_n_values(n, task.dims().context_len)?;
             }
             anyhow::ensure!(
                 (20..=100_000).contains(&fit_prompts),
@@ -812,7 +901,7 @@ fn run() -> anyhow::Result<()> {
                 "",
             )?;
             let probe = if mlp_steps > 0 { "mlp_probe" } else { "linear_probe" };
-            println!(
+            icl_lab::outln!(
                 "held-out R² of the {probe} from all tokens at n = {} (mean over seeds):",
                 opts.n_values.iter().max().unwrap_or(&0)
             );
@@ -822,30 +911,32 @@ fn run() -> anyhow::Result<()> {
                         .iter()
                         .map(|t| format!("{t} {:.3}", report.value(&e.model, layer, probe, t, "all_tokens", "r2").0))
                         .collect();
-                    println!("  {:<40} layer {layer}: {}", e.model, cells.join(", "));
+                    icl_lab::outln!("  {:<40} layer {layer}: {}", e.model, cells.join(", "));
                 }
             }
             print_written(&files);
         }
         Command::List => {
             icl_lab::learners::register();
-            println!("tasks ([task] name = …; keys with their defaults):");
+            icl_lab::outln!("tasks ([task] name = …; keys with their defaults):");
             for entry in icl_tasks::registry::entries() {
                 let task = icl_tasks::build(&icl_tasks::TaskConfig::new(entry.name))?;
                 let keys: Vec<String> = task.params().iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 let learners: Vec<String> = task.learners().iter().map(|l| l.label()).collect();
-                println!("  {:<16} {}", entry.name, entry.about);
-                println!("  {:<16} keys: {}", "", keys.join(", "));
-                println!("  {:<16} learners: {}", "", learners.join(", "));
+                icl_lab::outln!("  {:<16} {}", entry.name, entry.about);
+                icl_lab::outln!("  {:<16} keys: {}", "", keys.join(", "));
+                icl_lab::outln!("  {:<16} learners: {}", "", learners.join(", "));
+                let shifts: Vec<&str> = task.shifts().iter().map(|s| s.kind.name()).collect();
+                icl_lab::outln!("  {:<16} shifts (curve --shift): {}", "", shifts.join(", "));
             }
-            println!("learners:");
+            icl_lab::outln!("learners:");
             for f in icl_probes::learner::families() {
-                println!("  {:<16} {}", f.name(), f.about());
+                icl_lab::outln!("  {:<16} {}", f.name(), f.about());
             }
         }
         Command::Index { reports } => {
             let index = icl_lab::figures::vo2023_all::write_index(&reports)?;
-            println!("{}", serde_json::to_string_pretty(&index)?);
+            icl_lab::outln!("{}", serde_json::to_string_pretty(&index)?);
         }
         Command::Bench {
             device,
@@ -885,16 +976,16 @@ fn run() -> anyhow::Result<()> {
                 together,
                 fit_steps,
             };
-            let report = icl_lab::bench::run(&opts, |line| println!("{line}"))?;
+            let report = icl_lab::bench::run(&opts, |line| icl_lab::outln!("{line}"))?;
             let ratios = report.ratios();
             if !ratios.is_empty() {
-                println!("\nspeed-up over the faster baseline (our fastest line | theirs):");
+                icl_lab::outln!("\nspeed-up over the faster baseline (our fastest line | theirs):");
                 for (depth, ours, theirs, ratio) in ratios {
-                    println!("  {depth:<12} {ratio:>5.1}×   ({ours:.2} ms | {theirs:.2} ms)");
+                    icl_lab::outln!("  {depth:<12} {ratio:>5.1}×   ({ours:.2} ms | {theirs:.2} ms)");
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&report)?);
             }
         }
     }

@@ -435,9 +435,14 @@ pub fn curve_chart(rows: &[icl_probes::measure::Measurement], title: &str, y_top
     }
 }
 
-/// A reference learner's legend entry: its name and its fixed, scalar settings (tuned values
-/// such as η change with n and are left out).
+/// A reference learner's legend entry: the short label of the spec it was fitted from (every
+/// setting it was given, lists and matrices by length and hash; tuned values such as η change
+/// with n and are in the row's params, not here).
 pub fn curve_label(m: &icl_probes::measure::Measurement) -> String {
+    if let Some(spec) = &m.spec {
+        return spec.short_label(); // the candidate's identity, every setting
+    }
+    // Rows without a spec (written before rows carried one): the settings that are not tuned.
     let fixed: Vec<String> = m
         .params
         .iter()

@@ -173,8 +173,12 @@ impl ProbeReport {
         }
         for p in &self.weight_products {
             out += &format!(
-                "  layer {} weights vs the construction: β {:.3}, KQ residual {:.4}, PV residual {:.4}\n",
-                p.layer, p.beta, p.kq_residual, p.pv_residual
+                "  layer {} weights (layers.{}.*) vs the construction: β {:.3}, KQ residual {:.4}, PV residual {:.4}\n",
+                p.layer + 1,
+                p.layer,
+                p.beta,
+                p.kq_residual,
+                p.pv_residual
             );
         }
         out += &format!(
@@ -203,6 +207,8 @@ impl ProbeReport {
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LayerProducts {
+    /// The parameter layer, 0-based as in the parameter names (`layers.0.attn.q`); the terminal
+    /// summary numbers layers from 1, as every other output of the lab does.
     pub layer: usize,
     pub beta: f64,
     pub kq: Vec<Vec<f64>>,

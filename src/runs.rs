@@ -10,8 +10,34 @@ use tch::{nn, Device};
 use crate::config::RunConfig;
 use crate::models::{Model, Transformer};
 
-/// Loads a run's final weights into a fresh model on `device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Diverged,
+}
+
+/// The contents of `metrics.json`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunMetrics {
+    pub name: String,
+    pub seed: u64,
+    pub status: RunStatus,
+    /// Steps taken when the file was written.
+    pub steps_done: usize,
+    /// Step whose weights `weights.safetensors` holds.
+    pub weights_step: usize,
+    pub wall_s: f64,
+    pub device: String,
+    /// The reference learners the rows compare against (GD first).
+    pub references: Vec<crate::references::Reference>,
+    pub rows: Vec<crate::evaluate::EvalRow>,
+}
+
+/// Loads a run's final weights into a fresh model on `device`, after [`check_run`].
 pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Transformer)> {
+    check_run(dir, config)?;
     let dims = config.dims();
     let (vs, model) = Transformer::new_in_store(&config.model, dims, tch::Kind::Float, device);
     load_weights(&vs, &dir.join("weights.safetensors"))?;
@@ -19,8 +45,9 @@ pub fn load_run(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Resul
 }
 
 /// Loads a run's final weights into a fresh model of its family (von Oswald et al.'s or
-/// GPT-style) on `device`.
+/// GPT-style) on `device`, after [`check_run`].
 pub fn load_model(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Model)> {
+    check_run(dir, config)?;
     let (vs, model) = initial_model(config, device)?;
     load_weights(&vs, &dir.join("weights.safetensors"))?;
     Ok((vs, model))
@@ -123,6 +150,7 @@ pub fn load_snapshots(
     config: &RunConfig,
     device: Device,
 ) -> anyhow::Result<Vec<(usize, nn::VarStore, Transformer)>> {
+    check_run(dir, config)?;
     let path = dir.join(SNAPSHOTS);
     anyhow::ensure!(path.is_file(), "{}: missing (was the run trained with train.snapshots = true?)", path.display());
     let stored = tch::Tensor::read_safetensors(&path)
@@ -147,23 +175,55 @@ pub fn load_snapshots(
         .collect()
 }
 
-/// The lock of a run directory, held while training writes to it (released on drop).
+/// The lock of a run directory, held while anything writes to it: training, adopting a run
+/// (its manifest) and the files derived from a run (`probe.json`, activations). Released on drop.
 pub struct RunLock {
     _file: std::fs::File,
+    dir: std::path::PathBuf,
 }
 
-/// Takes the run directory's lock, or fails in one line if another process holds it.
+impl RunLock {
+    /// Fails unless this is the lock of `dir` (a writer must hold the lock of the directory it
+    /// writes to, not any lock).
+    fn of(&self, dir: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.dir == dir,
+            "internal: {} written under the lock of {}",
+            dir.display(),
+            self.dir.display()
+        );
+        Ok(())
+    }
+}
+
+/// Takes the run directory's lock (creating the directory). If another process holds it, says so
+/// in one line on stderr and waits for it: what to do with the run (reuse it or train it) is
+/// decided once the lock is held, so two processes asking for the same run train it once.
 pub fn lock(dir: &Path) -> anyhow::Result<RunLock> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = lock_file(dir)?;
     match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            crate::term::warn(&format!(
+                "{}: waiting for another icl-lab process that holds its lock (.lock)",
+                dir.display()
+            ));
+            file.lock().with_context(|| format!("locking {}", dir.join(".lock").display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", dir.join(".lock").display()))
+        }
+    }
+    Ok(RunLock { _file: file, dir: dir.to_path_buf() })
+}
+
+/// Takes the run directory's lock, or fails in one line if another process holds it (for
+/// tests and tools that must not wait).
+pub fn try_lock(dir: &Path) -> anyhow::Result<RunLock> {
+    let file = lock_file(dir)?;
+    let path = dir.join(".lock");
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file, dir: dir.to_path_buf() }),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
             "{} is in use by another icl-lab process (it holds {}); wait for it or use another --runs folder",
             dir.display(),
@@ -171,6 +231,17 @@ pub fn lock(dir: &Path) -> anyhow::Result<RunLock> {
         ),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
+}
+
+fn lock_file(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(".lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// Prepares a locked run directory for (re)training: no manifest, no derived files, no partial
@@ -223,8 +294,16 @@ fn file_entry(path: &Path) -> anyhow::Result<FileEntry> {
     Ok(FileEntry { bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) })
 }
 
-/// Writes the manifest of a run that has just completed (after every other file).
-pub fn write_manifest(dir: &Path, config: &RunConfig, steps: usize, weights_step: usize) -> anyhow::Result<()> {
+/// Writes the manifest of a run that has just completed (after every other file), under the
+/// run's lock.
+pub fn write_manifest(
+    dir: &Path,
+    config: &RunConfig,
+    steps: usize,
+    weights_step: usize,
+    lock: &RunLock,
+) -> anyhow::Result<()> {
+    lock.of(dir)?;
     let files = run_files(config)
         .iter()
         .map(|f| Ok((f.to_string(), file_entry(&dir.join(f))?)))
@@ -241,8 +320,9 @@ pub fn write_manifest(dir: &Path, config: &RunConfig, steps: usize, weights_step
 
 /// Whether the run in `dir` is a complete run of exactly `config`: Ok, or why not (one line).
 pub fn verify(dir: &Path, config: &RunConfig) -> Result<Manifest, String> {
-    let text = std::fs::read(dir.join(MANIFEST)).map_err(|_| "no manifest (not complete)".to_string())?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
+    let text = std::fs::read(dir.join(MANIFEST)).map_err(|_| "no manifest.json (not complete)".to_string())?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("manifest.json is not a run's manifest ({e})"))?;
     if manifest.config_sha256 != sha256_hex(config.to_toml().as_bytes()) {
         return Err("trained with another config".into());
     }
@@ -255,8 +335,85 @@ pub fn verify(dir: &Path, config: &RunConfig) -> Result<Manifest, String> {
         let want = manifest.files.get(name).ok_or_else(|| format!("the manifest lacks {name}"))?;
         let got = file_entry(&dir.join(name)).map_err(|_| format!("{name} is missing"))?;
         if got != *want {
-            return Err(format!("{name} differs from the manifest ({} bytes, expected {})", got.bytes, want.bytes));
+            return Err(format!(
+                "{name} differs from manifest.json: changed after training ({} bytes, SHA-256 {}…; the manifest says {} bytes, {}…)",
+                got.bytes,
+                &got.sha256[..12],
+                want.bytes,
+                &want.sha256[..12]
+            ));
         }
     }
     Ok(manifest)
+}
+
+/// A run directory that has been checked before use ([`open_run`], [`check_run`]).
+#[derive(Clone, Debug)]
+pub struct CheckedRun {
+    pub dir: std::path::PathBuf,
+    /// The run's own config (`config.toml`).
+    pub config: RunConfig,
+    pub metrics: RunMetrics,
+    pub manifest: Manifest,
+}
+
+/// Opens the run in `dir` for reading: its `config.toml` parses, `metrics.json` says complete,
+/// and `manifest.json` matches that config and every file of the run (weights included), so
+/// nothing was changed, swapped or left half-trained. Anything else is refused in one line
+/// naming the directory and the file. Every command that reads a run goes through here.
+pub fn open_run(dir: &Path) -> anyhow::Result<CheckedRun> {
+    let config_path = dir.join("config.toml");
+    if !config_path.is_file() {
+        anyhow::ensure!(dir.is_dir(), "{}: no such run directory", dir.display());
+        anyhow::bail!("{}: missing (not a run directory)", config_path.display());
+    }
+    let config = RunConfig::from_file(&config_path)?;
+    let metrics_path = dir.join("metrics.json");
+    let bytes = std::fs::read(&metrics_path)
+        .map_err(|_| anyhow::anyhow!("{}: missing (the run was never trained here)", metrics_path.display()))?;
+    let metrics: RunMetrics = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a run's metrics ({e})", metrics_path.display()))?;
+    match metrics.status {
+        RunStatus::Complete => {}
+        RunStatus::Running => anyhow::bail!(
+            "{}: not complete (metrics.json says `running`: it is being trained, or its training was stopped at step {}); train it again to complete it",
+            dir.display(),
+            metrics.steps_done
+        ),
+        RunStatus::Diverged => anyhow::bail!(
+            "{}: diverged at step {} (metrics.json says `diverged`); it is not a trained model",
+            dir.display(),
+            metrics.steps_done
+        ),
+    }
+    let manifest = verify(dir, &config).map_err(|why| anyhow::anyhow!("{}: {why}", dir.display()))?;
+    Ok(CheckedRun { dir: dir.to_path_buf(), config, metrics, manifest })
+}
+
+/// [`open_run`], and the run was trained with `config` up to its seed (figures pass the config
+/// they trained for every seed): a run of another config in its place is refused.
+pub fn check_run(dir: &Path, config: &RunConfig) -> anyhow::Result<CheckedRun> {
+    let run = open_run(dir)?;
+    anyhow::ensure!(
+        RunConfig { seed: run.config.seed, ..config.clone() } == run.config,
+        "{}: trained with another config than `{}` asks for (its config.toml differs)",
+        dir.display(),
+        config.name
+    );
+    Ok(run)
+}
+
+/// Writes a file derived from the checked run (`probe.json`, activations) into its directory:
+/// under the run's lock, and only if the run is still the one checked (a run retrained
+/// meanwhile would otherwise get a file that describes other weights).
+pub fn write_derived(
+    run: &CheckedRun,
+    name: &str,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let lock = lock(&run.dir)?;
+    lock.of(&run.dir)?;
+    let now = verify(&run.dir, &run.config).map_err(|why| anyhow::anyhow!("{}: {why}", run.dir.display()))?;
+    anyhow::ensure!(now == run.manifest, "{}: retrained while it was read; run the command again", run.dir.display());
+    crate::io::with_atomic_path(&run.dir.join(name), write)
 }

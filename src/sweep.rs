@@ -14,8 +14,9 @@
 //! ```toml
 //! name = "lr-depth"          # runs are <name>-<k>/seed-<s>, k = the grid point
 //! preset = "tiny"            # or: config = "base.toml" (relative to the sweep file)
-//! seeds = 3                  # seeds 0..3
-//! [grid]                     # dotted keys of the run config → the values to try (a full product)
+//! seeds = 3                  # seeds 0..3, or a list: seeds = [3, 7, 11]
+//! [grid]                     # dotted keys of the run config → the values to try (a full product;
+//!                            # not `seed` or `name`: seeds come from `seeds`, names from `name`)
 //! "train.lr" = [0.003, 0.01]
 //! "model.layers" = [1, 2]
 //! ```
@@ -42,14 +43,42 @@ pub struct SweepFile {
     pub preset: Option<String>,
     #[serde(default)]
     pub config: Option<PathBuf>,
-    #[serde(default = "one")]
-    pub seeds: u64,
+    #[serde(default)]
+    pub seeds: Seeds,
     #[serde(default)]
     pub grid: BTreeMap<String, Vec<toml::Value>>,
 }
 
-fn one() -> u64 {
-    1
+/// `seeds = N` (seeds 0..N) or `seeds = [s, …]` (those seeds).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Seeds {
+    Count(u64),
+    List(Vec<u64>),
+}
+
+impl Default for Seeds {
+    fn default() -> Self {
+        Seeds::Count(1)
+    }
+}
+
+impl Seeds {
+    /// The seeds, checked: 1 to 1,000 of them, each once.
+    fn resolve(&self) -> anyhow::Result<Vec<u64>> {
+        let seeds: Vec<u64> = match self {
+            Seeds::Count(n) => {
+                anyhow::ensure!((1..=1000).contains(n), "seeds: must be in 1..=1000 (got {n})");
+                (0..*n).collect()
+            }
+            Seeds::List(list) => list.clone(),
+        };
+        anyhow::ensure!((1..=1000).contains(&seeds.len()), "seeds: give 1 to 1000 seeds (got {})", seeds.len());
+        for (i, s) in seeds.iter().enumerate() {
+            anyhow::ensure!(!seeds[..i].contains(s), "seeds: seed {s} is listed twice");
+        }
+        Ok(seeds)
+    }
 }
 
 /// One grid point: its overrides and its resolved config (seed 0; seeds vary per run).
@@ -65,7 +94,7 @@ pub struct Point {
 #[derive(Clone, Debug)]
 pub struct Sweep {
     pub name: String,
-    pub seeds: u64,
+    pub seeds: Vec<u64>,
     pub points: Vec<Point>,
 }
 
@@ -90,7 +119,28 @@ impl Sweep {
             "name: letters, digits, `-`, `_` and `.`, not starting with `.` (got `{}`)",
             file.name
         );
-        anyhow::ensure!((1..=1000).contains(&file.seeds), "seeds: must be in 1..=1000 (got {})", file.seeds);
+        let seeds = file.seeds.resolve()?;
+        for key in file.grid.keys() {
+            anyhow::ensure!(
+                !matches!(key.as_str(), "seed" | "name"),
+                "grid.\"{key}\": not a grid key ({}); every point gets every seed of `seeds` and the name `{}-<point>`",
+                if key == "seed" { "give the seeds as `seeds = [3, 7]`" } else { "runs are named by the sweep" },
+                file.name
+            );
+            anyhow::ensure!(!file.grid[key].is_empty(), "grid.\"{key}\": give at least one value");
+        }
+        // The size of the product, before anything is expanded.
+        let total = file
+            .grid
+            .values()
+            .try_fold(seeds.len() as u64, |acc, v| acc.checked_mul(v.len() as u64))
+            .filter(|&t| t <= MAX_RUNS as u64);
+        anyhow::ensure!(
+            total.is_some(),
+            "grid: more than {MAX_RUNS} runs ({} × {} seed(s)); sweep fewer values",
+            file.grid.iter().map(|(k, v)| format!("{} {k}", v.len())).collect::<Vec<_>>().join(" × "),
+            seeds.len()
+        );
         let base = match (&file.preset, &file.config) {
             (Some(p), None) => RunConfig::preset(p)?,
             (None, Some(c)) => RunConfig::from_file(&base_dir.join(c))?,
@@ -98,7 +148,6 @@ impl Sweep {
         };
         let mut points = vec![BTreeMap::new()];
         for (key, values) in &file.grid {
-            anyhow::ensure!(!values.is_empty(), "grid.\"{key}\": give at least one value");
             points = points
                 .into_iter()
                 .flat_map(|p| {
@@ -109,10 +158,6 @@ impl Sweep {
                     })
                 })
                 .collect();
-            anyhow::ensure!(
-                points.len() as u64 * file.seeds <= MAX_RUNS as u64,
-                "grid: more than {MAX_RUNS} runs (points × seeds)"
-            );
         }
         let points = points
             .into_iter()
@@ -123,14 +168,14 @@ impl Sweep {
                 Ok(Point { index, overrides, config })
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { name: file.name.clone(), seeds: file.seeds, points })
+        Ok(Self { name: file.name.clone(), seeds, points })
     }
 
     /// Every (point, seed) as a resolved run config, in array-task order (point-major).
     pub fn runs(&self) -> Vec<(usize, RunConfig)> {
         let mut out = Vec::new();
         for p in &self.points {
-            for seed in 0..self.seeds {
+            for &seed in &self.seeds {
                 let mut c = p.config.clone();
                 c.seed = seed;
                 out.push((p.index, c));
@@ -174,8 +219,8 @@ pub fn plan(sweep: &Sweep, runs_root: &Path) -> String {
         "sweep `{}`: {} point(s) × {} seed(s) = {} runs\n",
         sweep.name,
         sweep.points.len(),
-        sweep.seeds,
-        sweep.points.len() as u64 * sweep.seeds
+        sweep.seeds.len(),
+        sweep.points.len() * sweep.seeds.len()
     );
     let runs = sweep.runs();
     for p in &sweep.points {
@@ -187,7 +232,7 @@ pub fn plan(sweep: &Sweep, runs_root: &Path) -> String {
             "  {:<24} {}  ({state}/{} complete)\n",
             run_dir(runs_root, &p.config).parent().map_or_else(String::new, |d| d.display().to_string()),
             describe(&p.overrides),
-            sweep.seeds
+            sweep.seeds.len()
         );
     }
     out
@@ -215,7 +260,8 @@ pub fn run_local(sweep: &Sweep, runs_root: &Path, jobs: usize) -> anyhow::Result
     Ok((runs.len(), reused))
 }
 
-/// What `sweep slurm` asks of each array task.
+/// What `sweep slurm` asks of each array task. Every value goes into an `#SBATCH` line of the
+/// job script, so [`SlurmOptions::check`] lets through only what Slurm's own syntax allows there.
 #[derive(Clone, Debug)]
 pub struct SlurmOptions {
     pub time: String,
@@ -226,15 +272,65 @@ pub struct SlurmOptions {
     pub limit: Option<usize>,
 }
 
+impl SlurmOptions {
+    /// Refuses, in one line naming the flag, any value that is not of Slurm's syntax for it: no
+    /// newline, quote, space or shell metacharacter can reach the job script.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let time_ok = !self.time.is_empty()
+            && self.time.starts_with(|c: char| c.is_ascii_digit())
+            && self.time.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+            && self.time.matches('-').count() <= 1
+            && self.time.matches(':').count() <= 2;
+        anyhow::ensure!(time_ok, "--time: Slurm's time format, e.g. 90, 01:30:00 or 2-12:00:00 (got {:?})", self.time);
+        let digits = self.mem.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+        let mem_ok =
+            !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && self.mem.len() - digits.len() <= 1;
+        anyhow::ensure!(mem_ok, "--mem: a number with an optional unit K, M, G or T, e.g. 2G (got {:?})", self.mem);
+        if let Some(p) = &self.partition {
+            let ok = !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,".contains(c));
+            anyhow::ensure!(ok, "--partition: letters, digits, '-', '_', '.' and ',' only (got {p:?})");
+        }
+        anyhow::ensure!((1..=1024).contains(&self.cpus), "--cpus: must be in 1..=1024 (got {})", self.cpus);
+        if let Some(l) = self.limit {
+            anyhow::ensure!(l >= 1, "--limit: at least 1 array task at a time (got {l})");
+        }
+        Ok(())
+    }
+}
+
+/// A path that goes into the job script: in an `#SBATCH` line (`sbatch_line`, read by Slurm
+/// unquoted, where `%` is a pattern and a space ends the value) only letters, digits and
+/// `/ . _ - + @ , : =`; in a command (quoted) anything but control characters.
+fn check_script_path(flag: &str, path: &Path, sbatch_line: bool) -> anyhow::Result<()> {
+    let text = path.to_str().with_context(|| format!("{flag}: {} is not valid UTF-8", path.display()))?;
+    anyhow::ensure!(
+        !text.chars().any(char::is_control),
+        "{flag}: the path has a control character (a newline would end the job script's line): {text:?}"
+    );
+    if sbatch_line {
+        anyhow::ensure!(
+            text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@,:=".contains(c)),
+            "{flag}: the path goes into the job script's #SBATCH --output line, which Slurm reads unquoted; use letters, digits and / . _ - + @ , : = only (got {text:?})"
+        );
+    }
+    Ok(())
+}
+
 /// Writes `out/configs/<k>.toml` (one resolved config per run, k = array index),
 /// `out/sweep.sbatch` and `out/sweep.json` (the index → point table); returns the sbatch path.
 pub fn write_slurm(sweep: &Sweep, runs_root: &Path, out: &Path, opts: &SlurmOptions) -> anyhow::Result<PathBuf> {
+    opts.check()?;
+    // Paths as given are checked before anything is created; their absolute forms again below.
+    check_script_path("--out", out, true)?;
+    check_script_path("--runs", runs_root, false)?;
     let abs = |p: &Path| -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(p)?;
         Ok(p.canonicalize()?)
     };
     let out = abs(out)?;
     let runs_root = abs(runs_root)?;
+    check_script_path("--out", &out, true)?;
+    check_script_path("--runs", &runs_root, false)?;
     let configs = out.join("configs");
     std::fs::create_dir_all(&configs)?;
     std::fs::create_dir_all(out.join("logs"))?;
@@ -249,6 +345,7 @@ pub fn write_slurm(sweep: &Sweep, runs_root: &Path, out: &Path, opts: &SlurmOpti
     }
     crate::io::write_json_atomic(&out.join("sweep.json"), &serde_json::json!({ "name": sweep.name, "runs": table }))?;
     let exe = std::env::current_exe().context("locating the icl-lab binary")?;
+    check_script_path("the icl-lab binary", &exe, false)?;
     let mut script = format!(
         "#!/bin/bash\n# Written by `icl-lab sweep slurm` for sweep `{}`: one array task per (config, seed).\n\
          #SBATCH --job-name={}\n#SBATCH --array=0-{}{}\n#SBATCH --cpus-per-task={}\n#SBATCH --mem={}\n#SBATCH --time={}\n\
@@ -299,7 +396,7 @@ pub struct SweepRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
     pub sweep: String,
-    pub seeds: u64,
+    pub seeds: Vec<u64>,
     pub points: Vec<Point>,
     pub rows: Vec<SweepRow>,
     pub figures: Vec<String>,
@@ -344,7 +441,7 @@ pub fn write_report(sweep: &Sweep, rows: Vec<SweepRow>, reports: &Path, figures:
     let files = figure(sweep, &rows, &figures.join(&sweep.name))?;
     let report = SweepReport {
         sweep: sweep.name.clone(),
-        seeds: sweep.seeds,
+        seeds: sweep.seeds.clone(),
         points: sweep.points.clone(),
         rows,
         figures: files.iter().map(|f| f.display().to_string()).collect(),
@@ -372,7 +469,7 @@ pub fn markdown(r: &SweepReport) -> String {
          | point | overrides | final ½·MSE | [min, max] | GD reference |\n|---|---|---|---|---|\n",
         r.sweep,
         r.points.len(),
-        r.seeds
+        r.seeds.len()
     );
     for p in &r.points {
         let (mean, min, max, gd) = per_point(&r.rows, p.index);

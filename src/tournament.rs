@@ -90,7 +90,8 @@ pub struct Entrant {
 }
 
 /// The seed directories of `dir`: itself if it is a run directory (has config.toml), else its
-/// `seed-*` subdirectories.
+/// subdirectories that have one (each is checked when it is loaded: an incomplete one is refused,
+/// not skipped).
 pub fn seed_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if dir.join("config.toml").exists() {
         return Ok(vec![dir.to_path_buf()]);
@@ -98,14 +99,10 @@ pub fn seed_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: not a run directory (no config.toml) and not readable", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("config.toml").exists() && p.join("weights.safetensors").exists())
+        .filter(|p| p.join("config.toml").exists())
         .collect();
     dirs.sort();
-    anyhow::ensure!(
-        !dirs.is_empty(),
-        "{}: no run directories (config.toml + weights.safetensors) in it",
-        dir.display()
-    );
+    anyhow::ensure!(!dirs.is_empty(), "{}: no run directories (folders with a config.toml) in it", dir.display());
     Ok(dirs)
 }
 
@@ -122,18 +119,29 @@ impl LoadedEntrant {
         Self::from_dirs(seed_dirs(dir)?, role)
     }
 
-    /// The seed runs `dirs` of one configuration.
+    /// The seed runs `dirs` of one configuration, each checked before use
+    /// ([`crate::runs::open_run`]: complete, as its manifest says); two runs of one seed are refused.
     pub fn from_dirs(dirs: Vec<PathBuf>, role: Role) -> anyhow::Result<Self> {
         anyhow::ensure!(!dirs.is_empty(), "no run directories given");
         let dir = &dirs[0];
         let configs: Vec<RunConfig> =
-            dirs.iter().map(|d| RunConfig::from_file(&d.join("config.toml"))).collect::<anyhow::Result<_>>()?;
+            dirs.iter().map(|d| Ok(crate::runs::open_run(d)?.config)).collect::<anyhow::Result<_>>()?;
         let name = configs[0].name.clone();
         anyhow::ensure!(
             configs.iter().all(|c| c.name == name && c.model == configs[0].model && c.gpt == configs[0].gpt),
             "{}: the runs in it differ in name or model",
             dir.display()
         );
+        for (i, c) in configs.iter().enumerate() {
+            if let Some(j) = configs[..i].iter().position(|o| o.seed == c.seed) {
+                anyhow::bail!(
+                    "{} and {} are both seed {} of `{name}`: give each seed once",
+                    dirs[j].display(),
+                    dirs[i].display(),
+                    c.seed
+                );
+            }
+        }
         let entrant = Entrant {
             model: name,
             role,
@@ -143,6 +151,11 @@ impl LoadedEntrant {
             dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
         };
         Ok(Self { entrant, configs, dirs })
+    }
+
+    /// The config of its first seed (the seeds differ only in `seed`).
+    pub fn config(&self) -> &RunConfig {
+        &self.configs[0]
     }
 
     /// The untrained twin: the same configs, each seed's initial weights.
@@ -178,7 +191,7 @@ pub fn load_entrants(
     control_task: &[PathBuf],
     no_untrained: bool,
 ) -> anyhow::Result<(Vec<LoadedEntrant>, RunConfig)> {
-    let first = run_dirs.first().context("no run directories given")?;
+    anyhow::ensure!(!run_dirs.is_empty(), "no run directories given");
     let mut entrants = Vec::new();
     for dir in run_dirs {
         let e = LoadedEntrant::trained(dir, Role::Trained)?;
@@ -189,7 +202,7 @@ pub fn load_entrants(
     for dir in control_task {
         entrants.push(LoadedEntrant::trained(dir, Role::ControlTask)?);
     }
-    let config = RunConfig::from_file(&seed_dirs(first)?[0].join("config.toml"))?;
+    let config = entrants[0].configs[0].clone();
     Ok((entrants, config))
 }
 
@@ -250,10 +263,45 @@ fn gd_family_steps(learner: &dyn Learner, layer: usize) -> Option<(Vec<f64>, Vec
 
 /// A fitted candidate's answers at one n.
 struct Candidate {
+    /// The spec as given (its label is the candidate's identity; `steps` follows the layer).
+    spec: LearnerSpec,
     learner: Box<dyn Learner>,
     answers: Answers,
     /// Its spec sets `steps`, so it is refitted per layer.
     follows_depth: bool,
+}
+
+/// What a tournament holds in memory at once ([`crate::budget`]): its evaluation, tuning and
+/// query prompts; the evaluation prompts expanded to every fresh query (for implicit weights) at
+/// the largest n; each model's activations on those, with the backward pass of ∂ŷ/∂x_q; and every
+/// fitted candidate's answers per (layer, n).
+pub fn memory(
+    task: &dyn Task,
+    entrants: &[LoadedEntrant],
+    learners: &[LearnerSpec],
+    opts: &TournamentOptions,
+) -> crate::budget::Budget {
+    use crate::budget::prompt_bytes;
+    let dims = task.dims();
+    let n_max = opts.n_values.iter().copied().max().unwrap_or(0);
+    let max_layers = entrants.iter().map(|e| e.entrant.layers).max().unwrap_or(1);
+    let expanded = opts.prompts.saturating_mul(opts.queries);
+    let mut b = crate::budget::Budget::new();
+    b.add("--prompts × --n (evaluation prompts)", prompt_bytes(opts.prompts, n_max, dims) * 2)
+        .add("--tuning-prompts × --n (tuning prompts)", prompt_bytes(opts.tuning_prompts, n_max, dims) * 2)
+        .add("--prompts × queries (each context with every fresh query)", prompt_bytes(expanded, n_max, dims));
+    if let Some(e) = entrants.iter().max_by_key(|e| e.configs[0].activation_memory(expanded, n_max, true)) {
+        b.add(
+            format!("{} (activations on the expanded prompts)", e.entrant.model),
+            e.configs[0].activation_memory(expanded, n_max, true),
+        );
+    }
+    let answers = opts.prompts as u128 * ((dims.x_dim + 1) * (dims.y_dim + 1)) as u128 * 8;
+    b.add(
+        "candidates × layers × --n (fitted answers)",
+        answers * learners.len() as u128 * max_layers as u128 * opts.n_values.len() as u128,
+    );
+    b
 }
 
 /// Runs the tournament. `on_progress` gets a short description of each step.
@@ -282,11 +330,13 @@ pub fn run(
         );
     }
     anyhow::ensure!(opts.queries > dims.x_dim, "queries: need at least d + 1 = {} per context", dims.x_dim + 1);
+    memory(task, entrants, learners, opts).check()?;
     let n_max = opts.n_values.iter().copied().max().context("no numbers of in-context examples")?;
     let eval = task.sample_n(&mut seeded_rng(opts.seed, EVAL_STREAM), opts.prompts, n_max);
     let tuning = task.sample_n(&mut seeded_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max);
     let queries: Array2<f64> = task.sample_n(&mut seeded_rng(opts.seed, QUERY_STREAM), opts.queries, 0).xq;
     let max_layers = entrants.iter().map(|e| e.entrant.layers).max().unwrap_or(1);
+    check_candidates(learners, &tuning.prefix(n_max))?;
 
     // Candidates per (layer, n): fitted once on the tuning prompts, answered on the evaluation prompts.
     let mut skipped = Vec::new();
@@ -296,12 +346,12 @@ pub fn run(
         for &n in &opts.n_values {
             let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
             let mut here = Vec::new();
-            for spec in learners {
-                let follows_depth = spec.params.contains_key("steps");
+            for given in learners {
+                let follows_depth = given.params.contains_key("steps");
                 if layer > 1 && !follows_depth {
                     continue; // does not depend on the layer: fitted at layer 1 already
                 }
-                let spec = at_depth(spec, layer);
+                let spec = at_depth(given, layer);
                 on_progress(&format!("fit {} at n = {n}", spec.label()));
                 let fitted =
                     fit(&spec, Some(&tune)).and_then(|l| Answers::of(l.as_ref(), &prompts, &queries).map(|a| (l, a)));
@@ -313,10 +363,14 @@ pub fn run(
                             learner.params(),
                             "loss",
                             prompts.half_mse(&answers.prediction.preds),
-                        );
+                        )
+                        .with_spec(given);
                         m.n_context = Some(n);
                         rows.push(m);
-                        here.push(Candidate { learner, answers, follows_depth });
+                        here.push(Candidate { spec: given.clone(), learner, answers, follows_depth });
+                    }
+                    Err(e @ icl_probes::ProbeError::InvalidSpec(_)) => {
+                        anyhow::bail!("candidate `{}`: {e}", given.label())
                     }
                     Err(e) => {
                         let why = format!("{} at layer {layer}: {e}", spec.label());
@@ -347,7 +401,8 @@ pub fn run(
             }
             let spread = permutation_spread(c.learner.as_ref(), &full, opts.orders, &mut order_rng)?;
             let mut m =
-                Measurement::new(task.name(), c.learner.name(), c.learner.params(), "permutation_spread", spread);
+                Measurement::new(task.name(), c.learner.name(), c.learner.params(), "permutation_spread", spread)
+                    .with_spec(&c.spec);
             m.n_context = Some(n_max);
             rows.push(m);
         }
@@ -385,7 +440,8 @@ pub fn run(
                     for c in candidates_at(layer, n) {
                         for (metric, value) in compare(&answers, &c.answers) {
                             let mut m =
-                                tag(Measurement::new(task.name(), c.learner.name(), c.learner.params(), metric, value));
+                                tag(Measurement::new(task.name(), c.learner.name(), c.learner.params(), metric, value)
+                                    .with_spec(&c.spec));
                             m.n_context = Some(n);
                             rows.push(m);
                         }
@@ -410,7 +466,8 @@ pub fn run(
                             c.learner.params(),
                             "token_residual",
                             r,
-                        ));
+                        )
+                        .with_spec(&c.spec));
                         m.n_context = Some(n_max);
                         rows.push(m);
                     }
@@ -436,6 +493,25 @@ pub fn run(
         command: String::new(),
         preface: String::new(),
     })
+}
+
+/// Stops the tournament before anything is measured if a candidate's spec cannot work on any
+/// prompts (k = 0, λ ≤ 0, an unknown key) or is given twice: each is fitted once, at depth 1, on
+/// a few tuning prompts. A candidate that fails only on some prompts or layers is left out of
+/// those (and listed in the report's `skipped`) instead.
+fn check_candidates(learners: &[LearnerSpec], tuning: &icl_tasks::Prompts) -> anyhow::Result<()> {
+    let few = tuning.slice(0..tuning.batch().min(16));
+    for (i, given) in learners.iter().enumerate() {
+        anyhow::ensure!(
+            !learners[..i].iter().any(|s| s.label() == given.label()),
+            "candidate `{}` is given twice",
+            given.label()
+        );
+        if let Err(e @ icl_probes::ProbeError::InvalidSpec(_)) = fit(&at_depth(given, 1), Some(&few)) {
+            anyhow::bail!("candidate `{}`: {e}", given.label());
+        }
+    }
+    Ok(())
 }
 
 /// A ratio as "18×", "2.5×" or "0.14×".
@@ -469,9 +545,35 @@ fn rank_all(rows: &[Measurement]) -> Vec<Ranking> {
 
 impl TournamentReport {
     /// Recomputes the rankings from the measurement rows (the rows are the record; a report
-    /// written before a ranking field existed gets it).
-    pub fn rerank(&mut self) {
+    /// written before a ranking field existed gets it). Rows written before candidates carried
+    /// their spec get it from the report's candidate list, where the family names one candidate;
+    /// a report with two candidates of one family and rows without specs cannot be told apart
+    /// and is refused.
+    pub fn rerank(&mut self) -> anyhow::Result<()> {
+        for m in self.measurements.iter_mut().filter(|m| m.spec.is_none() && m.learner != "model") {
+            let mut same_family = self.learners.iter().filter(|s| s.name == m.learner);
+            match (same_family.next(), same_family.next()) {
+                (Some(spec), None) => m.spec = Some(spec.clone()),
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "report `{}` predates candidate identities and has several `{}` candidates whose rows cannot be told apart; run the tournament again",
+                    self.name,
+                    m.learner
+                ),
+                (None, _) => {}
+            }
+        }
         self.ranking = rank_all(&self.measurements);
+        Ok(())
+    }
+
+    /// The spec of candidate `id` (its label), if the report lists it.
+    fn spec_of(&self, id: &str) -> Option<&LearnerSpec> {
+        self.learners.iter().find(|s| s.label() == id)
+    }
+
+    /// The family of candidate `id` (`gd` for `gd(steps=1)`).
+    fn family_of<'a>(&'a self, id: &'a str) -> &'a str {
+        self.spec_of(id).map_or(id, |s| s.name.as_str())
     }
 
     /// The best candidate's label, with the candidates tied with it ("gd++ (1 step) = gd (1 step)").
@@ -553,18 +655,28 @@ impl TournamentReport {
         if rows.is_empty() {
             return String::new();
         }
-        let mut out = String::from(
-            "\n## Every token against the construction\n\nAfter layer l, a model running l steps of GD from W₀ = 0 holds (xᵢ, yᵢ − W_l xᵢ) in each context token and (x_q, −W_l x_q) in the query token; GD++ also transforms the x-entries (von Oswald et al. Prop. 1, App. A.10). ‖tokens − that‖ / ‖that‖ at n = N, mean over seeds, with the fitted GD / GD++ candidates of each depth (a trained model may scale its tokens differently and still predict well, so this is the strict test):\n\n| model | layer | vs GD | vs GD++ |\n|---|---|---|---|\n",
+        // One column per GD / GD++ candidate, in the report's candidate order.
+        let mut columns: Vec<String> =
+            self.learners.iter().map(|s| s.label()).filter(|id| rows.iter().any(|m| m.candidate() == *id)).collect();
+        for m in &rows {
+            if !columns.contains(&m.candidate()) {
+                columns.push(m.candidate());
+            }
+        }
+        let mut out = format!(
+            "\n## Every token against the construction\n\nAfter layer l, a model running l steps of GD from W₀ = 0 holds (xᵢ, yᵢ − W_l xᵢ) in each context token and (x_q, −W_l x_q) in the query token; GD++ also transforms the x-entries (von Oswald et al. Prop. 1, App. A.10). ‖tokens − that‖ / ‖that‖ at n = N, mean over seeds, with the fitted GD / GD++ candidates of each depth (a trained model may scale its tokens differently and still predict well, so this is the strict test):\n\n| model | layer |{}\n|---|---|{}\n",
+            columns.iter().map(|c| format!(" vs {} |", column_label(c, &self.learners))).collect::<String>(),
+            "---|".repeat(columns.len()),
         );
         for e in &self.entrants {
             for layer in 1..=e.layers {
-                let mean_of = |learner: &str| {
+                let mean_of = |id: &str| {
                     let v: Vec<f64> = rows
                         .iter()
                         .filter(|m| {
                             m.model.as_deref() == Some(e.model.as_str())
                                 && m.layer == Some(layer)
-                                && m.learner == learner
+                                && m.candidate() == *id
                         })
                         .map(|m| m.value)
                         .collect();
@@ -574,16 +686,17 @@ impl TournamentReport {
                         v.iter().sum::<f64>() / v.len() as f64
                     }
                 };
-                let (gd, gdpp) = (mean_of("gd"), mean_of("gd++"));
-                if gd.is_finite() || gdpp.is_finite() {
-                    out.push_str(&format!("| {} | {layer} | {} | {} |\n", e.model, fmt(gd), fmt(gdpp)));
+                let values: Vec<f64> = columns.iter().map(|c| mean_of(c)).collect();
+                if values.iter().any(|v| v.is_finite()) {
+                    let cells: String = values.iter().map(|v| format!(" {} |", fmt(*v))).collect();
+                    out.push_str(&format!("| {} | {layer} |{cells}\n", e.model));
                 }
             }
         }
         out
     }
 
-    /// SPD/d by layer (rows) and learner (columns), mean over n and seeds, for one model.
+    /// SPD/d by layer (rows) and candidate (columns, by identity), mean over n and seeds, for one model.
     pub fn spd_matrix(&self, model: &str, layers: usize) -> (Vec<String>, Vec<Vec<f64>>) {
         let mut names: Vec<String> = Vec::new();
         for r in self.ranking.iter().filter(|r| r.model == model && r.metric == "spd") {
@@ -615,7 +728,8 @@ impl TournamentReport {
         for e in self.entrants.iter().filter(|e| e.role == Role::Trained) {
             let Some(r) = self.ranking_for(&e.model, e.layers, "spd") else { continue };
             let best = label(&r.order[0].learner, e.layers, &self.learners);
-            let gd = r.order.iter().find(|l| l.learner == "gd");
+            // The best-scoring GD candidate (there may be several specs of the family).
+            let gd = r.order.iter().find(|l| self.family_of(&l.learner) == "gd");
             let mut line = format!(
                 "`{}` at its output (layer {}): closest to **{}** (SPD/d {})",
                 e.model,
@@ -642,12 +756,12 @@ impl TournamentReport {
                 None => line.push_str("; every candidate ties"),
             }
             line.push_str(&format!(", best in {}/{} seeds.", r.seeds_agreeing, r.seeds));
-            let gd_ties = r.tied_with_best.iter().any(|l| l == "gd");
-            if r.order[0].learner != "gd" && !gd_ties {
+            let gd_ties = r.tied_with_best.iter().any(|l| self.family_of(l) == "gd");
+            if self.family_of(&r.order[0].learner) != "gd" && !gd_ties {
                 if let Some(gd) = gd {
                     line.push_str(&format!(
-                        " Not GD: {}-step GD scores SPD/d {} ({:.1}× the best).",
-                        e.layers,
+                        " Not GD: {} scores SPD/d {} ({:.1}× the best).",
+                        label(&gd.learner, e.layers, &self.learners),
                         fmt(gd.value),
                         gd.value / r.order[0].value
                     ));
@@ -686,13 +800,25 @@ impl TournamentReport {
     }
 }
 
-/// `gd` at layer 3 reads `gd (3 steps)` when its spec follows the depth.
-fn label(learner: &str, layer: usize, specs: &[LearnerSpec]) -> String {
-    let follows = specs.iter().any(|s| s.name == learner && s.params.contains_key("steps"));
-    if follows {
-        format!("{learner} ({layer} step{})", if layer == 1 { "" } else { "s" })
-    } else {
-        learner.to_string()
+/// How candidate `id` (its spec's label) reads at `layer`: its short label, with `steps` given
+/// as the layer's count where it follows the depth (`gd(steps=1)` at layer 3 reads
+/// `gd (3 steps)`, `knn(k=8)` reads `knn(k=8)`).
+fn label(id: &str, layer: usize, specs: &[LearnerSpec]) -> String {
+    match specs.iter().find(|s| s.label() == id) {
+        Some(s) if s.params.contains_key("steps") => {
+            format!("{} ({layer} step{})", s.without("steps").short_label(), if layer == 1 { "" } else { "s" })
+        }
+        Some(s) => s.short_label(),
+        None => id.to_string(),
+    }
+}
+
+/// Candidate `id` as a column over layers: its short label without a `steps` that follows the
+/// depth (`gd` for `gd(steps=1)`).
+fn column_label(id: &str, specs: &[LearnerSpec]) -> String {
+    match specs.iter().find(|s| s.label() == id) {
+        Some(s) => s.without("steps").short_label(),
+        None => id.to_string(),
     }
 }
 
@@ -712,7 +838,7 @@ pub fn write(report: &TournamentReport, reports: &Path, figures: &Path) -> anyho
             crate::plot::LabelledHeatmap {
                 title: e.model.clone(),
                 row_labels: (1..=e.layers).map(|l| format!("layer {l}")).collect(),
-                column_labels: columns,
+                column_labels: columns.iter().map(|c| column_label(c, &report.learners)).collect(),
                 values,
             }
         })
@@ -757,7 +883,7 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     }
     s.push_str(&format!(
         "\nCandidates: {}.\n",
-        r.learners.iter().map(|l| format!("`{}`", l.label())).collect::<Vec<_>>().join(", ")
+        r.learners.iter().map(|l| format!("`{}`", l.short_label())).collect::<Vec<_>>().join(", ")
     ));
     if !r.skipped.is_empty() {
         s.push_str("\nNot fitted (left out of the ranking where listed):\n\n");

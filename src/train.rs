@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use icl_tasks::Dims;
@@ -21,35 +20,12 @@ use icl_tasks::Dims;
 use crate::rng::{seeded_rng, DATA_STREAM, INIT_STREAM};
 
 use crate::config::{Engine, RunConfig};
-use crate::evaluate::{EvalRow, Evaluator};
+use crate::evaluate::Evaluator;
 use crate::fused_lsa::FusedLsa;
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Transformer;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Complete,
-    Diverged,
-}
-
-/// The contents of `metrics.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunMetrics {
-    pub name: String,
-    pub seed: u64,
-    pub status: RunStatus,
-    /// Steps taken when the file was written.
-    pub steps_done: usize,
-    /// Step whose weights `weights.safetensors` holds.
-    pub weights_step: usize,
-    pub wall_s: f64,
-    pub device: String,
-    /// The reference learners the rows compare against (GD first).
-    pub references: Vec<crate::references::Reference>,
-    pub rows: Vec<EvalRow>,
-}
+pub use crate::runs::{RunMetrics, RunStatus};
 
 /// A training or evaluation loss above this counts as divergence (the lab's losses are O(1): the
 /// zero predictor scores ½·E‖y‖²), like NaN and inf: the run stops and keeps its last good weights.
@@ -106,11 +82,17 @@ impl RunMetrics {
         anyhow::anyhow!("training diverged: {what}; {kept}")
     }
 
-    /// Marks the run complete on disk: metrics, then the manifest (written last).
-    pub fn complete(&mut self, dir: &Path, config: &RunConfig, bar: &ProgressBar) -> anyhow::Result<()> {
+    /// Marks the run complete on disk: metrics, then the manifest (written last, under the lock).
+    pub fn complete(
+        &mut self,
+        dir: &Path,
+        config: &RunConfig,
+        bar: &ProgressBar,
+        lock: &crate::runs::RunLock,
+    ) -> anyhow::Result<()> {
         self.status = RunStatus::Complete;
         write_json_atomic(&dir.join("metrics.json"), self)?;
-        crate::runs::write_manifest(dir, config, self.steps_done, self.weights_step)?;
+        crate::runs::write_manifest(dir, config, self.steps_done, self.weights_step, lock)?;
         bar.finish_with_message(format!("loss {:.4}", self.rows.last().map_or(f64::NAN, |r| r.loss)));
         Ok(())
     }
@@ -191,9 +173,10 @@ pub fn clip_global_norm(vs: &nn::VarStore, clip: f64) {
     clip_global_norm_of(&mut grads, clip);
 }
 
-/// [`clip_global_norm`] of gradients held as tensors (scaled in place).
+/// [`clip_global_norm`] of gradients held as tensors (scaled in place). An infinite `clip` is no
+/// clipping (`train.grad_clip = inf`; c/max(‖g‖, c) would be inf/inf).
 pub fn clip_global_norm_of(grads: &mut [Tensor], clip: f64) {
-    if grads.is_empty() {
+    if grads.is_empty() || clip.is_infinite() {
         return;
     }
     tch::no_grad(|| {
@@ -294,48 +277,67 @@ pub struct RunOutcome {
     pub reused: bool,
 }
 
-/// Loads a finished run if it is a complete run of exactly `config`: its manifest matches the
-/// config and every file ([`crate::runs::verify`]). A damaged or mismatched run is not reused
-/// (one line on stderr says why). A complete run from before manifests existed (same stored
-/// config, readable weights) is adopted: its manifest is written now.
+/// The metrics of the run in `dir` if it is a complete run of exactly `config`: `metrics.json`
+/// says complete and the manifest matches the config and every file ([`crate::runs::verify`]).
+/// Reads only; see [`reuse_complete_run`] for what training decides under the lock.
 pub fn load_complete_run(dir: &Path, config: &RunConfig) -> Option<RunMetrics> {
+    let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
+    (metrics.status == RunStatus::Complete && crate::runs::verify(dir, config).is_ok()).then_some(metrics)
+}
+
+/// Under the run's lock: the complete run of exactly `config` in `dir` to reuse, if there is one
+/// ([`load_complete_run`]). A damaged or mismatched run is not reused (one line on stderr says
+/// why). A complete run from before manifests existed is adopted, and its manifest written now,
+/// only if its stored config is `config`, the libtorch engine trained it (the only one before
+/// manifests) and its weights load into the config's model (every parameter, with its shape,
+/// finite); otherwise it is trained again.
+pub fn reuse_complete_run(dir: &Path, config: &RunConfig, lock: &crate::runs::RunLock) -> Option<RunMetrics> {
+    if let Some(metrics) = load_complete_run(dir, config) {
+        return Some(metrics);
+    }
     let metrics: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).ok()?).ok()?;
     if metrics.status != RunStatus::Complete {
         return None;
     }
-    match crate::runs::verify(dir, config) {
-        Ok(_) => Some(metrics),
-        Err(_) if !dir.join(crate::runs::MANIFEST).exists() => {
-            let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
-            let weights_ok = Tensor::read_safetensors(dir.join("weights.safetensors")).is_ok();
-            // Runs without a manifest predate the fused engine: libtorch trained them.
-            (stored == *config && weights_ok && config.engine() == Engine::Libtorch).then_some(())?;
-            crate::runs::write_manifest(dir, config, metrics.steps_done, metrics.weights_step).ok()?;
-            Some(metrics)
+    if dir.join(crate::runs::MANIFEST).exists() {
+        if let Err(reason) = crate::runs::verify(dir, config) {
+            crate::warnln!("{}: not reused ({reason}); training it again", dir.display());
         }
-        Err(reason) => {
-            eprintln!("{}: not reused ({reason}); training it again", dir.display());
-            None
-        }
+        return None;
     }
+    let stored = RunConfig::from_file(&dir.join("config.toml")).ok()?;
+    if stored != *config || config.engine() != Engine::Libtorch {
+        return None;
+    }
+    let adoptable = crate::runs::initial_model(config, Device::Cpu)
+        .and_then(|(vs, _)| crate::runs::load_weights(&vs, &dir.join("weights.safetensors")));
+    if let Err(why) = adoptable {
+        crate::warnln!("{}: not adopted ({why:#}); training it again", dir.display());
+        return None;
+    }
+    crate::runs::write_manifest(dir, config, metrics.steps_done, metrics.weights_step, lock).ok()?;
+    Some(metrics)
 }
 
 pub fn train(config: &RunConfig, runs_root: &Path, opts: TrainOptions) -> anyhow::Result<RunOutcome> {
     let dir = run_dir(runs_root, config);
+    let device = crate::device::open(&config.train.device)?;
+    // Reuse is decided with the lock held: a second process asking for this run waits for the
+    // first and then reuses what it trained.
+    let lock = crate::runs::lock(&dir)?;
     if !opts.force {
-        if let Some(metrics) = load_complete_run(&dir, config) {
+        if let Some(metrics) = reuse_complete_run(&dir, config, &lock) {
             return Ok(RunOutcome { dir, metrics, reused: true });
         }
     }
-    let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(config.train.threads as i32);
     icl_probes::learners::serial_blas();
     if config.gpt.is_some() {
-        return crate::train_gpt::train(config, dir, device, opts);
+        return crate::train_gpt::train(config, dir, lock, device, opts);
     }
     let evaluator = Evaluator::new(config, device, Kind::Float, opts.references)?;
     let bar = opts.progress.unwrap_or_else(|| progress_bar(config.train.steps as u64, &config.name));
-    let mut run = ActiveRun::begin(config, dir, device, &evaluator, bar)?;
+    let mut run = ActiveRun::begin(config, dir, lock, device, &evaluator, bar)?;
     for step in 1..=config.train.steps {
         let loss = run.model.step()?;
         run.after_step(&evaluator, step, loss)?;
@@ -360,15 +362,15 @@ struct ActiveRun<'a> {
 }
 
 impl<'a> ActiveRun<'a> {
-    /// Locks and clears `dir`, writes the config, starts the data stream and evaluates step 0.
+    /// Clears the locked `dir`, writes the config, starts the data stream and evaluates step 0.
     fn begin(
         config: &'a RunConfig,
         dir: PathBuf,
+        lock: crate::runs::RunLock,
         device: Device,
         evaluator: &Evaluator,
         bar: ProgressBar,
     ) -> anyhow::Result<Self> {
-        let lock = crate::runs::lock(&dir)?;
         crate::runs::begin_training(&dir)?;
         write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.json"));
@@ -455,7 +457,7 @@ impl<'a> ActiveRun<'a> {
 
     fn complete(mut self) -> anyhow::Result<RunOutcome> {
         self.metrics.wall_s = self.start.elapsed().as_secs_f64();
-        self.metrics.complete(&self.dir, self.config, &self.bar)?;
+        self.metrics.complete(&self.dir, self.config, &self.bar, &self._lock)?;
         Ok(RunOutcome { dir: self.dir, metrics: self.metrics, reused: false })
     }
 }
@@ -487,16 +489,24 @@ pub fn train_together(
             .map(|(c, bar)| train(c, runs_root, TrainOptions { progress: Some(bar.clone()), ..opts.clone() }))
             .collect();
     }
+    // Each run's lock is taken before its reuse is decided and kept while it trains.
     let mut pending = Vec::new();
     for (i, c) in configs.iter().enumerate() {
         let dir = run_dir(runs_root, c);
-        match (!opts.force).then(|| load_complete_run(&dir, c)).flatten() {
+        let lock = match crate::runs::lock(&dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                out[i] = Some(Err(e));
+                continue;
+            }
+        };
+        match (!opts.force).then(|| reuse_complete_run(&dir, c, &lock)).flatten() {
             Some(metrics) => out[i] = Some(Ok(RunOutcome { dir, metrics, reused: true })),
-            None => pending.push(i),
+            None => pending.push((i, lock)),
         }
     }
     if !pending.is_empty() {
-        for (i, r) in train_pending(configs, &pending, runs_root, opts, workers, bars) {
+        for (i, r) in train_pending(configs, pending, runs_root, opts, workers, bars) {
             out[i] = Some(r);
         }
     }
@@ -505,7 +515,7 @@ pub fn train_together(
 
 fn train_pending(
     configs: &[RunConfig],
-    pending: &[usize],
+    pending: Vec<(usize, crate::runs::RunLock)>,
     runs_root: &Path,
     opts: TrainOptions,
     workers: usize,
@@ -514,7 +524,7 @@ fn train_pending(
     let setup = || -> anyhow::Result<(Evaluator, rayon::ThreadPool)> {
         tch::set_num_threads(1);
         icl_probes::learners::serial_blas();
-        let evaluator = Evaluator::new(&configs[pending[0]], Device::Cpu, Kind::Float, opts.references.clone())?;
+        let evaluator = Evaluator::new(&configs[pending[0].0], Device::Cpu, Kind::Float, opts.references.clone())?;
         let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, pending.len())).build()?;
         Ok((evaluator, pool))
     };
@@ -522,19 +532,19 @@ fn train_pending(
         Ok(x) => x,
         Err(e) => {
             let msg = format!("{e:#}");
-            return pending.iter().map(|&i| (i, Err(anyhow::anyhow!(msg.clone())))).collect();
+            return pending.iter().map(|(i, _)| (*i, Err(anyhow::anyhow!(msg.clone())))).collect();
         }
     };
     let mut done = Vec::new();
     let mut active: Vec<(usize, ActiveRun)> = Vec::new();
-    for &i in pending {
+    let steps = configs[pending[0].0].train.steps;
+    for (i, lock) in pending {
         let c = &configs[i];
-        match ActiveRun::begin(c, run_dir(runs_root, c), Device::Cpu, &evaluator, bars[i].clone()) {
+        match ActiveRun::begin(c, run_dir(runs_root, c), lock, Device::Cpu, &evaluator, bars[i].clone()) {
             Ok(run) => active.push((i, run)),
             Err(e) => done.push((i, Err(e))),
         }
     }
-    let steps = configs[pending[0]].train.steps;
     for step in 1..=steps {
         // Every seed's step, side by side; then the bookkeeping, in seed order.
         let losses: Vec<anyhow::Result<f64>> = pool.install(|| {

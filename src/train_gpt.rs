@@ -186,9 +186,7 @@ impl GptTrainer {
         let loss = (at_x - targets).square().mean(Kind::Float);
         // Gradients as fresh tensors (nothing accumulates in .grad, so nothing needs zeroing).
         let mut grads = Tensor::run_backward(&[&loss], &self.adam.params, false, false);
-        if self.grad_clip.is_finite() {
-            clip_global_norm_of(&mut grads, self.grad_clip);
-        }
+        clip_global_norm_of(&mut grads, self.grad_clip);
         self.adam.step(&grads, self.lr, self.betas, self.eps);
         Ok(f64::try_from(loss)?)
     }
@@ -213,6 +211,7 @@ impl GptTrainer {
 pub(crate) fn train(
     config: &RunConfig,
     dir: PathBuf,
+    lock: crate::runs::RunLock,
     device: tch::Device,
     opts: TrainOptions,
 ) -> anyhow::Result<RunOutcome> {
@@ -221,7 +220,6 @@ pub(crate) fn train(
     let eval_prompts = crate::rng::prompts(task.as_ref(), config.eval.tasks, config.eval.seed);
     let mut trainer = GptTrainer::new(config, dims, device)?;
     let checkpoint_path = dir.join("checkpoint.safetensors");
-    let _lock = crate::runs::lock(&dir)?;
     crate::runs::begin_training(&dir)?;
 
     // Resume from the checkpoint of an interrupted run with this exact config.
@@ -235,7 +233,7 @@ pub(crate) fn train(
         metrics.steps_done = done;
         metrics.weights_step = done;
         first_step = done + 1;
-        eprintln!("{}: resuming from the checkpoint of step {done}", config.name);
+        crate::warnln!("{}: resuming from the checkpoint of step {done}", config.name);
     } else {
         let _ = std::fs::remove_file(&checkpoint_path);
         write_atomic(&dir.join("config.toml"), config.to_toml().as_bytes())?;
@@ -293,7 +291,7 @@ pub(crate) fn train(
         }
     }
     metrics.wall_s = wall_before + start.elapsed().as_secs_f64();
-    metrics.complete(&dir, config, &bar)?;
+    metrics.complete(&dir, config, &bar, &lock)?;
     Ok(RunOutcome { dir, metrics, reused: false })
 }
 

@@ -289,13 +289,32 @@ fn run_directories_cannot_lie() {
     other.train.lr *= 2.0;
     assert!(icl_lab::runs::verify(&again.dir, &other).unwrap_err().contains("another config"));
 
-    // A second process on the same run directory: one clear error, nothing touched.
+    // A second process on the same run directory waits for the lock, then decides: here it
+    // reuses what the first left (two `train` runs started together train once).
     let held = icl_lab::runs::lock(&again.dir).unwrap();
-    let err =
-        format!("{:#}", train(&config, dir.path(), TrainOptions { force: true, ..Default::default() }).err().unwrap());
+    let err = format!("{:#}", icl_lab::runs::try_lock(&again.dir).err().unwrap());
     assert!(err.contains("in use by another icl-lab process") && !err.contains('\n'), "{err}");
+    let waiter = {
+        let (config, root) = (config.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let out = train(&config, &root, TrainOptions::default()).unwrap();
+            (out.reused, start.elapsed())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(400));
     drop(held);
+    let (reused, waited) = waiter.join().unwrap();
+    assert!(reused && waited >= std::time::Duration::from_millis(350), "reused {reused}, waited {waited:?}");
     assert!(icl_lab::runs::verify(&again.dir, &config).is_ok());
+
+    // Only a holder of the run's lock writes its manifest; a run without one is adopted (under
+    // the lock) only if its weights are the config's model.
+    let lock = icl_lab::runs::lock(&again.dir).unwrap();
+    let other_dir = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    assert!(icl_lab::runs::write_manifest(&other_dir, &config, 20, 20, &lock).is_err(), "another directory's lock");
+    drop(lock);
 }
 
 // --- A learned feature map under fixed attention (von Oswald et al. Fig. 4) -----------------
@@ -491,16 +510,62 @@ fn cli_misuse_is_a_one_line_error_and_huge_seeds_work() {
     assert!(metrics.rows.iter().all(|r| r.loss <= icl_lab::train::DIVERGED_LOSS));
 }
 
-#[test]
-fn every_command_has_help() {
-    let dir = tempfile::tempdir().unwrap();
-    for cmd in
-        ["train", "reproduce", "construct", "probe", "index", "bench", "curve", "tournament", "probe-layers", "list"]
-    {
-        let out = icl_lab(&[cmd, "--help"], dir.path());
-        assert!(out.status.success(), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{cmd}");
+/// The arguments of a `--help` text that have no description of their own (only a default).
+fn arguments_without_help(help: &str) -> Vec<String> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut bare = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if !(2..=6).contains(&indent) || !(t.starts_with('-') || t.starts_with('<') || t.starts_with('[')) {
+            continue;
+        }
+        // Short layout: the description follows on the same line after two spaces; long layout:
+        // on the next, indented further.
+        let same_line = t.split_once("  ").map(|(_, rest)| rest.trim()).unwrap_or("");
+        let next =
+            lines.get(i + 1).map_or("", |l| if l.len() - l.trim_start().len() > indent + 2 { l.trim() } else { "" });
+        let text = if same_line.is_empty() { next } else { same_line };
+        if text.is_empty() || text.starts_with("[default") || text.starts_with("[possible") {
+            bare.push(t.split("  ").next().unwrap_or(t).to_string());
+        }
     }
+    bare
+}
+
+#[test]
+fn every_command_and_argument_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: &[&[&str]] = &[
+        &["train"],
+        &["reproduce"],
+        &["construct"],
+        &["probe"],
+        &["activations"],
+        &["index"],
+        &["bench"],
+        &["curve"],
+        &["tournament"],
+        &["probe-layers"],
+        &["list"],
+        &["sweep", "plan"],
+        &["sweep", "run"],
+        &["sweep", "slurm"],
+        &["sweep", "collect"],
+    ];
+    for cmd in commands {
+        let out = icl_lab(&[cmd, &["--help"][..]].concat(), dir.path());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && help.contains("Usage:"), "{cmd:?}");
+        assert_eq!(arguments_without_help(&help), Vec::<String>::new(), "{cmd:?}: arguments without help");
+    }
+    // The shift help names every kind there is.
+    let out = icl_lab(&["curve", "--help"], dir.path());
+    for kind in icl_tasks::ShiftKind::ALL {
+        assert!(String::from_utf8_lossy(&out.stdout).contains(kind.name()), "curve --help lacks {}", kind.name());
+    }
+    // The detector finds a bare argument.
+    assert_eq!(arguments_without_help("Options:\n      --seed <SEED>  [default: 0]\n"), ["--seed <SEED>"]);
 }
 
 #[test]
@@ -554,7 +619,7 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
             .unwrap();
         // Layer l of the construction is l GD steps with η = 5, to f32 rounding (at n = N only: the
         // construction's step is η/N with the training N, GD's is η/n).
-        assert_eq!(spd.order[0].learner, "gd", "layer {layer}: {:?}", spd.order);
+        assert_eq!(spd.order[0].learner, "gd(eta=5, steps=1)", "layer {layer}: {:?}", spd.order);
         assert!(spd.order[0].value < 1e-10, "layer {layer}: SPD/d {}", spd.order[0].value);
         assert!(spd.margin > 1e-4, "layer {layer}: margin {}", spd.margin);
         let twin = report
@@ -569,7 +634,7 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
         .iter()
         .find(|r| r.layer == Some(2) && r.metric == "model_cos" && !r.model.contains("untrained"))
         .unwrap();
-    assert_eq!(cos.order[0].learner, "gd");
+    assert_eq!(cos.order[0].learner, "gd(eta=5, steps=1)");
     assert!(cos.order[0].value > 1.0 - 1e-6);
     // The construction sees its context as a set: no order sensitivity beyond f32 rounding.
     let spread = report
@@ -617,8 +682,7 @@ fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
     let (vs, _) = icl_lab::models::Transformer::new_in_store(&config.model, dims, Kind::Float, Device::Cpu);
     icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &[13.0], &[0.17])).unwrap();
     let run = dir.path().join("gdpp");
-    icl_lab::io::write_atomic(&run.join("config.toml"), config.to_toml().as_bytes()).unwrap();
-    vs.save(run.join("weights.safetensors")).unwrap();
+    icl_lab::construct::write_run(&run, &config.resolve().unwrap(), &vs).unwrap();
     let args = [
         "tournament",
         "gdpp",
@@ -649,7 +713,7 @@ fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
     let first = report.ranking.iter().find(|r| r.layer == Some(1) && r.metric == "spd").unwrap();
     let mut tied: Vec<&str> = first.order[..2].iter().map(|c| c.learner.as_str()).collect();
     tied.sort();
-    assert_eq!(tied, ["gd", "gd++"], "layer 1: {:?}", first.order);
+    assert_eq!(tied, ["gd(eta=13, steps=1)", "gd++(eta=13, gamma=0.17, steps=1)"], "layer 1: {:?}", first.order);
     assert!(first.order[..2].iter().all(|c| c.value < 1e-10), "layer 1: {:?}", first.order);
     // The report names the tie and measures the margin to the first different learner.
     assert_eq!(first.tied_with_best, [first.order[1].learner.clone()], "layer 1: {:?}", first.order);
@@ -657,9 +721,10 @@ fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
     assert_eq!(beyond.against, "ridge");
     assert!(beyond.min > 1e-3, "layer 1: margin beyond the tie {beyond:?}");
     let md = std::fs::read_to_string(dir.path().join("r/t.md")).unwrap();
-    assert!(md.contains("gd++ (1 step) = gd (1 step)") || md.contains("gd (1 step) = gd++ (1 step)"), "{md}");
+    let (gdpp, gd) = ("gd++(eta=13, gamma=0.17) (1 step)", "gd(eta=13) (1 step)");
+    assert!(md.contains(&format!("{gdpp} = {gd}")) || md.contains(&format!("{gd} = {gdpp}")), "{md}");
     let second = report.ranking.iter().find(|r| r.layer == Some(2) && r.metric == "spd").unwrap();
-    assert_eq!(second.order[0].learner, "gd++", "layer 2: {:?}", second.order);
+    assert_eq!(second.order[0].learner, "gd++(eta=13, gamma=0.17, steps=1)", "layer 2: {:?}", second.order);
     assert!(second.order[0].value < 1e-10, "layer 2: SPD/d {}", second.order[0].value);
     assert!(second.margin > 1e-6, "GD++ vs GD at layer 2: margin {}", second.margin);
     insta::assert_json_snapshot!("tournament_gdpp_construction", spd_rankings(&report));
@@ -1301,50 +1366,133 @@ fn the_bad_input_corpus_gets_one_line_errors() {
         bytes[8 + header_len..8 + header_len + 4].copy_from_slice(&f32::NAN.to_le_bytes());
         bytes
     };
-    let damages: Vec<(&str, Damage, &str)> = vec![
+    let metrics_text = std::fs::read_to_string(good.join("metrics.json")).unwrap();
+    let other_seed = {
+        let out = icl_lab(&["train", "--preset", "tiny", "--steps", "40", "--seed", "1"], dir.path());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(dir.path().join("runs/tiny/seed-1/weights.safetensors")).unwrap()
+    };
+    // (what, damage, what the error names as the run is, what it names once the manifest is
+    // resealed over the damage: the weights' own checks behind the manifest's)
+    let damages: Vec<(&str, Damage, &str, Option<&str>)> = vec![
         (
             "truncated weights",
             write("weights.safetensors", weights[..weights.len() / 3].to_vec()),
-            "weights.safetensors",
+            "weights.safetensors differs from manifest.json",
+            Some("not a readable safetensors file"),
         ),
-        ("empty weights", write("weights.safetensors", Vec::new()), "weights.safetensors"),
+        ("empty weights", write("weights.safetensors", Vec::new()), "weights.safetensors", Some("weights.safetensors")),
         (
             "missing weights",
             Box::new(|d: &Path| std::fs::remove_file(d.join("weights.safetensors")).unwrap()),
-            "missing",
+            "weights.safetensors is missing",
+            None,
         ),
-        ("NaN in the weights", write("weights.safetensors", nan_weights), "non-finite"),
+        (
+            "NaN in the weights",
+            write("weights.safetensors", nan_weights),
+            "weights.safetensors differs",
+            Some("non-finite"),
+        ),
+        ("the weights of another seed", write("weights.safetensors", other_seed), "weights.safetensors differs", None),
         (
             "weights of another shape",
             write("config.toml", config_text.replace("x_dim = 4", "x_dim = 5").into_bytes()),
-            "disagree",
+            "trained with another config",
+            Some("disagree"),
         ),
         (
             "weights of another model",
             write("config.toml", format!("{config_text}\n[gpt]\n").into_bytes()),
             "config.toml",
+            None,
         ),
-        ("config that is not TOML", write("config.toml", b"\x00\x01 not toml".to_vec()), "config.toml"),
-        ("missing config", Box::new(|d: &Path| std::fs::remove_file(d.join("config.toml")).unwrap()), "config.toml"),
+        ("config that is not TOML", write("config.toml", b"\x00\x01 not toml".to_vec()), "config.toml", None),
+        (
+            "missing config",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("config.toml")).unwrap()),
+            "config.toml",
+            None,
+        ),
+        (
+            "a run still training (or killed)",
+            write("metrics.json", metrics_text.replace("\"complete\"", "\"running\"").into_bytes()),
+            "not complete (metrics.json says `running`",
+            None,
+        ),
+        (
+            "a diverged run",
+            write("metrics.json", metrics_text.replace("\"complete\"", "\"diverged\"").into_bytes()),
+            "diverged at step",
+            None,
+        ),
+        (
+            "no manifest",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("manifest.json")).unwrap()),
+            "no manifest.json",
+            None,
+        ),
+        ("metrics that are not JSON", write("metrics.json", b"{".to_vec()), "metrics.json: not a run's metrics", None),
     ];
-    for (what, damage, expect) in &damages {
-        let damaged = dir.path().join("damaged");
+    let damaged = dir.path().join("damaged");
+    let fresh_copy = || {
         let _ = std::fs::remove_dir_all(&damaged);
         std::fs::create_dir_all(&damaged).unwrap();
         for f in ["config.toml", "metrics.json", "weights.safetensors", "manifest.json"] {
             std::fs::copy(good.join(f), damaged.join(f)).unwrap();
         }
+    };
+    let readers: [&[&str]; 4] = [
+        &["probe", "damaged"],
+        &["activations", "damaged"],
+        &["curve", "--run", "damaged", "--n-max", "2", "--prompts", "10"],
+        &["tournament", "damaged"],
+    ];
+    for (what, damage, expect, resealed) in &damages {
+        fresh_copy();
         damage(&damaged);
-        for command in [
-            &["probe", "damaged"][..],
-            &["activations", "damaged"],
-            &["curve", "--run", "damaged", "--n-max", "2", "--prompts", "10"],
-            &["tournament", "damaged"],
-        ] {
+        for command in readers {
             assert_one_line_error(command, dir.path(), expect, what);
         }
         assert!(!damaged.join("activations.safetensors").exists() && !damaged.join("probe.json").exists(), "{what}");
+        if let Some(expect) = resealed {
+            // Someone rewrote the manifest over the damage: the weights' own checks still refuse.
+            let config = RunConfig::from_file(&damaged.join("config.toml")).unwrap();
+            let lock = icl_lab::runs::lock(&damaged).unwrap();
+            icl_lab::runs::write_manifest(&damaged, &config, 40, 40, &lock).unwrap();
+            drop(lock);
+            for command in readers {
+                assert_one_line_error(command, dir.path(), expect, &format!("{what}, manifest resealed"));
+            }
+        }
     }
+    // A folder of seeds: an incomplete seed is refused by name, not skipped; a seed twice is refused.
+    fresh_copy();
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let copy_run = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in ["config.toml", "metrics.json", "weights.safetensors", "manifest.json"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
+    copy_run(&good, &folder.join("seed-0"));
+    copy_run(&good, &folder.join("seed-0-again"));
+    assert_one_line_error(&["tournament", "folder"], dir.path(), "are both seed 0", "a seed twice");
+    std::fs::remove_dir_all(folder.join("seed-0-again")).unwrap();
+    copy_run(&dir.path().join("runs/tiny/seed-1"), &folder.join("seed-1"));
+    std::fs::remove_file(folder.join("seed-1/manifest.json")).unwrap();
+    assert_one_line_error(&["tournament", "folder"], dir.path(), "seed-1: no manifest.json", "an incomplete seed");
+    // Candidates and sizes that cannot work stop the tournament before it measures anything.
+    for (args, expect) in [
+        (&["tournament", "damaged", "--learners", "knn(k=0)"][..], "k must be at least 1"),
+        (&["tournament", "damaged", "--learners", "gd(steps=1),gd(steps=1)"], "given twice"),
+        (&["tournament", "damaged", "--n", "100000"], "--n: every value must be in 1..=8"),
+        (&["tournament", "damaged", "--n", "2,2"], "--n: 2 is given twice"),
+    ] {
+        assert_one_line_error(args, dir.path(), expect, &format!("{args:?}"));
+    }
+    assert!(!dir.path().join("results").exists(), "a refused tournament wrote a report");
 }
 
 #[test]
@@ -1439,7 +1587,10 @@ fn a_sweep_expands_runs_here_writes_a_slurm_array_and_collects_only_complete_swe
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r["final_loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0)));
-    assert!(dir.path().join("reports/s.md").exists() && dir.path().join("figures/s/final-loss.png").exists());
+    assert!(
+        dir.path().join("results/reports/s.md").exists()
+            && dir.path().join("results/figures/s/final-loss.png").exists()
+    );
     // A bad grid is one line naming the point and the field.
     std::fs::write(
         dir.path().join("bad.toml"),
@@ -1518,4 +1669,267 @@ fn seeds_trained_together_are_bit_for_bit_seeds_trained_alone() {
     assert!(train(&configs[2], &together_root, TrainOptions::default()).unwrap().reused);
     let again = icl_lab::train::train_together(&configs, &together_root, TrainOptions::default(), 2, &bars);
     assert!(again.into_iter().all(|o| o.unwrap().reused));
+}
+
+// --- Trustworthy outputs (candidate identity, runs checked, no panic on any input) -------------
+
+#[test]
+fn two_specs_of_one_family_are_two_candidates_in_tournament_and_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = icl_lab(&["construct", "--layers", "1", "--eta", "5", "--tasks", "50", "--out", "cons"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = [
+        "tournament",
+        "cons",
+        "--no-untrained",
+        "--learners",
+        "gd(steps=1,eta=5),knn(k=1),knn(k=8)",
+        "--n",
+        "5,10",
+        "--prompts",
+        "64",
+        "--tuning-prompts",
+        "128",
+        "--orders",
+        "2",
+        "--name",
+        "t",
+        "--reports",
+        "r",
+        "--figures",
+        "f",
+    ];
+    let out = icl_lab(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: icl_lab::tournament::TournamentReport =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+    let spd = report.ranking.iter().find(|r| r.metric == "spd").unwrap();
+    let mut ids: Vec<&str> = spd.order.iter().map(|c| c.learner.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["gd(eta=5, steps=1)", "knn(k=1)", "knn(k=8)"]);
+    // Each candidate's score is the mean of its own rows, never of the family's.
+    for c in &spd.order {
+        let own: Vec<f64> = report
+            .measurements
+            .iter()
+            .filter(|m| m.metric == "spd" && m.model.is_some() && m.candidate() == c.learner)
+            .map(|m| m.value)
+            .collect();
+        assert_eq!(own.len(), 2, "{}: one row per n", c.learner);
+        assert!((c.value - own.iter().sum::<f64>() / 2.0).abs() < 1e-15, "{}", c.learner);
+    }
+    let knn = |id: &str| spd.order.iter().find(|c| c.learner == id).unwrap().value;
+    assert_ne!(knn("knn(k=1)"), knn("knn(k=8)"));
+    let md = std::fs::read_to_string(dir.path().join("r/t.md")).unwrap();
+    assert!(md.contains("knn(k=1)") && md.contains("knn(k=8)"), "{md}");
+    // The heatmap has a column per candidate.
+    let (columns, _) = report.spd_matrix(&report.entrants[0].model, 1);
+    assert_eq!(columns.len(), 3);
+
+    // The curve: one line per spec (lists and matrices included), rows carrying their spec.
+    let out = icl_lab(
+        &[
+            "curve",
+            "--task",
+            "gaussian_linear",
+            "--set",
+            "x_dim=2",
+            "--set",
+            "context_len=4",
+            "--learners",
+            "knn(k=1),knn(k=3),precond_gd(steps=1, p=[[1,0],[0,1]]),precond_gd(steps=1, p=[[2,0],[0,2]])",
+            "--prompts",
+            "40",
+            "--out",
+            "c",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<icl_probes::measure::Measurement> = serde_json::from_slice(&out.stdout).unwrap();
+    let chart = icl_lab::plot::curve_chart(&rows, "t", 10.0);
+    let mut labels: Vec<String> = chart
+        .series
+        .iter()
+        .map(|s| s.label.clone())
+        .filter(|l| l.starts_with("knn") || l.starts_with("precond_gd"))
+        .collect();
+    labels.dedup();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(rows.iter().all(|m| m.spec.is_some()));
+}
+
+#[test]
+fn a_run_without_a_manifest_is_adopted_only_with_its_configs_weights_and_only_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-softmax"); // softmax: the libtorch engine, which trained runs before manifests
+    config.model.softmax = true;
+    config.train.steps = 20;
+    config.eval.every = 10;
+    config.eval.tasks = 100;
+    let config = config.resolve().unwrap();
+    assert_eq!(config.engine(), icl_lab::config::Engine::Libtorch);
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let manifest = run.dir.join("manifest.json");
+    // Reading never writes: a run without a manifest is not complete to `load_complete_run`
+    // (as `sweep plan` and the figures read it), and no manifest appears.
+    std::fs::remove_file(&manifest).unwrap();
+    assert!(icl_lab::train::load_complete_run(&run.dir, &config).is_none());
+    assert!(!manifest.exists());
+    // Weights that are not this config's model (one tensor named `junk`): trained again.
+    let weights = run.dir.join("weights.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    tch::Tensor::write_safetensors(&[("junk", tch::Tensor::zeros([2], (Kind::Float, Device::Cpu)))], &weights).unwrap();
+    let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert!(!again.reused, "junk weights were adopted");
+    assert_eq!(std::fs::read(&weights).unwrap(), good, "retrained bit for bit");
+    // The config's own weights: adopted, and the manifest written (by `train`, under the lock).
+    std::fs::remove_file(&manifest).unwrap();
+    let adopted = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    assert!(adopted.reused && icl_lab::runs::verify(&run.dir, &config).is_ok());
+}
+
+#[test]
+fn no_gradient_clipping_is_infinite_clip_on_both_engines() {
+    for engine in [icl_lab::config::Engine::Fused, icl_lab::config::Engine::Libtorch] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tiny("tiny-noclip");
+        config.train.grad_clip = Some(f64::INFINITY);
+        config.train.engine = engine;
+        config.train.steps = 30;
+        config.eval.every = 10;
+        config.eval.tasks = 100;
+        let out = train(&config.resolve().unwrap(), dir.path(), TrainOptions::default()).unwrap();
+        assert_eq!(out.metrics.status, RunStatus::Complete, "{engine:?}");
+        assert!(out.metrics.rows.iter().all(|r| r.loss.is_finite()), "{engine:?}");
+        let first = out.metrics.rows.first().unwrap().loss;
+        assert!(out.metrics.rows.last().unwrap().loss < first, "{engine:?}: no learning");
+    }
+}
+
+#[test]
+fn sweeps_take_seed_lists_refuse_seed_grids_and_huge_grids_before_expanding() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        std::fs::write(dir.path().join("s.toml"), text).unwrap();
+        icl_lab::sweep::Sweep::load(&dir.path().join("s.toml"))
+    };
+    let sweep = load("name = \"s\"\npreset = \"tiny\"\nseeds = [3, 7]\n[grid]\n\"train.lr\" = [0.01, 0.02]\n").unwrap();
+    let seeds: Vec<u64> = sweep.runs().iter().map(|(_, c)| c.seed).collect();
+    assert_eq!(seeds, [3, 7, 3, 7]);
+    let err = |text: &str| format!("{:#}", load(text).unwrap_err());
+    assert!(err("name = \"s\"\npreset = \"tiny\"\n[grid]\nseed = [1, 2]\n").contains("seeds = [3, 7]"));
+    assert!(err("name = \"s\"\npreset = \"tiny\"\nseeds = [1, 1]\n").contains("seed 1 is listed twice"));
+    // 2 keys × 5,000 values: refused from the sizes alone, at once.
+    let values: Vec<String> = (0..5000).map(|i| format!("{}", 1e-4 * (i + 1) as f64)).collect();
+    let big = format!(
+        "name = \"s\"\npreset = \"tiny\"\n[grid]\n\"train.lr\" = [{0}]\n\"train.eps\" = [{0}]\n",
+        values.join(", ")
+    );
+    let start = std::time::Instant::now();
+    assert!(err(&big).contains("more than 10000 runs (5000 train.eps × 5000 train.lr × 1 seed(s))"), "{}", err(&big));
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+#[test]
+fn sweep_slurm_writes_only_validated_values_and_its_header_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), "name = \"s\"\npreset = \"tiny\"\nseeds = 2\n").unwrap();
+    // Every value that reaches an #SBATCH line: a newline (a command every array task would run),
+    // shell metacharacters, spaces, Slurm patterns.
+    for (args, expect) in [
+        (&["--time", "01:00:00\ntouch pwned"][..], "--time"),
+        (&["--mem", "2G; touch pwned"], "--mem"),
+        (&["--partition", "gpu\ntouch pwned"], "--partition"),
+        (&["--partition", "a b"], "--partition"),
+        (&["--out", "job\ntouch pwned"], "--out"),
+        (&["--out", "job dir"], "--out"),
+        (&["--out", "job%j"], "--out"),
+        (&["--limit", "0"], "--limit"),
+        (&["--cpus", "0"], "--cpus"),
+    ] {
+        let all = [&["sweep", "slurm", "s.toml"][..], args].concat();
+        assert_one_line_error(&all, dir.path(), expect, &format!("{args:?}"));
+    }
+    assert!(!dir.path().join("pwned").exists());
+    let out = icl_lab(
+        &[
+            "sweep",
+            "slurm",
+            "s.toml",
+            "--out",
+            "job",
+            "--time",
+            "2-12:00:00",
+            "--mem",
+            "500M",
+            "--partition",
+            "gpu,cpu",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = dir.path().join("job/sweep.sbatch");
+    let check = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    // Everything before the final `exec` is comments and `set`: run it, nothing happens.
+    let text = std::fs::read_to_string(&script).unwrap();
+    let header: Vec<&str> = text.lines().take_while(|l| !l.starts_with("exec ")).collect();
+    assert!(header.iter().all(|l| l.starts_with('#') || l.starts_with("set ")), "{header:?}");
+    // With an empty PATH, so that a command slipped into the header could not run anything.
+    let bash = ["/bin/bash", "/usr/bin/bash"].into_iter().find(|b| Path::new(b).exists()).expect("bash");
+    let run =
+        Command::new(bash).args(["-c", &header.join("\n")]).current_dir(dir.path()).env("PATH", "").output().unwrap();
+    assert!(run.status.success() && run.stdout.is_empty() && run.stderr.is_empty());
+    assert!(text.contains("#SBATCH --time=2-12:00:00\n#SBATCH") && text.contains("#SBATCH --partition=gpu,cpu\n"));
+}
+
+#[test]
+fn closed_or_full_output_streams_end_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // `icl-lab list | head -0`: the reader is gone before anything is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icl-lab"))
+        .arg("list")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A full disk: one line on stderr, exit 1; a full stderr as well: exit 1, no panic.
+    if Path::new("/dev/full").exists() {
+        let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_icl-lab")).arg("list").stdout(full()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr.trim().lines().count() == 1 && stderr.contains("writing to stdout"), "{stderr}");
+        let out = Command::new(env!("CARGO_BIN_EXE_icl-lab"))
+            .args(["bench", "--threads", "0"])
+            .stderr(full())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn the_index_lists_only_reports_of_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/vo2023-fig3.json");
+    std::fs::copy(good, reports.join("vo2023-fig3.json")).unwrap();
+    std::fs::write(reports.join("vo2023-fig2.json"), r#"{"name": 5}"#).unwrap();
+    std::fs::write(reports.join("vo2023-fig5.json"), "[]").unwrap();
+    let out = icl_lab(&["index", "--reports", "reports"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(reports.join("vo2023.md")).unwrap();
+    assert!(md.contains("| vo2023-fig2 |") && md.contains("| vo2023-fig5 |"), "{md}");
+    assert!(md.lines().filter(|l| l.contains("report unreadable")).count() == 2, "{md}");
+    assert!(md.contains("[vo2023-fig3](vo2023-fig3.md)"), "{md}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 2, "one warning per bad file");
 }

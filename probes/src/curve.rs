@@ -117,32 +117,53 @@ pub fn learning_curve_with_errors(
     let tuning =
         needs_tuning.then(|| task.sample_n(&mut stream_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max));
     let zero = eval_source.zero_error();
+    if !(zero.is_finite() && zero > 0.0) {
+        return Err(ProbeError::Unsupported(format!(
+            "the zero predictor's error of task `{}` is {zero}, so no error can be normalised by it (is a scale such as w_scale 0?)",
+            task.name()
+        )));
+    }
+    for (i, m) in members.iter().enumerate() {
+        if let CurveMember::Reference(spec) = m {
+            let twice =
+                members[..i].iter().any(|o| matches!(o, CurveMember::Reference(s) if s.label() == spec.label()));
+            if twice {
+                return Err(ProbeError::InvalidSpec(format!("learner `{}` is on the curve twice", spec.label())));
+            }
+        }
+    }
     let mut rows = Vec::new();
     for member in members {
         for &n in &opts.n_values {
             let prompts = eval_at(n);
             let (label, learner_owned);
-            let (learner, model, seed, layer): (&dyn Learner, _, _, _) = match member {
+            let (learner, spec, model, seed, layer): (&dyn Learner, _, _, _, _) = match member {
                 CurveMember::Reference(spec) => {
                     label = spec.label();
                     on_progress(&format!("{label}, n = {n}"));
                     let tuning_n = tuning.as_ref().map(|t| t.prefix(n));
                     learner_owned = fit(spec, tuning_n.as_ref())?;
-                    (learner_owned.as_ref(), None, None, None)
+                    (learner_owned.as_ref(), Some(spec.clone()), None, None, None)
                 }
                 CurveMember::Fixed { learner, model, seed, layer } => {
                     label = learner.label();
                     on_progress(&format!("{label}, n = {n}"));
-                    (*learner, model.clone(), *seed, *layer)
+                    (*learner, None, model.clone(), *seed, *layer)
                 }
             };
             let errors = normalised_errors(learner, &prompts, zero)?;
             let (value, lo, hi) = bootstrap_mean(&errors, opts.level, opts.resamples, opts.seed ^ n as u64);
+            if !value.is_finite() {
+                return Err(ProbeError::Unsupported(format!(
+                    "`{label}` at n = {n}: its mean normalised error is {value} (its predictions overflow or are not numbers on these prompts), not a point of a curve"
+                )));
+            }
             rows.push((
                 Measurement {
                     task: task.name().to_string(),
                     learner: learner.name().to_string(),
                     params: learner.params(),
+                    spec,
                     model,
                     seed,
                     layer,

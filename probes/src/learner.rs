@@ -104,10 +104,15 @@ pub fn fit(spec: &LearnerSpec, tuning: Option<&Prompts>) -> Result<Box<dyn Learn
     f.fit(spec, tuning)
 }
 
+/// The tuning prompts of a learner that tunes something (`fit` checks that they are given).
+pub fn tuning_for<'a>(name: &str, tuning: Option<&'a Prompts>) -> Result<&'a Prompts, ProbeError> {
+    tuning.ok_or_else(|| ProbeError::Unsupported(format!("learner `{name}` needs tuning prompts")))
+}
+
 /// Parses a spec's settings into a family's typed parameters; the error names the learner.
 pub fn parse_spec<T: DeserializeOwned>(spec: &LearnerSpec) -> Result<T, ProbeError> {
     serde_json::from_value(serde_json::Value::Object(spec.params.clone()))
-        .map_err(|e| ProbeError::Unsupported(format!("learner `{}`: {e}", spec.name)))
+        .map_err(|e| ProbeError::InvalidSpec(format!("learner `{}`: {e}", spec.name)))
 }
 
 /// Serialises typed parameters back to a table.

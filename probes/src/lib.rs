@@ -42,6 +42,11 @@ pub enum ProbeError {
     MissingWeight(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A learner spec that no prompts could make work (an unknown key, k = 0, λ ≤ 0): a command
+    /// stops on it before measuring anything, where [`ProbeError::Unsupported`] only leaves the
+    /// learner out where it does not apply.
+    #[error("{0}")]
+    InvalidSpec(String),
     #[error("linear algebra failed: {0}")]
     Linalg(#[from] ndarray_linalg::error::LinalgError),
 }

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use icl_tasks::{Params, Shift};
+use icl_tasks::{LearnerSpec, Params, Shift};
 
 /// One number the lab measured, with everything needed to find it again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,6 +17,13 @@ pub struct Measurement {
     pub learner: String,
     /// The learner's hyperparameters as used, e.g. `{"steps": 1, "eta": 0.48}`.
     pub params: Params,
+    /// The spec the learner was fitted from, as given (e.g. `knn` with `k = 8`; tuned
+    /// hyperparameters are in `params`), on the rows of learners measured from specs (curves,
+    /// tournaments). It is the candidate's identity: two specs of one family differ here while
+    /// `learner` is the same, and tables, rankings and legends key on it
+    /// ([`Measurement::candidate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<LearnerSpec>,
     /// The trained model's run name; null for reference learners.
     pub model: Option<String>,
     /// The trained model's seed; null for reference learners.
@@ -36,6 +43,21 @@ pub struct Measurement {
     pub hi: Option<f64>,
 }
 
+impl Measurement {
+    /// What the row measures, as rankings and tables key it: the label of the spec it was
+    /// fitted from ([`LearnerSpec::label`], every setting) where it has one, else the learner's
+    /// family name (`model` for a model's own rows).
+    pub fn candidate(&self) -> String {
+        self.spec.as_ref().map_or_else(|| self.learner.clone(), LearnerSpec::label)
+    }
+
+    /// The row with the identity of the spec it was fitted from.
+    pub fn with_spec(mut self, spec: &LearnerSpec) -> Self {
+        self.spec = Some(spec.clone());
+        self
+    }
+}
+
 /// serde_json writes NaN as null; read it back as NaN.
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
@@ -48,6 +70,7 @@ impl Measurement {
             task: task.into(),
             learner: learner.into(),
             params,
+            spec: None,
             model: None,
             seed: None,
             layer: None,

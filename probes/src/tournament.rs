@@ -181,6 +181,7 @@ pub fn same_score(a: f64, b: f64) -> bool {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RankedLearner {
+    /// The candidate: its spec's label ([`Measurement::candidate`]).
     pub learner: String,
     pub value: f64,
 }
@@ -191,7 +192,8 @@ pub fn higher_is_better(metric: &str) -> bool {
 }
 
 /// Ranks the candidates of every (model, layer) in `rows` by `metric`: the metric is averaged
-/// over n per seed, then over seeds. Candidates with a NaN mean (no sensitivity) are left out.
+/// over n per seed, then over seeds. A candidate is its spec ([`Measurement::candidate`]): two
+/// specs of one family are ranked apart. Candidates with a NaN mean (no sensitivity) are left out.
 pub fn rank(rows: &[Measurement], metric: &str) -> Vec<Ranking> {
     // (model, layer) → learner → seed → values over n
     type PerSeed = BTreeMap<u64, Vec<f64>>;
@@ -201,7 +203,7 @@ pub fn rank(rows: &[Measurement], metric: &str) -> Vec<Ranking> {
         table
             .entry((model.clone(), r.layer))
             .or_default()
-            .entry(r.learner.clone())
+            .entry(r.candidate())
             .or_default()
             .entry(r.seed.unwrap_or(0))
             .or_default()
@@ -364,6 +366,21 @@ mod tests {
         let r = &rank(&rows[2..4].iter().chain(&rows[6..]).cloned().collect::<Vec<_>>(), "spd")[0];
         assert!(r.tied_with_best.is_empty());
         assert_eq!(r.beyond_tie.as_ref().unwrap().mean, r.margin);
+    }
+
+    #[test]
+    fn two_specs_of_one_family_are_two_candidates() {
+        // knn(k=1) and knn(k=8) are different learners: ranked apart, never averaged together.
+        let spec = |k: u64| LearnerSpec::new("knn").with("k", k);
+        let rows = vec![
+            row("m", 0, "knn", 1, 0.6404).with_spec(&spec(1)),
+            row("m", 0, "knn", 1, 0.6264).with_spec(&spec(8)),
+            row("m", 0, "gd", 1, 0.63).with_spec(&LearnerSpec::new("gd").with("steps", 1)),
+        ];
+        let r = &rank(&rows, "spd")[0];
+        let order: Vec<(&str, f64)> = r.order.iter().map(|c| (c.learner.as_str(), c.value)).collect();
+        assert_eq!(order, [("knn(k=8)", 0.6264), ("gd(steps=1)", 0.63), ("knn(k=1)", 0.6404)]);
+        assert_eq!(r.beyond_tie.as_ref().unwrap().against, "gd(steps=1)");
     }
 
     #[test]

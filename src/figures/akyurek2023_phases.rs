@@ -115,7 +115,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         },
         trained.join("; "),
     );
-    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
+    crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());
     let report = crate::tournament::TournamentReport { command, preface, ..report };
     crate::tournament::write(&report, &opts.reports_root, &opts.figures_root)?;
     Ok(serde_json::to_value(&report)?)

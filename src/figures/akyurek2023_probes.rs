@@ -70,7 +70,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         losses(&runs),
         losses(&control_runs),
     );
-    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
+    crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());
     crate::layer_probes::write(&report, &opts.reports_root, &opts.figures_root, &opts.command(NAME), &preface)?;
     Ok(serde_json::to_value(&report)?)
 }

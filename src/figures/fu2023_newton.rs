@@ -293,7 +293,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         cells,
         figures: super::file_list(&files),
     };
-    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
+    crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());
     super::write_report(&opts.reports_root, NAME, &report, &markdown(&report, opts))
 }
 

@@ -160,7 +160,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             seed: 0,
             ..Default::default()
         };
-        eprintln!("{NAME}: {} ({} learners × {} n)", family.title, task.learners().len(), curve.n_values.len());
+        crate::warnln!("{NAME}: {} ({} learners × {} n)", family.title, task.learners().len(), curve.n_values.len());
         let rows = crate::curve::measure_with_errors(task.as_ref(), &task.learners(), &[], false, &curve)?;
         let mut closed_rows = Vec::new();
         if family.key == "linear" {
@@ -198,8 +198,11 @@ fn check_closed_forms(task: &dyn Task, rows: &[(Measurement, Vec<f64>)]) -> (Vec
     let mut checks = Vec::new();
     let mut closed_rows = Vec::new();
     for learner in ["least_squares", "averaging", "gd"] {
+        // The closed forms are of these specs (GD's: the best single step), not of any spec of
+        // the family: a candidate is its spec.
+        let spec = if learner == "gd" { "gd(steps=1)" } else { learner };
         let curve: Vec<&(Measurement, Vec<f64>)> =
-            rows.iter().filter(|(m, _)| m.learner == learner && m.n_context.unwrap_or(0) >= 1).collect();
+            rows.iter().filter(|(m, _)| m.candidate() == spec && m.n_context.unwrap_or(0) >= 1).collect();
         if curve.is_empty() {
             continue;
         }

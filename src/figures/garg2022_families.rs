@@ -161,7 +161,12 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             ..Default::default()
         };
         let on_curve: Vec<RunOnCurve> = runs.iter().map(|r| RunOnCurve::load(&r.dir)).collect::<anyhow::Result<_>>()?;
-        eprintln!("{NAME}: {} ({} learners × {} n)", family.title, task.learners().len(), curve_opts.n_values.len());
+        crate::warnln!(
+            "{NAME}: {} ({} learners × {} n)",
+            family.title,
+            task.learners().len(),
+            curve_opts.n_values.len()
+        );
         let rows = crate::curve::measure(task.as_ref(), &task.learners(), &on_curve, false, &curve_opts)?;
         let title = format!(
             "{} (d = {}): transformer vs baselines{}",

@@ -134,7 +134,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         LearnerSpec::new("zero"),
     ];
     let on_curve: Vec<RunOnCurve> = runs.iter().map(|r| RunOnCurve::load(&r.dir)).collect::<anyhow::Result<_>>()?;
-    eprintln!("{NAME}: the learning curve at n = 0…{} ({prompts} prompts)", dims.context_len);
+    crate::warnln!("{NAME}: the learning curve at n = 0…{} ({prompts} prompts)", dims.context_len);
     let mut measurements = crate::curve::measure(task.as_ref(), &learners, &on_curve, false, &curve_opts)?;
     let d = dims.x_dim;
     let task_name = task.name();

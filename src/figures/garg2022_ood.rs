@@ -121,7 +121,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let mut measurements = Vec::new();
     let all_shifts = shifts();
     for (k, &shift) in all_shifts.iter().enumerate() {
-        eprintln!("{NAME}: {} ({}/{}), n = 1…{}", shift_label(shift), k + 1, all_shifts.len(), dims.context_len);
+        crate::warnln!("{NAME}: {} ({}/{}), n = 1…{}", shift_label(shift), k + 1, all_shifts.len(), dims.context_len);
         let curve_opts = CurveOptions {
             prompts,
             tuning_prompts: 1024,
@@ -188,7 +188,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         figures: file_list(&files),
         measurements,
     };
-    eprintln!("{NAME}: {:.0} s", start.elapsed().as_secs_f64());
+    crate::warnln!("{NAME}: {:.0} s", start.elapsed().as_secs_f64());
     write_report(&opts.reports_root, NAME, &report, &markdown(&report, opts))
 }
 

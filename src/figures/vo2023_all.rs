@@ -48,8 +48,18 @@ pub fn write_index(reports_root: &Path) -> anyhow::Result<Value> {
     let mut rows = Vec::new();
     for name in MEMBERS {
         let path = reports_root.join(format!("{name}.json"));
-        let report: Option<Value> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let figure = find(name)?;
+        let report = match std::fs::read(&path) {
+            Err(_) => None,
+            Ok(bytes) => match figure_report(name, &bytes) {
+                Ok(r) => Some(r),
+                Err(why) => {
+                    crate::warnln!("{}: left out of the index ({why})", path.display());
+                    rows.push(json!({ "figure": name, "about": figure.about, "present": false, "unreadable": why }));
+                    continue;
+                }
+            },
+        };
         rows.push(match report {
             Some(r) => json!({
                 "figure": name,
@@ -67,6 +77,27 @@ pub fn write_index(reports_root: &Path) -> anyhow::Result<Value> {
     Ok(index)
 }
 
+/// `bytes` as the report of figure `name`: a JSON object that names the figure (`figure`), whose
+/// `quick` is a boolean where present and whose `seeds` a count or a list; anything else (another
+/// figure's report, `[]`, `{"name": 5}`) is not listed as a report.
+fn figure_report(name: &str, bytes: &[u8]) -> Result<Value, String> {
+    let r: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = r.as_object().ok_or("not a JSON object")?;
+    if obj.get("figure").and_then(Value::as_str) != Some(name) {
+        return Err(format!(
+            "not the report of {name} (its `figure` field is {})",
+            obj.get("figure").unwrap_or(&Value::Null)
+        ));
+    }
+    if obj.get("quick").is_some_and(|q| !q.is_boolean()) {
+        return Err("`quick` is not true or false".into());
+    }
+    if !obj.get("seeds").is_some_and(|s| s.is_u64() || s.is_array()) {
+        return Err("`seeds` is neither a count nor a list".into());
+    }
+    Ok(r)
+}
+
 fn markdown(s: &Value) -> String {
     let mut out = String::from("# von Oswald et al. 2023: every reproduced figure\n\n");
     out +=
@@ -77,7 +108,8 @@ fn markdown(s: &Value) -> String {
         let name = r["figure"].as_str().unwrap_or("?");
         let about = r["about"].as_str().unwrap_or("");
         if r["present"] != true {
-            out += &format!("| {name} | {about} | not run yet | — | — |\n");
+            let state = if r["unreadable"].is_string() { "report unreadable" } else { "not run yet" };
+            out += &format!("| {name} | {about} | {state} | — | — |\n");
             continue;
         }
         let checks = r["gates"].as_object().filter(|g| !g.is_empty()).map_or("—".to_string(), |g| {

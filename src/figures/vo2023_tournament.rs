@@ -68,7 +68,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             "The paper's setting: every model trained as in its figure (5,000 steps; 50,000 for 5 separate layers)."
         },
     );
-    eprintln!("{NAME}: {} s", start.elapsed().as_secs());
+    crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());
     let report = crate::tournament::TournamentReport { command, preface, ..report };
     crate::tournament::write(&report, &opts.reports_root, &opts.figures_root)?;
     Ok(serde_json::to_value(&report)?)

@@ -160,6 +160,33 @@ pub enum ShiftKind {
 }
 
 impl ShiftKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [ShiftKind; 6] = [
+        ShiftKind::InputScale,
+        ShiftKind::TeacherScale,
+        ShiftKind::LabelNoise,
+        ShiftKind::ConditionNumber,
+        ShiftKind::ContextOrthant,
+        ShiftKind::QueryFromContext,
+    ];
+
+    /// The name configs and the command line use (`input_scale`, …), as serde spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShiftKind::InputScale => "input_scale",
+            ShiftKind::TeacherScale => "teacher_scale",
+            ShiftKind::LabelNoise => "label_noise",
+            ShiftKind::ConditionNumber => "condition_number",
+            ShiftKind::ContextOrthant => "context_orthant",
+            ShiftKind::QueryFromContext => "query_from_context",
+        }
+    }
+
+    /// The kind named `name` ([`ShiftKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             ShiftKind::InputScale => "input scale",
@@ -176,6 +203,19 @@ impl ShiftKind {
     /// so a learning curve samples each n afresh.
     pub fn prefix_consistent(self) -> bool {
         self != ShiftKind::QueryFromContext
+    }
+}
+
+#[cfg(test)]
+mod shift_name_tests {
+    use super::ShiftKind;
+
+    #[test]
+    fn shift_names_are_serdes() {
+        for kind in ShiftKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+            assert_eq!(ShiftKind::from_name(kind.name()), Some(kind));
+        }
     }
 }
 
@@ -246,7 +286,7 @@ pub enum TaskError {
     UnknownKey { key: String, task: &'static str, expected: String },
     #[error("train.task_pool: task `{task}` cannot draw its hidden functions from a fixed pool (got {size}; tasks that can: linear)")]
     NoPool { task: &'static str, size: usize },
-    #[error("task `{task}` has no shift `{kind:?}` (it has: {have})")]
+    #[error("task `{task}` has no shift `{}` (it has: {have})", kind.name())]
     UnsupportedShift { task: &'static str, kind: ShiftKind, have: String },
 }
 
@@ -257,7 +297,7 @@ impl TaskError {
 
     /// The error for a shift `task` does not list in its [`Task::shifts`].
     pub fn unsupported_shift(task: &dyn Task, kind: ShiftKind) -> Self {
-        let have: Vec<String> = task.shifts().iter().map(|s| format!("{:?}", s.kind)).collect();
+        let have: Vec<String> = task.shifts().iter().map(|s| s.kind.name().to_string()).collect();
         TaskError::UnsupportedShift { task: task.name(), kind, have: have.join(", ") }
     }
 }
@@ -272,14 +312,20 @@ pub(crate) fn check_count(field: &str, value: usize, range: std::ops::RangeInclu
     }
 }
 
-/// Checks a real number is finite and ≥ `min` (or > `min` when `strict`).
+/// The largest value a task's real-valued setting (a scale, a noise level, a condition number)
+/// may take: beyond it squared errors and XᵀX overflow f64 or lose every digit, so results would
+/// be NaN or LAPACK failures rather than numbers.
+pub const MAX_REAL: f64 = 1e6;
+
+/// Checks a real number is finite, ≥ `min` (or > `min` when `strict`) and at most [`MAX_REAL`].
 pub(crate) fn check_real(field: &str, value: f64, min: f64, strict: bool) -> Result<(), TaskError> {
-    let ok = value.is_finite() && if strict { value > min } else { value >= min };
+    let ok = value.is_finite() && value <= MAX_REAL && if strict { value > min } else { value >= min };
     if ok {
         Ok(())
     } else {
-        let message = format!("must be a finite number {} {min}", if strict { ">" } else { ">=" });
-        Err(TaskError::invalid(field, &message, value))
+        let message = format!("must be a number {} {min} and at most {MAX_REAL:e}", if strict { ">" } else { ">=" });
+        let shown = if value.is_finite() && value.abs() >= 1e7 { format!("{value:e}") } else { value.to_string() };
+        Err(TaskError::invalid(field, &message, shown))
     }
 }
 

@@ -12,7 +12,7 @@ use icl_tasks::{LearnerSpec, Params, Prompts};
 
 use super::stack_weights;
 use crate::gd::LeastSquaresStats;
-use crate::learner::{linear_prediction, parse_spec, to_params, Learner, LearnerFamily, Prediction};
+use crate::learner::{linear_prediction, parse_spec, to_params, tuning_for, Learner, LearnerFamily, Prediction};
 use crate::ridge::ridge_weights;
 use crate::tune::minimize_log;
 use crate::ProbeError;
@@ -51,7 +51,7 @@ impl LearnerFamily for LeastSquaresFamily {
             if m.is_empty() {
                 Ok(Box::new(LeastSquares) as Box<dyn Learner>)
             } else {
-                Err(ProbeError::Unsupported("learner `least_squares` takes no settings".into()))
+                Err(ProbeError::InvalidSpec("learner `least_squares` takes no settings".into()))
             }
         })
     }
@@ -93,14 +93,14 @@ impl LearnerFamily for RidgeFamily {
         "ridge regression (XᵀX + λI)⁻¹Xᵀy; the Bayes-optimal λ is σ²/τ² (Akyürek et al.)"
     }
     fn needs_tuning(&self, spec: &LearnerSpec) -> bool {
-        !spec.params.contains_key("lambda")
+        !spec.sets("lambda")
     }
     fn fit(&self, spec: &LearnerSpec, tuning: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let s: RidgeSpec = parse_spec(spec)?;
         let lambda = match s.lambda {
             Some(l) if l.is_finite() && l > 0.0 => l,
-            Some(l) => return Err(ProbeError::Unsupported(format!("learner `ridge`: lambda must be > 0 (got {l})"))),
-            None => tune_lambda(tuning.expect("checked by learner::fit"))?,
+            Some(l) => return Err(ProbeError::InvalidSpec(format!("learner `ridge`: lambda must be > 0 (got {l})"))),
+            None => tune_lambda(tuning_for("ridge", tuning)?)?,
         };
         Ok(Box::new(Ridge { lambda }))
     }
@@ -187,7 +187,7 @@ impl LearnerFamily for NewtonFamily {
     fn fit(&self, spec: &LearnerSpec, _: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let n: Newton = parse_spec(spec)?;
         if n.steps > 10_000 {
-            return Err(ProbeError::Unsupported("learner `newton`: steps must be at most 10000".into()));
+            return Err(ProbeError::InvalidSpec("learner `newton`: steps must be at most 10000".into()));
         }
         Ok(Box::new(n))
     }

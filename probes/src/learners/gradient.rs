@@ -19,7 +19,7 @@ use icl_tasks::{LearnerSpec, Params, Prompts};
 
 use crate::gd::{gd_weights, predict, LeastSquaresStats};
 use crate::gdpp::gdpp_weights;
-use crate::learner::{linear_prediction, parse_spec, Learner, LearnerFamily, Prediction};
+use crate::learner::{linear_prediction, parse_spec, tuning_for, Learner, LearnerFamily, Prediction};
 use crate::tune::{golden, minimize_log, nelder_mead};
 use crate::ProbeError;
 
@@ -91,15 +91,14 @@ impl LearnerFamily for GdFamily {
         "k steps of gradient descent from W₀ = 0 with one step size η (von Oswald et al.)"
     }
     fn needs_tuning(&self, spec: &LearnerSpec) -> bool {
-        !spec.params.contains_key("eta")
+        !spec.sets("eta")
     }
     fn fit(&self, spec: &LearnerSpec, tuning: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let s: GdSpec = parse_spec(spec)?;
         check_steps("gd", s.steps)?;
-        let eta = match (s.eta, tuning) {
-            (Some(eta), _) => eta,
-            (None, Some(t)) => tune_gd_eta(t, s.steps),
-            (None, None) => unreachable!("checked by learner::fit"),
+        let eta = match s.eta {
+            Some(eta) => eta,
+            None => tune_gd_eta(tuning_for("gd", tuning)?, s.steps),
         };
         Ok(Box::new(Gd { steps: s.steps, eta }))
     }
@@ -109,7 +108,7 @@ fn check_steps(name: &str, steps: usize) -> Result<(), ProbeError> {
     if (1..=10_000).contains(&steps) {
         Ok(())
     } else {
-        Err(ProbeError::Unsupported(format!("learner `{name}`: steps must be in 1..=10000 (got {steps})")))
+        Err(ProbeError::InvalidSpec(format!("learner `{name}`: steps must be in 1..=10000 (got {steps})")))
     }
 }
 
@@ -156,7 +155,7 @@ impl LearnerFamily for GdPlusPlusFamily {
         "GD with input preconditioning x ← (I − γ Σ xᵢxᵢᵀ) x per step (von Oswald et al. A.10)"
     }
     fn needs_tuning(&self, spec: &LearnerSpec) -> bool {
-        !(spec.params.contains_key("eta") && spec.params.contains_key("gamma"))
+        !(spec.sets("eta") && spec.sets("gamma"))
     }
     fn fit(&self, spec: &LearnerSpec, tuning: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let s: GdppSpec = parse_spec(spec)?;
@@ -164,7 +163,7 @@ impl LearnerFamily for GdPlusPlusFamily {
         let learner = match (s.eta, s.gamma) {
             (Some(eta), Some(gamma)) => GdPlusPlus { steps: s.steps, eta, gamma },
             _ => {
-                let t = tuning.expect("checked by learner::fit");
+                let t = tuning_for("gd++", tuning)?;
                 let loss = |eta: f64, gamma: f64| -> f64 {
                     let v = sse(gdpp_weights(t, &vec![eta; s.steps], &vec![gamma; s.steps]).last().expect("≥ 1"), t);
                     if v.is_finite() {
@@ -229,13 +228,13 @@ impl PrecondGd {
     pub fn new(steps: usize, per_step: Vec<Array2<f64>>) -> Result<Self, ProbeError> {
         check_steps("precond_gd", steps)?;
         if per_step.len() != 1 && per_step.len() != steps {
-            return Err(ProbeError::Unsupported(format!(
+            return Err(ProbeError::InvalidSpec(format!(
                 "learner `precond_gd`: one P or one per step ({steps}), got {}",
                 per_step.len()
             )));
         }
         if per_step.iter().any(|p| !p.is_square() || p.nrows() != per_step[0].nrows()) {
-            return Err(ProbeError::Unsupported("learner `precond_gd`: P must be square (d × d)".into()));
+            return Err(ProbeError::InvalidSpec("learner `precond_gd`: P must be square (d × d)".into()));
         }
         Ok(Self { steps, per_step })
     }
@@ -285,7 +284,7 @@ impl LearnerFamily for PrecondGdFamily {
         "preconditioned GD w ← w − P(Aw − b) (Ahn et al. 2023; one step: Zhang, Frei & Bartlett 2023)"
     }
     fn needs_tuning(&self, spec: &LearnerSpec) -> bool {
-        !spec.params.contains_key("p")
+        !spec.sets("p")
     }
     fn fit(&self, spec: &LearnerSpec, tuning: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let s: PrecondSpec = parse_spec(spec)?;
@@ -294,12 +293,12 @@ impl LearnerFamily for PrecondGdFamily {
                 let d = rows.len();
                 let flat: Vec<f64> = rows.concat();
                 Array2::from_shape_vec((d, flat.len() / d.max(1)), flat)
-                    .map_err(|_| ProbeError::Unsupported("learner `precond_gd`: p must be a d × d matrix".into()))?
+                    .map_err(|_| ProbeError::InvalidSpec("learner `precond_gd`: p must be a d × d matrix".into()))?
             }
-            None if s.steps == 1 => PrecondGd::fit_one_step(tuning.expect("checked by learner::fit"))?,
+            None if s.steps == 1 => PrecondGd::fit_one_step(tuning_for("precond_gd", tuning)?)?,
             None => match PRECOND_FITTER.get() {
                 Some(fit_steps) => {
-                    let per_step = fit_steps(tuning.expect("checked by learner::fit"), s.steps)?;
+                    let per_step = fit_steps(tuning_for("precond_gd", tuning)?, s.steps)?;
                     return Ok(Box::new(PrecondGd::new(s.steps, per_step)?));
                 }
                 None => {

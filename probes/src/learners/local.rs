@@ -101,7 +101,7 @@ impl LearnerFamily for KnnFamily {
     fn fit(&self, spec: &LearnerSpec, _: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let knn: Knn = parse_spec(spec)?;
         if knn.k == 0 {
-            return Err(ProbeError::Unsupported("learner `knn`: k must be at least 1".into()));
+            return Err(ProbeError::InvalidSpec("learner `knn`: k must be at least 1".into()));
         }
         Ok(Box::new(knn))
     }

@@ -50,7 +50,7 @@ impl LearnerFamily for LassoFamily {
     fn fit(&self, spec: &LearnerSpec, _: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let l: Lasso = parse_spec(spec)?;
         if !(l.alpha.is_finite() && l.alpha > 0.0) {
-            return Err(ProbeError::Unsupported(format!("learner `lasso`: alpha must be > 0 (got {})", l.alpha)));
+            return Err(ProbeError::InvalidSpec(format!("learner `lasso`: alpha must be > 0 (got {})", l.alpha)));
         }
         Ok(Box::new(l))
     }
@@ -187,7 +187,7 @@ impl LearnerFamily for BoostingFamily {
     fn fit(&self, spec: &LearnerSpec, _: Option<&Prompts>) -> Result<Box<dyn Learner>, ProbeError> {
         let b: Boosting = parse_spec(spec)?;
         if b.trees == 0 || b.trees > 10_000 || !(b.learning_rate > 0.0 && b.learning_rate.is_finite()) {
-            return Err(ProbeError::Unsupported("learner `boosting`: trees in 1..=10000, learning_rate > 0".into()));
+            return Err(ProbeError::InvalidSpec("learner `boosting`: trees in 1..=10000, learning_rate > 0".into()));
         }
         Ok(Box::new(b))
     }
