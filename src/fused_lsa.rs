@@ -1211,6 +1211,27 @@ mod tests {
     }
 
     #[test]
+    fn a_fused_run_is_intervened_on_through_the_libtorch_forward_which_matches_it() {
+        // Interventions run the tch model the run's weights load into; with none, that forward
+        // (through the cache) is bit-identical to the plain one and agrees with the fused engine.
+        for c in [config(1, true, |_| {}), config(3, false, |c| c.model.token_clip = Some(0.8))] {
+            let (tokens, targets, trainer) = setup(&c, 1.0);
+            let mut fused = FusedLsa::new(&c).unwrap();
+            fused.load_from(&trainer.vs).unwrap();
+            let (preds, _) = fused.outputs(&tokens);
+            let (t, _) = tensors(&c, &tokens, &targets);
+            let model = crate::models::Model::from(trainer.model);
+            let plain = tch::no_grad(|| model.forward(&t, None));
+            let mut cache = crate::cache::ActivationCache::all();
+            let through = tch::no_grad(|| model.forward(&t, Some(&mut cache)));
+            assert!(plain.equal(&through), "a forward through the cache is not bit-identical");
+            let via = crate::interventions::predict(&model, &t, Vec::new()).unwrap();
+            let as_f32: Vec<f32> = via.iter().map(|&x| x as f32).collect();
+            assert!(max_rel(&preds, &as_f32) < 1e-5, "fused vs libtorch: {:e}", max_rel(&preds, &as_f32));
+        }
+    }
+
+    #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let c = config(3, false, |_| {});
         let (tokens, targets, trainer) = setup(&c, 1.0);

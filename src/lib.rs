@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod export;
 pub mod figures;
 pub mod fused_lsa;
+pub mod interventions;
 pub mod io;
 pub mod layer_probes;
 pub mod layout;

@@ -285,6 +285,43 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Change a run's activations at named hooks and measure what follows: prints the loss change and writes
+    /// every hook's intervened activation (hook names as keys), the prompts, `prediction` and `clean.prediction`
+    /// as safetensors. Give --hook with its --op once per intervention (several apply in one forward, in order).
+    Intervene {
+        /// A run directory (config.toml + weights.safetensors).
+        run_dir: PathBuf,
+        /// Hook name, e.g. layers.0.resid_post, layers.1.attn.out, layers.0.attn.pattern, layers.0.mlp.out, tokens
+        /// (an unknown name lists the model's). Repeat for several interventions.
+        #[arg(long, required = true)]
+        hook: Vec<String>,
+        /// What to do there, one per --hook: zero; mean (over a reference batch); resample (from another batch of
+        /// the same size, same positions); replace=FILE, add=FILE (a safetensors tensor of the hook's shape or one
+        /// that broadcasts to it, named after the hook or the file's only entry); project-onto=FILE, project-out=FILE
+        /// (a basis (D, k) of the channel space).
+        #[arg(long, required = true)]
+        op: Vec<String>,
+        /// Token positions: all, context, query, or 0-based positions like 0,3,5 or 2..5. Once for all
+        /// interventions or once per --hook.
+        #[arg(long)]
+        tokens: Vec<String>,
+        /// Channels (the last axis): all, x or y (von Oswald et al.'s token layout), or numbers like 0,3 or 0..10.
+        /// Once for all interventions or once per --hook.
+        #[arg(long)]
+        channels: Vec<String>,
+        /// Prompts drawn from the run's task.
+        #[arg(long, default_value_t = 256)]
+        prompts: usize,
+        /// Seed of the prompts (and of the resample and mean batches).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file [default: <run-dir>/intervened.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sweeps: a grid of config overrides × seeds as run directories, run here or as a Slurm array job.
     Sweep {
         #[command(subcommand)]
@@ -634,6 +671,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 icl_lab::outln!("{name:<28} {shape:?}");
             }
             print_written(&[out]);
+        }
+        Command::Intervene { run_dir, hook, op, tokens, channels, prompts, seed, out, json } => {
+            let per_hook = |values: Vec<String>, what: &str| -> anyhow::Result<Vec<String>> {
+                match values.len() {
+                    0 => Ok(vec!["all".to_string(); hook.len()]),
+                    1 => Ok(vec![values[0].clone(); hook.len()]),
+                    k if k == hook.len() => Ok(values),
+                    k => anyhow::bail!("--{what}: give it once or once per --hook ({} hooks, {k} values)", hook.len()),
+                }
+            };
+            anyhow::ensure!(
+                op.len() == hook.len(),
+                "--op: give one per --hook ({} hooks, {} ops)",
+                hook.len(),
+                op.len()
+            );
+            let (tokens, channels) = (per_hook(tokens, "tokens")?, per_hook(channels, "channels")?);
+            let args: Vec<icl_lab::interventions::InterventionArgs> = (0..hook.len())
+                .map(|i| icl_lab::interventions::InterventionArgs {
+                    hook: hook[i].clone(),
+                    op: op[i].clone(),
+                    tokens: tokens[i].clone(),
+                    channels: channels[i].clone(),
+                })
+                .collect();
+            let summary = icl_lab::interventions::run_intervene(&run_dir, &args, prompts, seed, out.as_deref())?;
+            if json {
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                icl_lab::outln!("{}", summary.summary());
+                print_written(&[summary.file.clone()]);
+            }
         }
         Command::Sweep { action } => match action {
             SweepAction::Plan { sweep, runs } => {

@@ -1348,6 +1348,24 @@ fn the_bad_input_corpus_gets_one_line_errors() {
     assert!(count >= 20, "the corpus lost command lines: {count}");
     assert!(!dir.path().join("runs").exists(), "a refused command wrote a run");
 
+    // `intervene` on a run: a construction, then each bad intervention (nothing written).
+    let run_dir = tempfile::tempdir().unwrap();
+    let run = run_dir.path().join("gd2");
+    let out = icl_lab(&["construct", "--layers", "2", "--out", run.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tensors = corpus.join("tensors");
+    let lines = std::fs::read_to_string(corpus.join("intervene.txt")).unwrap();
+    let mut count = 0;
+    for line in lines.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let (expect, args) = line.split_once(" :: ").expect("`<expected> :: <arguments>`");
+        let args = args.replace("{run}", run.to_str().unwrap()).replace("{tensors}", tensors.to_str().unwrap());
+        let args: Vec<&str> = args.split_whitespace().collect();
+        assert_one_line_error(&args, dir.path(), expect.trim(), line);
+        count += 1;
+    }
+    assert!(count >= 15, "the intervene corpus lost lines: {count}");
+    assert!(!run.join("intervened.safetensors").exists(), "a refused intervention wrote a file");
+
     // Damaged run directories: a good tiny run, then one damage at a time, read by every command
     // that loads a run.
     let out = icl_lab(&["train", "--preset", "tiny", "--steps", "40"], dir.path());

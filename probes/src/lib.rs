@@ -19,6 +19,7 @@ pub mod curve;
 pub mod gd;
 pub mod gdpp;
 pub mod gdpp_fit;
+pub mod interventions;
 pub mod learner;
 pub mod learners;
 pub mod measure;

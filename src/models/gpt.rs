@@ -17,7 +17,7 @@
 //! `layers.{l}.attn.{q,k,v,o,bq,bk,bv,bo}`, `layers.{l}.ln_mlp.{scale,offset}`,
 //! `layers.{l}.mlp.{w1,b1,w2,b2}`, `ln_final.{scale,offset}`, `read_out.{w,b}`. Activations carry
 //! the same hook names as the von Oswald family ([`crate::cache`]): `tokens`,
-//! `layers.{l}.attn.pattern` (B, H, T, T), `layers.{l}.attn.out`, `layers.{l}.resid_mid`,
+//! `layers.{l}.attn.pattern` (B, H, T, T), `layers.{l}.attn.out`, `layers.{l}.resid_mid`, `layers.{l}.mlp.out`,
 //! `layers.{l}.resid_post` (B, T, width).
 //!
 //! Initialisation as Hugging Face's GPT-2 (`initializer_range` 0.02: weights and embeddings
@@ -94,13 +94,18 @@ impl Attention {
     }
 
     /// x (B, T, W) → (output (B, T, W), pattern (B, H, T, T)); position t attends to positions ≤ t.
-    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> (Tensor, Tensor) {
+    /// `edit` changes the pattern (B, H, T, T) before it mixes the values (an intervention at
+    /// `layers.{l}.attn.pattern`).
+    fn forward(&self, x: &Tensor, causal_mask: &Tensor, edit: Option<&dyn Fn(Tensor) -> Tensor>) -> (Tensor, Tensor) {
         let (b, t, w) = x.size3().expect("x is (B, T, W)");
         let (h, size) = (self.heads, w / self.heads);
         let split = |m: &Tensor, bias: &Tensor| x.matmul(m).g_add(bias).view([b, t, h, size]).transpose(1, 2); // (B, H, T, size)
         let (q, k, v) = (split(&self.q, &self.bq), split(&self.k, &self.bk), split(&self.v, &self.bv));
         let logits = q.matmul(&k.transpose(-2, -1)) / (size as f64).sqrt(); // (B, H, T, T)
-        let pattern = logits.masked_fill(causal_mask, f64::NEG_INFINITY).softmax(-1, x.kind());
+        let mut pattern = logits.masked_fill(causal_mask, f64::NEG_INFINITY).softmax(-1, x.kind());
+        if let Some(edit) = edit {
+            pattern = edit(pattern);
+        }
         let mixed = pattern.matmul(&v).transpose(1, 2).reshape([b, t, w]); // (B, T, H·size)
         (mixed.matmul(&self.o) + &self.bo, pattern)
     }
@@ -237,23 +242,40 @@ impl Gpt {
     pub fn forward_all(&self, tokens: &Tensor, mut cache: Option<&mut ActivationCache>) -> Tensor {
         let (_, t, _) = tokens.size3().expect("tokens are (B, T, d)");
         assert!(t <= self.max_tokens(), "{t} tokens, but the model has positions for {}", self.max_tokens());
-        if let Some(c) = cache.as_deref_mut() {
-            c.record(crate::cache::TOKENS, tokens);
-        }
+        // Every named activation passes through the cache, which may change it (interventions).
+        let tokens = match cache.as_deref_mut() {
+            Some(c) => c.hook(crate::cache::TOKENS, tokens.shallow_clone()),
+            None => tokens.shallow_clone(),
+        };
         // Position i may attend to j ≤ i: mask the strict upper triangle.
         let causal_mask = Tensor::ones([t, t], (Kind::Bool, tokens.device())).triu(1); // (T, T)
         let mut h = tokens.matmul(&self.read_in_w) + &self.read_in_b + self.pos_embed.narrow(0, 0, t); // (B, T, W)
         for (l, block) in self.blocks.iter().enumerate() {
-            let (attn_out, pattern) = block.attn.forward(&block.ln_attn.forward(&h), &causal_mask);
-            h = &h + &attn_out; // not `+=`: tch's AddAssign is in place, which autograd cannot differentiate
+            use crate::cache::{attn_out, attn_pattern, mlp_out, resid_mid, resid_post};
+            let (mut out, pattern) = {
+                let pattern_name = attn_pattern(l);
+                let edit = match cache.as_deref() {
+                    Some(c) if c.writes(&pattern_name) => Some(|p: Tensor| c.apply(&pattern_name, p)),
+                    _ => None,
+                };
+                let edit = edit.as_ref().map(|f| f as &dyn Fn(Tensor) -> Tensor);
+                block.attn.forward(&block.ln_attn.forward(&h), &causal_mask, edit)
+            };
             if let Some(c) = cache.as_deref_mut() {
-                c.record(crate::cache::attn_pattern(l), &pattern);
-                c.record(crate::cache::attn_out(l), &attn_out);
-                c.record(crate::cache::resid_mid(l), &h);
+                c.record(attn_pattern(l), &pattern);
+                out = c.hook(attn_out(l), out);
             }
-            h = &h + block.mlp.forward(&block.ln_mlp.forward(&h));
+            h = &h + &out; // not `+=`: tch's AddAssign is in place, which autograd cannot differentiate
             if let Some(c) = cache.as_deref_mut() {
-                c.record(crate::cache::resid_post(l), &h);
+                h = c.hook(resid_mid(l), h);
+            }
+            let mut out = block.mlp.forward(&block.ln_mlp.forward(&h));
+            if let Some(c) = cache.as_deref_mut() {
+                out = c.hook(mlp_out(l), out);
+            }
+            h = &h + &out;
+            if let Some(c) = cache.as_deref_mut() {
+                h = c.hook(resid_post(l), h);
             }
         }
         self.read_out_all(&h)

@@ -21,7 +21,8 @@
 //! `layers.{l}.ln_mlp.{scale,offset}`, `layers.{l}.mlp.{w1,w2}` (l = parameter layer).
 //! Activations (see [`crate::cache`]) are named per applied layer l:
 //! `layers.{l}.attn.pattern` (B, H, T, N), `layers.{l}.attn.out` (B, T, D),
-//! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.resid_post` (B, T, D), `tokens`, and
+//! `layers.{l}.resid_mid` (B, T, D; with MLP), `layers.{l}.mlp.out` (B, T, D; with MLP),
+//! `layers.{l}.resid_post` (B, T, D), `tokens`, and
 //! `features` (B, T, D: the residual stream entering the first layer, models with a feature map).
 //!
 //! Only the query token's output feeds the loss, so the last layer computes attention for the
@@ -92,7 +93,15 @@ impl Attention {
     }
 
     /// queries (B, Tq, D), context (B, N, D) → (output (B, Tq, D), pattern (B, H, Tq, N)).
-    fn forward(&self, queries: &Tensor, context: &Tensor, softmax: bool) -> (Tensor, Tensor) {
+    /// `edit` changes the pattern (B, H, Tq, N) before it mixes the values (an intervention at
+    /// `layers.{l}.attn.pattern`).
+    fn forward(
+        &self,
+        queries: &Tensor,
+        context: &Tensor,
+        softmax: bool,
+        edit: Option<&dyn Fn(Tensor) -> Tensor>,
+    ) -> (Tensor, Tensor) {
         let (b, tq, _) = queries.size3().expect("queries are (B, T, D)");
         let n = context.size()[1];
         let (h, k) = (self.heads, self.key_size);
@@ -105,6 +114,9 @@ impl Attention {
             if softmax {
                 pattern = (pattern / (k as f64).sqrt()).softmax(-1, q.kind());
             }
+            if let Some(edit) = edit {
+                pattern = edit(pattern.unsqueeze(1)).squeeze_dim(1); // via (B, 1, Tq, N)
+            }
             let out = pattern.matmul(&values).matmul(&self.o); // (B, Tq, D)
             return (out, pattern.unsqueeze(1));
         }
@@ -114,6 +126,9 @@ impl Attention {
         let mut pattern = q.matmul(&keys.transpose(-2, -1)); // (B, H, Tq, N)
         if softmax {
             pattern = (pattern / (k as f64).sqrt()).softmax(-1, q.kind());
+        }
+        if let Some(edit) = edit {
+            pattern = edit(pattern);
         }
         let mixed = pattern.matmul(&values).transpose(1, 2).reshape([b, tq, h * k]); // (B, Tq, H·K)
         (mixed.matmul(&self.o), pattern)
@@ -338,21 +353,23 @@ impl Transformer {
             self.config.recurrent || layers <= self.blocks.len(),
             "a model with separate layers cannot be applied {layers} times"
         );
-        if let Some(c) = cache.as_deref_mut() {
-            c.record(crate::cache::TOKENS, tokens);
-        }
-        let mut h = self.with_positions(&self.features.forward(tokens));
+        // Every named activation passes through the cache, which may change it (interventions).
+        let tokens = match cache.as_deref_mut() {
+            Some(c) => c.hook(crate::cache::TOKENS, tokens.shallow_clone()),
+            None => tokens.shallow_clone(),
+        };
+        let mut h = self.with_positions(&self.features.forward(&tokens));
         if let Some(c) = cache.as_deref_mut() {
             if self.config.has_feature_map() {
-                c.record(crate::cache::FEATURES, &h);
+                h = c.hook(crate::cache::FEATURES, h);
             }
         }
         for l in 0..layers {
             let block = &self.blocks[if self.config.recurrent { 0 } else { l }];
             // Activation names are only built when there is a cache to record into (not in training).
             let names = cache.is_some().then(|| {
-                use crate::cache::{attn_out, attn_pattern, resid_mid, resid_post};
-                [attn_pattern(l), attn_out(l), resid_mid(l), resid_post(l)]
+                use crate::cache::{attn_out, attn_pattern, mlp_out, resid_mid, resid_post};
+                [attn_pattern(l), attn_out(l), resid_mid(l), mlp_out(l), resid_post(l)]
             });
             let wanted = match (cache.as_deref(), &names) {
                 (Some(c), Some(names)) => names.iter().any(|n| c.wants(n)),
@@ -365,31 +382,43 @@ impl Transformer {
             };
             let context = x.narrow(1, 0, n_ctx); // (B, N, D)
             let (attn_out, pattern, resid) = if all_rows {
-                let (out, pattern) = block.attn.forward(&x, &context, block.attn.softmax);
+                // An intervention on the pattern changes it before it mixes the values.
+                let edit = match (cache.as_deref(), &names) {
+                    (Some(c), Some(names)) if c.writes(&names[0]) => {
+                        let name = names[0].clone();
+                        Some(move |p: Tensor| c.apply(&name, p))
+                    }
+                    _ => None,
+                };
+                let edit = edit.as_ref().map(|f| f as &dyn Fn(Tensor) -> Tensor);
+                let (out, pattern) = block.attn.forward(&x, &context, block.attn.softmax, edit);
                 (out, pattern, h)
             } else {
                 let (out, pattern) = block.attn.forward_query(&x.select(1, t - 1), &context, block.attn.softmax);
                 (out.unsqueeze(1), pattern, h.narrow(1, t - 1, 1)) // (B, 1, D)
             };
-            let attn_out = if opts.y_update { self.y_entries_only(&attn_out) } else { attn_out };
-            h = self.residual(resid, &attn_out, opts.dampening);
+            let mut attn_out = if opts.y_update { self.y_entries_only(&attn_out) } else { attn_out };
             if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
                 c.record(names[0].clone(), &pattern);
-                c.record(names[1].clone(), &attn_out);
+                attn_out = c.hook(names[1].clone(), attn_out);
             }
+            h = self.residual(resid, &attn_out, opts.dampening);
             if let Some((ln, mlp)) = &block.mlp {
                 if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
-                    c.record(names[2].clone(), &h);
+                    h = c.hook(names[2].clone(), h);
                 }
                 let x = match ln {
                     Some(ln) => ln.forward(&h),
                     None => h.shallow_clone(),
                 };
-                let mlp_out = mlp.forward(&x);
+                let mut mlp_out = mlp.forward(&x);
+                if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
+                    mlp_out = c.hook(names[3].clone(), mlp_out);
+                }
                 h = self.residual(h, &mlp_out, opts.dampening);
             }
             if let (Some(c), Some(names)) = (cache.as_deref_mut(), &names) {
-                c.record(names[3].clone(), &h);
+                h = c.hook(names[4].clone(), h);
             }
         }
         self.readout(&h)
