@@ -48,32 +48,49 @@ pub fn export_activations(
     let tokens = model.tokens(&sample, kind, Device::Cpu);
     let mut cache = ActivationCache::all();
     let prediction = tch::no_grad(|| model.forward(&tokens, Some(&mut cache)));
+    let mut entries = cache_and_prompts(&cache, &sample, kind)?;
+    entries.push(("prediction".into(), prediction.detach().contiguous()));
+    let path = write_entries(&run, &entries, out, DEFAULT_FILE)?;
+    Ok((path, entries.iter().map(|(n, t)| (n.clone(), t.size())).collect()))
+}
+
+/// Every activation `cache` recorded under its hook name (sorted by name), then `prompts` as
+/// `prompt.xs`, `prompt.ys`, `prompt.xq`, `prompt.yq` in `kind`: the entries of an activations file.
+pub fn cache_and_prompts(
+    cache: &ActivationCache,
+    prompts: &icl_tasks::Prompts,
+    kind: Kind,
+) -> anyhow::Result<Vec<(String, Tensor)>> {
     let mut entries: Vec<(String, Tensor)> = cache
         .names_recorded()
         .map(|name| cache.tensor(name).map(|t| (name.to_string(), t.detach().contiguous())))
         .collect::<anyhow::Result<_>>()?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let as_tensor = |a: ArrayViewD<f64>| crate::layout::array_to_tensor(&a, kind, Device::Cpu);
-    entries.push(("prompt.xs".into(), as_tensor(sample.xs.view().into_dyn())));
-    entries.push(("prompt.ys".into(), as_tensor(sample.ys.view().into_dyn())));
-    entries.push(("prompt.xq".into(), as_tensor(sample.xq.view().into_dyn())));
-    entries.push(("prompt.yq".into(), as_tensor(sample.yq.view().into_dyn())));
-    entries.push(("prediction".into(), prediction.detach().contiguous()));
-    let write = |p: &Path| Ok(Tensor::write_safetensors(&entries, p)?);
-    let path = match out {
-        Some(path) => {
-            crate::io::with_atomic_path(path, write)?;
-            path.to_path_buf()
-        }
-        None => {
-            crate::runs::write_derived(&run, DEFAULT_FILE, write)?;
-            default_path(run_dir)
-        }
-    };
-    Ok((path, entries.iter().map(|(n, t)| (n.clone(), t.size())).collect()))
+    entries.push(("prompt.xs".into(), as_tensor(prompts.xs.view().into_dyn())));
+    entries.push(("prompt.ys".into(), as_tensor(prompts.ys.view().into_dyn())));
+    entries.push(("prompt.xq".into(), as_tensor(prompts.xq.view().into_dyn())));
+    entries.push(("prompt.yq".into(), as_tensor(prompts.yq.view().into_dyn())));
+    Ok(entries)
 }
 
-/// Where `icl-lab activations` writes when `--out` is not given.
-pub fn default_path(run_dir: &Path) -> PathBuf {
-    run_dir.join(DEFAULT_FILE)
+/// Writes `entries` as one safetensors file: to `out` atomically, or (None) to `default_name` in
+/// the run's directory under its lock ([`crate::runs::write_derived`]); returns the path written.
+pub fn write_entries(
+    run: &crate::runs::CheckedRun,
+    entries: &[(String, Tensor)],
+    out: Option<&Path>,
+    default_name: &str,
+) -> anyhow::Result<PathBuf> {
+    let write = |p: &Path| Ok(Tensor::write_safetensors(entries, p)?);
+    match out {
+        Some(path) => {
+            crate::io::with_atomic_path(path, write)?;
+            Ok(path.to_path_buf())
+        }
+        None => {
+            crate::runs::write_derived(run, default_name, write)?;
+            Ok(run.dir.join(default_name))
+        }
+    }
 }

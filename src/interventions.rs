@@ -42,12 +42,18 @@ pub fn hook_shapes(model: &Model, tokens: &Tensor) -> BTreeMap<String, Vec<i64>>
 pub fn check(model: &Model, tokens: &Tensor, interventions: &[Intervention]) -> anyhow::Result<()> {
     let shapes = hook_shapes(model, tokens);
     for i in interventions {
-        let shape = shapes.get(&i.hook).with_context(|| {
-            format!("unknown hook `{}`: this model has {}", i.hook, hook_summary(shapes.keys().map(String::as_str)))
-        })?;
-        i.check(shape)?;
+        i.check(shape_of(&shapes, &i.hook)?)?;
     }
     Ok(())
+}
+
+/// The shape of `hook` among a model's [`hook_shapes`], refusing an unknown hook in one line that
+/// names the ones it has.
+fn shape_of<'a>(shapes: &'a BTreeMap<String, Vec<i64>>, hook: &str) -> anyhow::Result<&'a [i64]> {
+    let shape = shapes.get(hook).with_context(|| {
+        format!("unknown hook `{hook}`: this model has {}", hook_summary(shapes.keys().map(String::as_str)))
+    })?;
+    Ok(shape)
 }
 
 /// Hook names in one line, per-layer names folded (`layers.{0..2}.attn.out`).
@@ -106,11 +112,7 @@ pub fn resample_from(model: &Model, other: &Tensor, hook: &str) -> anyhow::Resul
 /// after the hook, else the file's only entry, refusing NaN and inf.
 pub fn tensor_from_file(path: &Path, hook: &str) -> anyhow::Result<Tensor> {
     let shown = path.display();
-    anyhow::ensure!(path.is_file(), "{shown}: missing");
-    let entries = Tensor::read_safetensors(path).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        anyhow::anyhow!("{shown}: not a readable safetensors file ({first})")
-    })?;
+    let entries = crate::runs::read_safetensors(path)?;
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     let t = match entries.iter().find(|(n, _)| n == hook) {
         Some((_, t)) => t.shallow_clone(),
@@ -276,11 +278,7 @@ pub fn resolve(
     let mut out = Vec::new();
     for a in args {
         let hook = a.hook.as_str();
-        anyhow::ensure!(
-            shapes.contains_key(hook),
-            "unknown hook `{hook}`: this model has {}",
-            hook_summary(shapes.keys().map(String::as_str))
-        );
+        let shape = shape_of(&shapes, hook)?;
         let (name, file) = match a.op.split_once('=') {
             Some((n, f)) => (n, Some(Path::new(f))),
             None => (a.op.as_str(), None),
@@ -317,7 +315,7 @@ pub fn resolve(
             }
             list => iv = iv.channels(crate::cache::parse_indices(list, "--channels")?),
         }
-        iv.check(&shapes[hook])?;
+        iv.check(shape)?;
         out.push(iv);
     }
     Ok(out)
@@ -398,29 +396,10 @@ pub fn run_intervene(
         loss_intervened.is_finite(),
         "the intervened forward's loss is not finite ({loss_intervened}): the intervention sends the model out of range"
     );
-    let mut entries: Vec<(String, Tensor)> = cache
-        .names_recorded()
-        .map(|name| cache.tensor(name).map(|t| (name.to_string(), t.detach().contiguous())))
-        .collect::<anyhow::Result<_>>()?;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let as_tensor = |a: ndarray::ArrayViewD<f64>| crate::layout::array_to_tensor(&a, kind, tch::Device::Cpu);
-    entries.push(("prompt.xs".into(), as_tensor(base.xs.view().into_dyn())));
-    entries.push(("prompt.ys".into(), as_tensor(base.ys.view().into_dyn())));
-    entries.push(("prompt.xq".into(), as_tensor(base.xq.view().into_dyn())));
-    entries.push(("prompt.yq".into(), as_tensor(base.yq.view().into_dyn())));
+    let mut entries = crate::export::cache_and_prompts(&cache, &base, kind)?;
     entries.push(("prediction".into(), intervened.detach().contiguous()));
     entries.push(("clean.prediction".into(), clean.detach().contiguous()));
-    let write = |p: &Path| Ok(Tensor::write_safetensors(&entries, p)?);
-    let file = match out {
-        Some(path) => {
-            crate::io::with_atomic_path(path, write)?;
-            path.to_path_buf()
-        }
-        None => {
-            crate::runs::write_derived(&run, DEFAULT_FILE, write)?;
-            run_dir.join(DEFAULT_FILE)
-        }
-    };
+    let file = crate::export::write_entries(&run, &entries, out, DEFAULT_FILE)?;
     Ok(InterveneSummary {
         run: config.name.clone(),
         seed: config.seed,

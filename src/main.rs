@@ -701,7 +701,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 icl_lab::outln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 icl_lab::outln!("{}", summary.summary());
-                print_written(&[summary.file.clone()]);
+                print_written(std::slice::from_ref(&summary.file));
             }
         }
         Command::Sweep { action } => match action {

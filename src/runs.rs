@@ -57,13 +57,19 @@ pub fn load_model(dir: &Path, config: &RunConfig, device: Device) -> anyhow::Res
 /// file that is missing or unreadable, that lacks a parameter or has one too many, whose shapes
 /// differ from the model's (weights and config.toml disagree), or that holds NaN or inf.
 pub fn load_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    let stored = read_safetensors(path)?;
+    load_tensors(vs, &stored, &path.display().to_string())
+}
+
+/// Every tensor of a safetensors file, refusing in one line (naming the file) one that is
+/// missing or unreadable.
+pub fn read_safetensors(path: &Path) -> anyhow::Result<Vec<(String, tch::Tensor)>> {
     let shown = path.display();
     anyhow::ensure!(path.is_file(), "{shown}: missing");
-    let stored = tch::Tensor::read_safetensors(path).map_err(|e| {
+    tch::Tensor::read_safetensors(path).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
         anyhow::anyhow!("{shown}: not a readable safetensors file ({first})")
-    })?;
-    load_tensors(vs, &stored, &shown.to_string())
+    })
 }
 
 /// Copies named tensors into `vs` with the checks of [`load_weights`]; `shown` names their source

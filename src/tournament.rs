@@ -250,15 +250,8 @@ fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
 
 /// (η, γ) per step for a `gd` or `gd++` candidate of `layer` steps, from its parameters.
 fn gd_family_steps(learner: &dyn Learner, layer: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-    let p = learner.params();
-    let steps = p.get("steps")?.as_u64()? as usize;
-    let eta = p.get("eta")?.as_f64()?;
-    let gamma = match learner.name() {
-        "gd" => 0.0,
-        "gd++" => p.get("gamma")?.as_f64()?,
-        _ => return None,
-    };
-    (steps == layer).then(|| (vec![eta; layer], vec![gamma; layer]))
+    let recursion = icl_probes::interventions::Recursion::of_learner(learner)?;
+    (recursion.len() == layer).then(|| recursion.steps.iter().copied().unzip())
 }
 
 /// A fitted candidate's answers at one n.

@@ -461,6 +461,17 @@ fn icl_lab(args: &[&str], cwd: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `icl-lab tournament <args>` in `dir`, writing report `name` to `r/` and its figure to
+/// `f/`, and reads the report's JSON back.
+fn tournament(dir: &Path, name: &str, args: &[&str]) -> icl_lab::tournament::TournamentReport {
+    let mut all = vec!["tournament"];
+    all.extend_from_slice(args);
+    all.extend(["--name", name, "--reports", "r", "--figures", "f"]);
+    let out = icl_lab(&all, dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(dir.join("r").join(format!("{name}.json"))).unwrap()).unwrap()
+}
+
 #[test]
 fn the_cli_reports_bad_configs_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
@@ -587,30 +598,23 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
     let dir = tempfile::tempdir().unwrap();
     let out = icl_lab(&["construct", "--layers", "2", "--eta", "5", "--tasks", "100", "--out", "cons"], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let args = [
-        "tournament",
-        "cons",
-        "--learners",
-        "gd(steps=1,eta=5),ridge,zero",
-        "--n",
-        "10",
-        "--prompts",
-        "64",
-        "--tuning-prompts",
-        "256",
-        "--orders",
-        "3",
-        "--name",
+    let report = tournament(
+        dir.path(),
         "t",
-        "--reports",
-        "r",
-        "--figures",
-        "f",
-    ];
-    let out = icl_lab(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: icl_lab::tournament::TournamentReport =
-        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+        &[
+            "cons",
+            "--learners",
+            "gd(steps=1,eta=5),ridge,zero",
+            "--n",
+            "10",
+            "--prompts",
+            "64",
+            "--tuning-prompts",
+            "256",
+            "--orders",
+            "3",
+        ],
+    );
     for layer in [1, 2] {
         let spd = report
             .ranking
@@ -683,31 +687,24 @@ fn the_tournament_ranks_gdpp_first_for_the_gdpp_construction() {
     icl_lab::models::transformer::load_weights(&vs, &gdpp_construction(10, 1, 10, &[13.0], &[0.17])).unwrap();
     let run = dir.path().join("gdpp");
     icl_lab::construct::write_run(&run, &config.resolve().unwrap(), &vs).unwrap();
-    let args = [
-        "tournament",
-        "gdpp",
-        "--no-untrained",
-        "--learners",
-        "gd++(steps=1,eta=13,gamma=0.17),gd(steps=1,eta=13),ridge,zero",
-        "--n",
-        "10",
-        "--prompts",
-        "64",
-        "--tuning-prompts",
-        "256",
-        "--orders",
-        "2",
-        "--name",
+    let report = tournament(
+        dir.path(),
         "t",
-        "--reports",
-        "r",
-        "--figures",
-        "f",
-    ];
-    let out = icl_lab(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: icl_lab::tournament::TournamentReport =
-        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+        &[
+            "gdpp",
+            "--no-untrained",
+            "--learners",
+            "gd++(steps=1,eta=13,gamma=0.17),gd(steps=1,eta=13),ridge,zero",
+            "--n",
+            "10",
+            "--prompts",
+            "64",
+            "--tuning-prompts",
+            "256",
+            "--orders",
+            "2",
+        ],
+    );
     // One GD++ step equals one GD step (the y-update reads the inputs before preconditioning), so
     // layer 1 is a tie of the two at SPD ≈ 0 and layer 2 separates them.
     let first = report.ranking.iter().find(|r| r.layer == Some(1) && r.metric == "spd").unwrap();
@@ -1177,30 +1174,23 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
     assert!(!model_rows.is_empty());
     let at = |n: u64| model_rows.iter().find(|m| m["n_context"] == n).unwrap()["value"].as_f64().unwrap();
     assert!(at(6) < at(0), "more examples help: n = 0 {} vs n = 6 {}", at(0), at(6));
-    let args = [
-        "tournament",
-        whole.dir.to_str().unwrap(),
-        "--learners",
-        "least_squares,averaging,zero",
-        "--n",
-        "6",
-        "--prompts",
-        "64",
-        "--tuning-prompts",
-        "128",
-        "--orders",
-        "2",
-        "--name",
+    let report = tournament(
+        dir.path(),
         "g",
-        "--reports",
-        "r",
-        "--figures",
-        "f",
-    ];
-    let out = icl_lab(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: icl_lab::tournament::TournamentReport =
-        serde_json::from_slice(&std::fs::read(dir.path().join("r/g.json")).unwrap()).unwrap();
+        &[
+            whole.dir.to_str().unwrap(),
+            "--learners",
+            "least_squares,averaging,zero",
+            "--n",
+            "6",
+            "--prompts",
+            "64",
+            "--tuning-prompts",
+            "128",
+            "--orders",
+            "2",
+        ],
+    );
     for layer in [1, 2] {
         assert!(report.ranking.iter().any(|r| r.layer == Some(layer) && r.metric == "spd"), "layer {layer}");
     }
@@ -1696,31 +1686,24 @@ fn two_specs_of_one_family_are_two_candidates_in_tournament_and_curve() {
     let dir = tempfile::tempdir().unwrap();
     let out = icl_lab(&["construct", "--layers", "1", "--eta", "5", "--tasks", "50", "--out", "cons"], dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let args = [
-        "tournament",
-        "cons",
-        "--no-untrained",
-        "--learners",
-        "gd(steps=1,eta=5),knn(k=1),knn(k=8)",
-        "--n",
-        "5,10",
-        "--prompts",
-        "64",
-        "--tuning-prompts",
-        "128",
-        "--orders",
-        "2",
-        "--name",
+    let report = tournament(
+        dir.path(),
         "t",
-        "--reports",
-        "r",
-        "--figures",
-        "f",
-    ];
-    let out = icl_lab(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: icl_lab::tournament::TournamentReport =
-        serde_json::from_slice(&std::fs::read(dir.path().join("r/t.json")).unwrap()).unwrap();
+        &[
+            "cons",
+            "--no-untrained",
+            "--learners",
+            "gd(steps=1,eta=5),knn(k=1),knn(k=8)",
+            "--n",
+            "5,10",
+            "--prompts",
+            "64",
+            "--tuning-prompts",
+            "128",
+            "--orders",
+            "2",
+        ],
+    );
     let spd = report.ranking.iter().find(|r| r.metric == "spd").unwrap();
     let mut ids: Vec<&str> = spd.order.iter().map(|c| c.learner.as_str()).collect();
     ids.sort();
