@@ -214,14 +214,30 @@ pub fn label_position(layout: TokenLayout, dims: Dims, j: usize) -> (usize, usiz
 }
 
 /// P4: the model's influence profile ∂ŷ/∂yⱼ (B, N) by autograd on the input tokens, for scalar
-/// labels, optionally under interventions. For a learner linear in y this is its smoother.
-pub fn influence(model: &Model, tokens: &Tensor, interventions: Vec<Intervention>) -> anyhow::Result<Array2<f64>> {
+/// labels, read out after `layer` applied layers (1-based; None: the model's output), optionally
+/// under interventions. For a learner linear in y this is its smoother.
+pub fn influence(
+    model: &Model,
+    tokens: &Tensor,
+    layer: Option<usize>,
+    interventions: Vec<Intervention>,
+) -> anyhow::Result<Array2<f64>> {
     let dims = model.dims();
     anyhow::ensure!(dims.y_dim == 1, "influence profiles are for scalar labels (o = {})", dims.y_dim);
+    let layers = model.layers();
+    let layer = layer.unwrap_or(layers);
+    anyhow::ensure!((1..=layers).contains(&layer), "layer {layer} of a model with {layers} applied layers (1-based)");
     let input = tokens.detach().set_requires_grad(true);
-    let mut cache = ActivationCache::none().with_interventions(interventions);
-    let preds = model.forward(&input, Some(&mut cache)); // (B, 1)
-                                                         // Each prompt's prediction depends only on its own tokens: one backward gives every prompt's.
+    let preds = if layer == layers {
+        let mut cache = ActivationCache::none().with_interventions(interventions);
+        model.forward(&input, Some(&mut cache)) // (B, 1)
+    } else {
+        let name = crate::cache::resid_post(layer - 1);
+        let mut cache = ActivationCache::names(&[name.as_str()]).with_interventions(interventions);
+        let _ = model.forward(&input, Some(&mut cache));
+        model.readout(cache.tensor(&name)?) // (B, T, D) → (B, 1)
+    };
+    // Each prompt's prediction depends only on its own tokens: one backward gives every prompt's.
     let total = preds.sum(preds.kind());
     let grads = Tensor::run_backward(&[&total], &[&input], false, false);
     let g = tensor_to_array(&grads[0])?; // (B, T, W)

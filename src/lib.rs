@@ -26,6 +26,7 @@ pub mod plot;
 pub mod presets;
 pub mod probe;
 pub mod progress;
+pub mod protocols;
 pub mod references;
 pub mod rng;
 pub mod runs;

@@ -54,9 +54,9 @@ enum Command {
     /// Reproduce a paper figure: train its seeds, probe them, render figures/<name>/*.png|svg and reports/<name>.{md,json}.
     Reproduce {
         /// The figure: vo2023-fig1, -fig2, -fig3, -fig4, -fig5, -fig6, -fig7, -fig8, -fig9, -fig10, -fig11, -fig12, -fig13,
-        /// -fig14, -fig15, -fig16, vo2023-all, vo2023-tournament, garg2022-fig2, garg2022-ood, garg2022-families,
-        /// garg2022-baselines, akyurek2023-phases, akyurek2023-probes, fu2023-newton, ahn2023 (the README's
-        /// table says what each shows).
+        /// -fig14, -fig15, -fig16, vo2023-all, vo2023-tournament, vo2023-interventions, garg2022-fig2, garg2022-ood,
+        /// garg2022-families, garg2022-baselines, akyurek2023-phases, akyurek2023-interventions, akyurek2023-probes,
+        /// fu2023-newton, ahn2023 (the README's table says what each shows).
         figure: String,
         /// Shortened training (minutes on a CPU); the report says so. Default: the paper's setting.
         #[arg(long)]
@@ -319,6 +319,58 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The four intervention protocols (P1 layer knockout, P2 iterate interchange, P3 activation
+    /// patching, P4 influence profiles) for each model, its untrained twin and control-task runs, against
+    /// every candidate learner (fitted on separate prompts) and beside the output comparison the tournament
+    /// makes. Writes <reports>/<name>.{json,md} and <figures>/<name>/{p3,p4}.{png,svg}.
+    Interventions {
+        /// Run directories: a run (…/seed-0) or a folder of seed-* runs of one configuration (all its
+        /// seeds). The first one's task is the protocols'.
+        #[arg(required_unless_present = "rerender", value_name = "RUN_DIR")]
+        run_dirs: Vec<PathBuf>,
+        /// Rebuild the Markdown report and the figures from an interventions JSON (no measuring).
+        #[arg(long, value_name = "JSON", conflicts_with = "run_dirs")]
+        rerender: Option<PathBuf>,
+        /// Runs trained on a control task (e.g. `linear` with fixed_w = true), evaluated on the first
+        /// run's task (repeatable).
+        #[arg(long = "control-task", value_name = "RUN_DIR")]
+        control_task: Vec<PathBuf>,
+        /// Leave out each model's untrained twin (its seed's initial weights).
+        #[arg(long)]
+        no_untrained: bool,
+        /// Candidates: `default` (the task's learners), a list such as "gd(steps=1),ridge", or `+list` to
+        /// add to the task's. A candidate with `steps` runs `steps = layer`; P1 and P2 use the GD and GD++
+        /// candidates, P4 every candidate linear in y.
+        #[arg(long, default_value = "+gd++(steps=1),newton(steps=1)")]
+        learners: String,
+        /// Report name (default: interventions-<first run name>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Numbers of in-context examples, comma-separated (default: N; P3 runs at the largest).
+        #[arg(long, value_delimiter = ',')]
+        n: Vec<usize>,
+        /// Evaluation prompts per n (P2's source prompts and P3's corruptions are as many).
+        #[arg(long, default_value_t = 256)]
+        prompts: usize,
+        /// Prompts the candidates' hyperparameters are fitted on, per n.
+        #[arg(long, default_value_t = 1024)]
+        tuning_prompts: usize,
+        /// Bootstrap resamples of each row's 90% interval.
+        #[arg(long, default_value_t = 1000)]
+        resamples: usize,
+        /// Seed of the evaluation, source and tuning prompts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Folder for <name>.json and <name>.md (results/ is ignored by git; the paper reports live in reports/).
+        #[arg(long, default_value = "results/reports")]
+        reports: PathBuf,
+        /// Folder for <name>/{p3,p4}.{png,svg} (results/ is ignored by git).
+        #[arg(long, default_value = "results/figures")]
+        figures: PathBuf,
+        /// Print the whole report as JSON instead of the findings.
         #[arg(long)]
         json: bool,
     },
@@ -671,6 +723,68 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 icl_lab::outln!("{name:<28} {shape:?}");
             }
             print_written(&[out]);
+        }
+        Command::Interventions {
+            run_dirs,
+            rerender,
+            control_task,
+            no_untrained,
+            learners,
+            name,
+            n,
+            prompts,
+            tuning_prompts,
+            resamples,
+            seed,
+            reports,
+            figures,
+            json,
+        } => {
+            if let Some(path) = rerender {
+                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let report: icl_lab::protocols::InterventionsReport = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not an interventions report", path.display()))?;
+                let files = icl_lab::protocols::write(&report, &reports, &figures)?;
+                print_written(&files);
+                return Ok(());
+            }
+            icl_lab::learners::register();
+            let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
+            let task = config.task();
+            let candidates = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
+            let mut opts = icl_lab::protocols::ProtocolOptions::for_task(task.as_ref());
+            if !n.is_empty() {
+                opts.n_values = checked_n_values(n, task.dims().context_len)?;
+            }
+            opts.prompts = prompts;
+            opts.tuning_prompts = tuning_prompts;
+            opts.resamples = resamples;
+            opts.seed = seed;
+            let name = name.unwrap_or_else(|| format!("interventions-{}", config.name));
+            icl_lab::tournament::check_report_name(&name)?;
+            let bar = icl_lab::progress::spinner("interventions");
+            let report = icl_lab::protocols::run(&name, task.as_ref(), &entrants, &candidates, &opts, &|what| {
+                bar.set_message(what.to_string());
+                bar.tick();
+            })?;
+            bar.finish_and_clear();
+            let command: Vec<String> = std::env::args().collect();
+            let report = icl_lab::protocols::InterventionsReport {
+                command: format!("icl-lab {}", command[1..].join(" ")),
+                ..report
+            };
+            let files = icl_lab::protocols::write(&report, &reports, &figures)?;
+            if json {
+                icl_lab::outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for f in report.findings() {
+                    icl_lab::outln!("- {f}");
+                }
+                for s in &report.skipped {
+                    icl_lab::outln!("left out: {s}");
+                }
+                print_written(&files);
+            }
         }
         Command::Intervene { run_dir, hook, op, tokens, channels, prompts, seed, out, json } => {
             let per_hook = |values: Vec<String>, what: &str| -> anyhow::Result<Vec<String>> {

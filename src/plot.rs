@@ -543,6 +543,20 @@ pub fn render_labelled_heatmaps(
     stem: &str,
     caption: &str,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    render_labelled_heatmaps_scaled(maps, columns, dir, stem, caption, None)
+}
+
+/// As [`render_labelled_heatmaps`], with a linear colour scale from `linear.0` (dark) to
+/// `linear.1` (bright) where given (values outside are clamped; the cells show the values), else
+/// the log scale over the positive values.
+pub fn render_labelled_heatmaps_scaled(
+    maps: &[LabelledHeatmap],
+    columns: usize,
+    dir: &Path,
+    stem: &str,
+    caption: &str,
+    linear: Option<(f64, f64)>,
+) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts();
     let columns = columns.clamp(1, maps.len().max(1));
     let rows = maps.len().div_ceil(columns).max(1);
@@ -554,13 +568,13 @@ pub fn render_labelled_heatmaps(
     with_atomic_path(&png, |p| {
         let px = Px(PNG_SCALE);
         let root = BitMapBackend::new(p, size(px)).into_drawing_area();
-        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, px)?;
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, linear, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     with_atomic_path(&svg, |p| {
         let px = Px(1.0);
         let root = SVGBackend::new(p, size(px)).into_drawing_area();
-        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, px)?;
+        draw_labelled_heatmaps(&root, maps, (rows, columns), caption, linear, px)?;
         root.present().map_err(|e| anyhow!("{e}"))
     })?;
     Ok(vec![png, svg])
@@ -571,6 +585,7 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
     maps: &[LabelledHeatmap],
     grid: (usize, usize),
     caption: &str,
+    linear: Option<(f64, f64)>,
     px: Px,
 ) -> anyhow::Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("{e:?}");
@@ -621,8 +636,12 @@ fn draw_labelled_heatmaps<DB: DrawingBackend>(
         for (i, row) in map.values.iter().enumerate() {
             let y = (n_rows - 1 - i) as f64;
             for (j, &v) in row.iter().enumerate() {
-                let (fill, ink) = if v.is_finite() && v > 0.0 {
-                    let t = ((v.log10() - lo) / span).clamp(0.0, 1.0); // 0 = smallest
+                let t = match linear {
+                    Some((a, b)) if v.is_finite() => Some(((v - a) / (b - a).max(1e-12)).clamp(0.0, 1.0)),
+                    None if v.is_finite() && v > 0.0 => Some(((v.log10() - lo) / span).clamp(0.0, 1.0)), // 0 = smallest
+                    _ => None,
+                };
+                let (fill, ink) = if let Some(t) = t {
                     let c = ViridisRGB::get_color(t);
                     (c, if t < 0.55 { WHITE } else { BLACK })
                 } else {

@@ -260,6 +260,9 @@ struct Candidate {
     spec: LearnerSpec,
     learner: Box<dyn Learner>,
     answers: Answers,
+    /// Its smoother s(X, x_q) (B, N) on the evaluation prompts, where it is linear in y (scalar
+    /// labels): what the model's ∂ŷ/∂y is compared with (`influence_cos`).
+    smoother: Option<Array2<f64>>,
     /// Its spec sets `steps`, so it is refitted per layer.
     follows_depth: bool,
 }
@@ -360,7 +363,17 @@ pub fn run(
                         .with_spec(given);
                         m.n_context = Some(n);
                         rows.push(m);
-                        here.push(Candidate { spec: given.clone(), learner, answers, follows_depth });
+                        let smoother = if dims.y_dim == 1 {
+                            let s = icl_probes::interventions::smoother(learner.as_ref(), &prompts)?;
+                            // A smoother of 0 (the zero learner) has no direction to compare.
+                            let nonzero = s.iter().any(|v| *v != 0.0);
+                            (nonzero
+                                && icl_probes::interventions::is_linear_in_y(learner.as_ref(), &prompts, &s, 1e-8)?)
+                            .then_some(s)
+                        } else {
+                            None
+                        };
+                        here.push(Candidate { spec: given.clone(), learner, answers, smoother, follows_depth });
                     }
                     Err(e @ icl_probes::ProbeError::InvalidSpec(_)) => {
                         anyhow::bail!("candidate `{}`: {e}", given.label())
@@ -430,7 +443,29 @@ pub fn run(
                     ));
                     loss.n_context = Some(n);
                     rows.push(loss);
+                    // The model's influence profile ∂ŷ/∂yⱼ (scalar labels), for `influence_cos`.
+                    let influence = if dims.y_dim == 1 {
+                        Some(model.with_tokens(&prompts, |net, tokens| {
+                            crate::interventions::influence(net, tokens, Some(layer), Vec::new())
+                        })?)
+                    } else {
+                        None
+                    };
                     for c in candidates_at(layer, n) {
+                        if let (Some(s_model), Some(s)) = (&influence, &c.smoother) {
+                            let cos = icl_probes::interventions::row_cosines(s_model.view(), s.view());
+                            let value = cos.iter().sum::<f64>() / cos.len() as f64;
+                            let mut m = tag(Measurement::new(
+                                task.name(),
+                                c.learner.name(),
+                                c.learner.params(),
+                                "influence_cos",
+                                value,
+                            )
+                            .with_spec(&c.spec));
+                            m.n_context = Some(n);
+                            rows.push(m);
+                        }
                         for (metric, value) in compare(&answers, &c.answers) {
                             let mut m =
                                 tag(Measurement::new(task.name(), c.learner.name(), c.learner.params(), metric, value)
@@ -603,7 +638,7 @@ impl TournamentReport {
     /// model cos, and the order sensitivity.
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| model | layer | best by SPD (SPD/d) | runner-up (first not tied) | margin [min, max over seeds] | best by ILWD | best by model cos | order spread |\n|---|---|---|---|---|---|---|---|\n",
+            "| model | layer | best by SPD (SPD/d) | runner-up (first not tied) | margin [min, max over seeds] | best by ILWD | best by model cos | best by influence cos | order spread |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for e in &self.entrants {
             for layer in 1..=e.layers {
@@ -626,7 +661,7 @@ impl TournamentReport {
                     None => ("– (all tied)".into(), "–".into()),
                 };
                 out.push_str(&format!(
-                    "| {} | {layer} | **{}** ({}) | {rival} | {margin}, {}/{} seeds | {} | {} | {} |\n",
+                    "| {} | {layer} | **{}** ({}) | {rival} | {margin}, {}/{} seeds | {} | {} | {} | {} |\n",
                     e.model,
                     self.best_with_ties(spd, layer),
                     fmt(spd.order[0].value),
@@ -634,6 +669,7 @@ impl TournamentReport {
                     spd.seeds,
                     best("ilwd"),
                     best("model_cos"),
+                    best("influence_cos"),
                     fmt(self.model_value(&e.model, layer, "model", "permutation_spread")),
                 ));
             }
@@ -854,7 +890,7 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     let o = &r.options;
     let mut s = format!("# Tournament `{}`: which learner does each layer match?\n\n{preface}", r.name);
     s += &format!(
-        "Made by `{command}`. Task `{}` ({}). Each model is read out after every layer and compared with each candidate learner on {} evaluation prompts at n ∈ {{{}}} in-context examples; candidates are fitted per n on {} separate tuning prompts; a candidate whose spec sets `steps` runs as many steps as the layer read. SPD and ILWD are divided by d (Akyürek et al. 2023); ILWD fits a model's implicit weights at {} fresh queries per context; model cos is von Oswald et al.'s (∂ŷ/∂x_q). Rankings average over n, then over seeds; candidates whose mean equals the best's to 1e-9 are tied with it (they predict alike here: one GD++ step is one GD step) and the margin is to the first candidate not tied, runner-up − best per seed (mean, [min, max]); \"k/S seeds\" counts the seeds whose own best is the overall best. Order spread: the standard deviation of the prediction over {} random orders of the same context (n = {}), mean over prompts (the candidates' own spreads are rows of the JSON; a learner that treats its context as a set scores 0).\n\n",
+        "Made by `{command}`. Task `{}` ({}). Each model is read out after every layer and compared with each candidate learner on {} evaluation prompts at n ∈ {{{}}} in-context examples; candidates are fitted per n on {} separate tuning prompts; a candidate whose spec sets `steps` runs as many steps as the layer read. SPD and ILWD are divided by d (Akyürek et al. 2023); ILWD fits a model's implicit weights at {} fresh queries per context; model cos is von Oswald et al.'s (∂ŷ/∂x_q); influence cos is the cosine of the model's ∂ŷ/∂yⱼ with a linear-in-y candidate's smoother s(X, x_q) (P4 of `icl-lab interventions`: unlike model cos it separates learners that differ by a scale, unlike SPD it is about how the prediction uses each label). Rankings average over n, then over seeds; candidates whose mean equals the best's to 1e-9 are tied with it (they predict alike here: one GD++ step is one GD step) and the margin is to the first candidate not tied, runner-up − best per seed (mean, [min, max]); \"k/S seeds\" counts the seeds whose own best is the overall best. Order spread: the standard deviation of the prediction over {} random orders of the same context (n = {}), mean over prompts (the candidates' own spreads are rows of the JSON; a learner that treats its context as a set scores 0).\n\n",
         r.task.name,
         serde_json::to_string(&r.task.params).unwrap_or_default(),
         o.prompts,
@@ -892,6 +928,6 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     s.push_str(&r.table());
     s.push_str(&r.token_table());
     s.push_str(&format!("\n![SPD by layer and learner](../figures/{}/spd.png)\n", r.name));
-    s.push_str(&format!("\nEvery number is in `reports/{}.json` (`measurements`, metrics `spd`, `ilwd`, `model_cos`, `preds_diff`, `loss`, `permutation_spread`; `ranking` per model, layer and metric).\n", r.name));
+    s.push_str(&format!("\nEvery number is in `reports/{}.json` (`measurements`, metrics `spd`, `ilwd`, `model_cos`, `preds_diff`, `influence_cos`, `loss`, `permutation_spread`; `ranking` per model, layer and metric).\n", r.name));
     s
 }

@@ -222,7 +222,7 @@ fn p4_the_gd_constructions_influence_profile_is_eta_over_n_x_xq() {
     let eta = 0.9;
     let (_vs, model) = model_with(&c, Some(&gd_construction(10, 1, 10, &[eta])));
     let p = prompts(&c, 8, 50);
-    let s = iv::influence(&model, &tokens(&c, &p), Vec::new()).unwrap();
+    let s = iv::influence(&model, &tokens(&c, &p), None, Vec::new()).unwrap();
     let want = gd1_smoother(&p, eta);
     let err = max_abs(&s, &want);
     assert!(err < 1e-12, "{err:e}");
@@ -230,7 +230,7 @@ fn p4_the_gd_constructions_influence_profile_is_eta_over_n_x_xq() {
     for (name, c, w, rec) in constructions() {
         let (_vs, model) = model_with(&c, Some(&w));
         let p = prompts(&c, 9, 20);
-        let s = iv::influence(&model, &tokens(&c, &p), Vec::new()).unwrap();
+        let s = iv::influence(&model, &tokens(&c, &p), None, Vec::new()).unwrap();
         if rec.steps.iter().all(|s| s.1 == 0.0) {
             let gd = icl_probes::learners::Gd { steps: rec.len(), eta: rec.steps[0].0 };
             let want = icl_probes::interventions::smoother(&gd, &p).unwrap();
@@ -321,4 +321,164 @@ fn the_intervene_command_writes_what_the_model_continued_from() {
     let got = to2(get("prediction"));
     assert!(max_abs(&got, &one_step) < 1e-5, "{:e}", max_abs(&got, &one_step)); // an f32 run
     assert!(max_abs(&to2(get("clean.prediction")), &Recursion::shared(2, 1.5, 0.0).predict(&p)) < 1e-5);
+}
+
+/// The protocols end to end on construction runs (f32 weights, as every run is stored): P1 and
+/// P2 find the learner each was built from (SPD/d to its counterfactual at f32 rounding, far
+/// below the controls and below the other learner's), P4 finds its smoother, and the model's
+/// P3 map equals the learner-side map of the construction.
+#[test]
+fn the_protocols_name_the_learner_a_construction_was_built_from() {
+    use icl_lab::protocols::{self, ProtocolOptions};
+    use icl_lab::tournament::{LoadedEntrant, Role};
+    icl_lab::learners::register();
+    let dir = tempfile::tempdir().unwrap();
+    let (eta, gamma) = (1.1, 0.05);
+    let learners = icl_lab::curve::parse_learners(&format!(
+        "gd(steps=1,eta={eta}),gd++(steps=1,eta={eta},gamma={gamma}),ridge,averaging"
+    ))
+    .unwrap();
+    let cases = [
+        ("gd", gd_construction(10, 1, 10, &[eta]), "gd(eta=1.1, steps=1)", "gd++(eta=1.1, gamma=0.05, steps=1)"),
+        (
+            "gdpp",
+            gdpp_construction(10, 1, 10, &[eta], &[gamma]),
+            "gd++(eta=1.1, gamma=0.05, steps=1)",
+            "gd(eta=1.1, steps=1)",
+        ),
+    ];
+    for (name, weights, truth, other) in cases {
+        // Three layers: with two, one step remains after a knockout and one GD++ step is GD.
+        let c = config(3, true, |c| c.name = format!("construction-{name}"));
+        let (vs, _m) = Transformer::new_in_store(&c.model, c.dims(), Kind::Float, Device::Cpu);
+        icl_lab::models::transformer::load_weights(&vs, &weights).unwrap();
+        let run = dir.path().join(name).join("seed-0");
+        std::fs::create_dir_all(&run).unwrap();
+        icl_lab::construct::write_run(&run, &c, &vs).unwrap();
+        let e = LoadedEntrant::trained(&run, Role::Trained).unwrap();
+        let twin = e.untrained_twin();
+        let task = c.task();
+        // n = N only: the construction divides by the training N, GD by the n it is given (a
+        // fitted η absorbs the difference; these fixed ones do not).
+        let opts = ProtocolOptions { prompts: 64, tuning_prompts: 64, n_values: vec![10], seed: 3, resamples: 100 };
+        let labels: Vec<String> = learners.iter().map(|l| l.label()).collect();
+        assert!(labels.contains(&truth.to_string()) && labels.contains(&other.to_string()), "{labels:?}");
+        let r = protocols::run("t", task.as_ref(), &[e, twin], &learners, &opts, &|_| {}).unwrap();
+        let model = c.name.clone();
+        let get = |protocol: &str, candidate: &str, metric: &str| -> Vec<f64> {
+            r.measurements
+                .iter()
+                .filter(|m| {
+                    m.model.as_deref() == Some(model.as_str())
+                        && m.protocol.as_deref() == Some(protocol)
+                        && m.candidate() == candidate
+                        && m.metric == metric
+                })
+                .map(|m| m.value)
+                .collect()
+        };
+        // P1: each of the 3 layers.
+        let knocked = get("P1", truth, "spd_vs_knocked_learner");
+        assert_eq!(knocked.len(), 3, "{name}");
+        assert!(knocked.iter().all(|v| *v < 1e-9), "{name} P1 {knocked:?}");
+        assert!(
+            get("P1", truth, "spd_vs_intact_learner").iter().all(|v| *v > 1e-4),
+            "{name}: knockouts changed nothing"
+        );
+        assert!(
+            get("P1", other, "spd_vs_knocked_learner").iter().all(|v| *v > 1e-7),
+            "{name}: P1 cannot tell GD from GD++"
+        );
+        // P2 after layers 1 and 2 (of 3), both channel sets.
+        for p2 in ["P2:y", "P2:all"] {
+            let cf = get(p2, truth, "spd_vs_counterfactual");
+            assert_eq!(cf.len(), 2, "{name} {p2}");
+            assert!(cf.iter().all(|v| *v < 1e-9), "{name} {p2} {cf:?}");
+            assert!(get(p2, "model", "spd_vs_base_clean").iter().all(|v| *v > 1e-5), "{name} {p2}: nothing happened");
+            assert!(get(p2, "model", "spd_vs_source_clean").iter().all(|v| *v > 1e-5), "{name} {p2}: all copied");
+        }
+        // P4 at the output: the smoother of the learner the construction is.
+        let cos: Vec<f64> = r
+            .measurements
+            .iter()
+            .filter(|m| {
+                m.model.as_deref() == Some(model.as_str())
+                    && m.protocol.as_deref() == Some("P4")
+                    && m.candidate() == truth
+                    && m.metric == "influence_cos"
+                    && m.layer == Some(3)
+            })
+            .map(|m| m.value)
+            .collect();
+        assert_eq!(cos.len(), 1);
+        assert!(cos.iter().all(|v| (v - 1.0).abs() < 1e-5), "{name} P4 {cos:?}");
+        let findings = r.findings().join("\n");
+        assert!(findings.contains("**Agrees**"), "{findings}");
+        // The output comparison is the tournament's SPD/d on the same prompts (same seed streams).
+        let entrants = [LoadedEntrant::trained(&run, Role::Trained).unwrap()];
+        let t_opts = icl_lab::tournament::TournamentOptions {
+            prompts: opts.prompts,
+            tuning_prompts: opts.tuning_prompts,
+            n_values: opts.n_values.clone(),
+            seed: opts.seed,
+            orders: 2,
+            ..icl_lab::tournament::TournamentOptions::for_task(task.as_ref())
+        };
+        let t = icl_lab::tournament::run("t", task.as_ref(), &entrants, &learners, &t_opts, &|_| {}).unwrap();
+        let spd = |rows: &[icl_probes::measure::Measurement]| -> Vec<(String, usize, f64)> {
+            let mut v: Vec<_> = rows
+                .iter()
+                .filter(|m| m.metric == "spd" && m.protocol.is_none() && m.model.as_deref() == Some(model.as_str()))
+                .filter(|m| m.layer == Some(3))
+                .map(|m| (m.candidate(), m.n_context.unwrap(), m.value))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let (ours, theirs) = (spd(&r.measurements), spd(&t.measurements));
+        assert_eq!(ours.len(), learners.len());
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!((&a.0, a.1), (&b.0, b.1));
+            assert!((a.2 - b.2).abs() <= 1e-12 * b.2.abs().max(1e-12), "{a:?} vs {b:?}");
+        }
+        if name == "gd" {
+            // P3: the model's map is the construction's (built from the same η on the same prompts).
+            let map = |model: Option<&str>| -> Vec<(usize, usize, f64)> {
+                r.measurements
+                    .iter()
+                    .filter(|m| {
+                        m.model.as_deref() == model
+                            && m.protocol.as_deref() == Some("P3")
+                            && m.metric == "recovered"
+                            && (model.is_some() || m.candidate() == truth)
+                    })
+                    .map(|m| (m.layer.unwrap(), m.position.unwrap(), m.value))
+                    .collect()
+            };
+            let (got, want) = (map(Some(&model)), map(None));
+            assert_eq!(got.len(), 4 * 11);
+            assert_eq!(got.len(), want.len());
+            for ((l, p, g), (l2, p2, w)) in got.iter().zip(&want) {
+                assert_eq!((l, p), (l2, p2));
+                assert!((g - w).abs() < 1e-4, "P3 at layer {l} position {p}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_corruption_gives_the_same_inputs_another_tasks_labels() {
+    let c = config(1, true, |_| {});
+    let (a, b) = (prompts(&c, 20, 6), prompts(&c, 21, 6));
+    let k = icl_lab::protocols::corrupted(&a, &b);
+    assert_eq!(k.xs, a.xs);
+    assert_eq!(k.yq, a.yq);
+    let w = b.w.as_ref().unwrap();
+    for i in 0..6 {
+        let want = a.xs.index_axis(ndarray::Axis(0), i).dot(&w.index_axis(ndarray::Axis(0), i).t());
+        let got = k.ys.index_axis(ndarray::Axis(0), i);
+        assert!((&got - &want).iter().all(|e| e.abs() < 1e-12));
+    }
+    assert!((&k.ys - &a.ys).iter().any(|e| e.abs() > 1e-3));
 }

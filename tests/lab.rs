@@ -640,6 +640,17 @@ fn the_tournament_ranks_gd_first_for_the_gd_construction_and_zero_for_its_untrai
         .unwrap();
     assert_eq!(cos.order[0].learner, "gd(eta=5, steps=1)");
     assert!(cos.order[0].value > 1.0 - 1e-6);
+    // Its influence profile ∂ŷ/∂y is GD's smoother after each layer (not least squares' or averaging's).
+    for layer in [1, 2] {
+        let influence = report
+            .ranking
+            .iter()
+            .find(|r| r.layer == Some(layer) && r.metric == "influence_cos" && !r.model.contains("untrained"))
+            .unwrap();
+        assert_eq!(influence.order[0].learner, "gd(eta=5, steps=1)", "layer {layer}: {:?}", influence.order);
+        assert!(influence.order[0].value > 1.0 - 1e-5, "layer {layer}: {:?}", influence.order);
+        assert!(influence.order[1].value < 0.999, "layer {layer}: {:?}", influence.order);
+    }
     // The construction sees its context as a set: no order sensitivity beyond f32 rounding.
     let spread = report
         .measurements
@@ -1355,6 +1366,7 @@ fn the_bad_input_corpus_gets_one_line_errors() {
     }
     assert!(count >= 15, "the intervene corpus lost lines: {count}");
     assert!(!run.join("intervened.safetensors").exists(), "a refused intervention wrote a file");
+    assert!(!dir.path().join("results").exists(), "a refused `interventions` wrote a report");
 
     // Damaged run directories: a good tiny run, then one damage at a time, read by every command
     // that loads a run.
@@ -1450,11 +1462,13 @@ fn the_bad_input_corpus_gets_one_line_errors() {
             std::fs::copy(good.join(f), damaged.join(f)).unwrap();
         }
     };
-    let readers: [&[&str]; 4] = [
+    let readers: [&[&str]; 6] = [
         &["probe", "damaged"],
         &["activations", "damaged"],
         &["curve", "--run", "damaged", "--n-max", "2", "--prompts", "10"],
         &["tournament", "damaged"],
+        &["intervene", "damaged", "--hook", "tokens", "--op", "zero"],
+        &["interventions", "damaged"],
     ];
     for (what, damage, expect, resealed) in &damages {
         fresh_copy();
@@ -1462,7 +1476,12 @@ fn the_bad_input_corpus_gets_one_line_errors() {
         for command in readers {
             assert_one_line_error(command, dir.path(), expect, what);
         }
-        assert!(!damaged.join("activations.safetensors").exists() && !damaged.join("probe.json").exists(), "{what}");
+        assert!(
+            !damaged.join("activations.safetensors").exists()
+                && !damaged.join("probe.json").exists()
+                && !damaged.join("intervened.safetensors").exists(),
+            "{what}"
+        );
         if let Some(expect) = resealed {
             // Someone rewrote the manifest over the damage: the weights' own checks still refuse.
             let config = RunConfig::from_file(&damaged.join("config.toml")).unwrap();

@@ -169,6 +169,8 @@ pub fn learning_curve_with_errors(
                     layer,
                     n_context: Some(n),
                     shift: opts.shift,
+                    protocol: None,
+                    position: None,
                     metric: "normalised_error".into(),
                     value,
                     lo: Some(lo),

@@ -34,6 +34,14 @@ pub struct Measurement {
     pub n_context: Option<usize>,
     /// The distribution shift evaluated under; null for the training distribution.
     pub shift: Option<Shift>,
+    /// The intervention protocol the row comes from (`P1` knockout, `P2:y` / `P2:all` iterate
+    /// interchange of those channels, `P3` activation patching, `P4` influence profile;
+    /// [`crate::interventions`]); null for rows that intervene on nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The token position a row is about (P3's patched position); null for whole-prompt rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
     /// `normalised_error`, `loss` (½·MSE), `model_cos`, `preds_diff`, …
     pub metric: String,
     #[serde(deserialize_with = "nan_if_null")]
@@ -76,6 +84,8 @@ impl Measurement {
             layer: None,
             n_context: None,
             shift: None,
+            protocol: None,
+            position: None,
             metric: metric.into(),
             value,
             lo: None,

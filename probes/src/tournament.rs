@@ -26,8 +26,10 @@ use crate::learner::{Learner, Prediction};
 use crate::measure::Measurement;
 use crate::ProbeError;
 
-/// The pairwise metrics of the tournament, in the order they are reported.
-pub const METRICS: [&str; 4] = ["spd", "ilwd", "model_cos", "preds_diff"];
+/// The pairwise metrics of the tournament, in the order they are reported: [`compare`]'s four,
+/// and `influence_cos`, the cosine of the model's ∂ŷ/∂y with a linear-in-y learner's smoother
+/// ([`crate::interventions::smoother`]; computed where both exist).
+pub const METRICS: [&str; 5] = ["spd", "ilwd", "model_cos", "preds_diff", "influence_cos"];
 
 /// What is known of one learner on one set of prompts: its answers and its (implicit) weights.
 pub struct Answers {
@@ -188,7 +190,7 @@ pub struct RankedLearner {
 
 /// Whether larger is better for `metric`.
 pub fn higher_is_better(metric: &str) -> bool {
-    metric == "model_cos"
+    metric == "model_cos" || metric == "influence_cos"
 }
 
 /// Ranks the candidates of every (model, layer) in `rows` by `metric`: the metric is averaged

@@ -60,9 +60,16 @@ pub(crate) fn gpt_recipe(c: &mut RunConfig, dims_start: usize, n: usize, steps: 
     c.eval.tasks = 1000;
 }
 
-pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
-    let start = Instant::now();
-    crate::learners::register();
+/// The trained depths of the figure: each with its untrained twin; their task; and one line per
+/// run saying where its training ended.
+pub struct Depths {
+    pub entrants: Vec<LoadedEntrant>,
+    pub task: Box<dyn icl_tasks::Task>,
+    pub trained: Vec<String>,
+}
+
+/// The [`Depths`] trained (or found) for `opts`. Shared with `akyurek2023-interventions`.
+pub fn entrants(opts: &FigureOptions) -> anyhow::Result<Depths> {
     let mut entrants = Vec::new();
     let mut task = None;
     let mut trained = Vec::new();
@@ -83,7 +90,13 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         entrants.push(twin);
         task.get_or_insert_with(|| config.task());
     }
-    let task = task.expect("at least one depth");
+    Ok(Depths { entrants, task: task.expect("at least one depth"), trained })
+}
+
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    let start = Instant::now();
+    crate::learners::register();
+    let Depths { entrants, task, trained } = entrants(opts)?;
     let learners = crate::curve::parse_learners(LEARNERS)?;
     let dims = task.dims();
     // Under-determined, square and over-determined contexts.

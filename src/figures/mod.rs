@@ -3,6 +3,7 @@
 //! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
 
 pub mod ahn2023;
+pub mod akyurek2023_interventions;
 pub mod akyurek2023_phases;
 pub mod akyurek2023_probes;
 pub mod fu2023_newton;
@@ -19,6 +20,7 @@ pub mod vo2023_fig16;
 pub mod vo2023_fig2;
 pub mod vo2023_fig4;
 pub mod vo2023_fig5;
+pub mod vo2023_interventions;
 pub mod vo2023_rollout;
 pub mod vo2023_tournament;
 pub mod vo2023_weights;
@@ -166,6 +168,12 @@ pub const FIGURES: &[Figure] = &[
         run: vo2023_tournament::reproduce,
     },
     Figure {
+        name: "vo2023-interventions",
+        about: "the four intervention protocols (knockout, iterate interchange, activation patching, influence profiles) on the vo2023-tournament models, with untrained and control-task twins",
+        default_seeds: 3,
+        run: vo2023_interventions::reproduce,
+    },
+    Figure {
         name: "garg2022-fig2",
         about: "Garg et al. 2022 Fig. 2: a GPT-style transformer on linear regression vs least squares, 3-NN and averaging",
         default_seeds: 2,
@@ -182,6 +190,12 @@ pub const FIGURES: &[Figure] = &[
         about: "Akyürek et al. 2023 Fig. 3: which learner (GD, ridge, least squares) GPT-style models of depth 1, 2, 4, 8 match, by the tournament with untrained twins",
         default_seeds: 1,
         run: akyurek2023_phases::reproduce,
+    },
+    Figure {
+        name: "akyurek2023-interventions",
+        about: "knockouts, activation-patching maps and influence profiles by layer for the akyurek2023-phases GPT-style models, with untrained twins",
+        default_seeds: 1,
+        run: akyurek2023_interventions::reproduce,
     },
     Figure {
         name: "garg2022-families",

@@ -24,9 +24,10 @@ pub const N_VALUES: &[usize] = &[2, 5, 10];
 /// Candidates beyond the task's own.
 pub const EXTRA_LEARNERS: &str = "gd++(steps=1),newton(steps=1),precond_gd(steps=1)";
 
-pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
-    let start = Instant::now();
-    crate::learners::register();
+/// The tournament's contestants, trained (or found) for `opts`: each model of [`MODELS`] with its
+/// untrained twin, and the control-task models of [`CONTROL_TASK_MODELS`]; with their task.
+/// Shared with `vo2023-interventions`, which intervenes on the same runs.
+pub fn entrants(opts: &FigureOptions) -> anyhow::Result<(Vec<LoadedEntrant>, Box<dyn icl_tasks::Task>)> {
     let mut entrants = Vec::new();
     let mut task = None;
     for key in MODELS {
@@ -46,7 +47,13 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         }
         task.get_or_insert_with(|| spec.config.task());
     }
-    let task = task.expect("at least one model");
+    Ok((entrants, task.expect("at least one model")))
+}
+
+pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
+    let start = Instant::now();
+    crate::learners::register();
+    let (entrants, task) = entrants(opts)?;
     let mut learners = task.learners();
     learners.extend(crate::curve::parse_learners(EXTRA_LEARNERS)?);
     // Three numbers of in-context examples (under-determined, half, the training N = d = 10) and
