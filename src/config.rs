@@ -13,14 +13,23 @@ use serde::{Deserialize, Serialize};
 
 use icl_tasks::{Dims, Task, TaskConfig};
 
-/// Named presets, each the config of a figure (stored beside the figure it makes).
-pub const PRESETS: &[(&str, &str)] = &[
-    ("vo2023-fig2", include_str!("../figures/vo2023-fig2/config.toml")),
-    ("tiny", include_str!("../figures/presets/tiny.toml")),
-    ("garg2022-fig2", include_str!("../figures/garg2022-fig2/config.toml")),
-    ("vo2023-fig4", include_str!("../figures/vo2023-fig4/config.toml")),
-    ("vo2023-fig4-mlp-gd", include_str!("../figures/vo2023-fig4/mlp-gd.toml")),
-];
+/// Size of a GPT-style model ([`crate::models::gpt`]; Garg et al.'s sizes are presets:
+/// tiny 3/2/64, small 6/4/128, standard 12/8/256, [`crate::presets::garg_size`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GptConfig {
+    pub layers: usize,
+    pub heads: usize,
+    /// Width of the residual stream (GPT-2's `n_embd`); a multiple of `heads`.
+    pub width: usize,
+}
+
+impl Default for GptConfig {
+    /// Garg et al.'s `standard` model.
+    fn default() -> Self {
+        Self { layers: 12, heads: 8, width: 256 }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,7 +47,7 @@ pub struct RunConfig {
     /// The GPT-style model of Garg et al. 2022 / Akyürek et al. 2023 instead
     /// ([`crate::models::gpt`]); `[model]` must then be absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpt: Option<crate::models::GptConfig>,
+    pub gpt: Option<GptConfig>,
     /// Garg et al.'s curriculum (GPT-style runs only): inputs and prompts grow during training.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub curriculum: Option<Curriculum>,
@@ -432,34 +441,6 @@ impl RunConfig {
         Self::from_toml_str(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
-    /// A preset file (`PRESETS`) or a figure model (`crate::presets::KEYS`, full setting).
-    pub fn preset(name: &str) -> anyhow::Result<Self> {
-        // Garg et al.'s model sizes on their linear-regression setting: garg2022-{tiny,small,standard}.
-        if let Some(gpt) = name.strip_prefix("garg2022-").and_then(crate::models::GptConfig::garg) {
-            let mut c = Self::preset("garg2022-fig2")?;
-            c.name = name.to_string();
-            c.gpt = Some(gpt);
-            return c.resolve();
-        }
-        // Akyürek et al.'s depth × width grid (Fig. 3): akyurek2023-L{1,2,4,8,12,16}-H{16,…,512}.
-        if let Some(grid) = name.strip_prefix("akyurek2023-") {
-            return akyurek_grid_preset(name, grid);
-        }
-        match PRESETS.iter().find(|(n, _)| *n == name) {
-            Some((_, text)) => Self::from_toml_str(text).with_context(|| format!("preset {name}")),
-            None if crate::presets::KEYS.contains(&name) => Ok(crate::presets::model(name, false)?.config),
-            None => {
-                let names: Vec<&str> = PRESETS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .chain(["garg2022-tiny", "garg2022-small", "garg2022-standard", "akyurek2023-L<depth>-H<width>"])
-                    .chain(crate::presets::KEYS.iter().copied())
-                    .collect();
-                anyhow::bail!("unknown preset `{name}` (known: {})", names.join(", "))
-            }
-        }
-    }
-
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")
     }
@@ -710,10 +691,27 @@ impl RunConfig {
     }
 
     /// Checks training and evaluation settings; `default_clip` is the family's gradient clipping.
+    /// What in this model the fused engine (`crate::fused_lsa`: linear self-attention only)
+    /// cannot train, if anything.
+    pub fn fused_unsupported(&self) -> Option<&'static str> {
+        let m = &self.model;
+        let unsupported = [
+            (m.softmax, "softmax attention"),
+            (m.first_layer_softmax, "softmax attention"),
+            (m.layer_norm, "LayerNorm"),
+            (m.mlp, "MLP blocks"),
+            (m.pos_enc > 0, "positional encodings"),
+            (m.has_feature_map(), "a learned feature map before attention"),
+            (m.fixed_attention.is_some(), "fixed attention"),
+            (self.gpt.is_some(), "GPT-style models"),
+        ];
+        unsupported.iter().find(|(on, _)| *on).map(|(_, what)| *what)
+    }
+
     /// The engine that trains this (resolved) config: `train.engine`, with `auto` decided.
     pub fn engine(&self) -> Engine {
         match self.train.engine {
-            Engine::Auto if self.train.device == "cpu" && crate::fused_lsa::LsaShape::of(self).is_ok() => Engine::Fused,
+            Engine::Auto if self.train.device == "cpu" && self.fused_unsupported().is_none() => Engine::Fused,
             Engine::Auto => Engine::Libtorch,
             explicit => explicit,
         }
@@ -764,8 +762,8 @@ impl RunConfig {
             )?;
         }
         if self.train.engine == Engine::Fused {
-            if let Err(why) = crate::fused_lsa::LsaShape::of(&self) {
-                anyhow::bail!("train.engine: \"fused\" cannot train this model: {why}; use \"auto\" or \"libtorch\"");
+            if let Some(what) = self.fused_unsupported() {
+                anyhow::bail!("train.engine: \"fused\" cannot train this model: the fused engine trains linear self-attention only (this model has {what}); use \"auto\" or \"libtorch\"");
             }
             check(self.train.device == "cpu", "train.engine", "\"auto\" or \"libtorch\" off the CPU", "fused")?;
         }
@@ -784,62 +782,9 @@ impl RunConfig {
     }
 }
 
-/// Akyürek et al. 2023's depth × width grid (Fig. 3; icl-gd-spec.md §2) on the phases figure's
-/// setting (d = 8, n ≤ 16, 4 heads): `akyurek2023-L<depth>-H<width>` for depth in
-/// [`AKYUREK_DEPTHS`] and width in [`AKYUREK_WIDTHS`].
-fn akyurek_grid_preset(name: &str, grid: &str) -> anyhow::Result<RunConfig> {
-    let usage = || {
-        format!(
-            "unknown preset `{name}`: Akyürek's grid is akyurek2023-L<depth>-H<width> with depth in {:?} and width in {:?}",
-            AKYUREK_DEPTHS, AKYUREK_WIDTHS
-        )
-    };
-    let (depth, width) = grid
-        .strip_prefix('L')
-        .and_then(|g| g.split_once("-H"))
-        .and_then(|(l, h)| Some((l.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
-        .ok_or_else(|| anyhow::anyhow!(usage()))?;
-    anyhow::ensure!(AKYUREK_DEPTHS.contains(&depth) && AKYUREK_WIDTHS.contains(&width), usage());
-    let mut c = crate::figures::akyurek2023_phases::config(depth, false)?;
-    c.name = name.to_string();
-    c.gpt = Some(crate::models::GptConfig { layers: depth, heads: 4, width });
-    c.resolve()
-}
-
-/// The depths and widths of Akyürek et al.'s grid.
-pub const AKYUREK_DEPTHS: [usize; 6] = [1, 2, 4, 8, 12, 16];
-pub const AKYUREK_WIDTHS: [usize; 6] = [16, 32, 64, 128, 256, 512];
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn presets_resolve() {
-        for (name, _) in PRESETS {
-            RunConfig::preset(name).unwrap();
-        }
-    }
-
-    #[test]
-    fn every_paper_setting_fits_a_small_machine() {
-        // The memory estimate of every preset, figure model and grid point (the paper's
-        // settings included) is under 8 GiB, so none is refused on a CI-sized machine; the
-        // estimate still grows with the sizes (a 1000-layer model of batch 2048 does not fit).
-        let mut names: Vec<String> = PRESETS.iter().map(|(n, _)| n.to_string()).collect();
-        names.extend(crate::presets::KEYS.iter().map(|k| k.to_string()));
-        names.extend(["garg2022-tiny", "garg2022-small", "garg2022-standard"].map(String::from));
-        names.extend(["akyurek2023-L16-H512", "akyurek2023-L1-H16"].map(String::from));
-        for name in &names {
-            let c = RunConfig::preset(name).unwrap();
-            let total = c.memory().total();
-            assert!(total < 8 << 30, "{name}: {}", crate::budget::gib(total));
-        }
-        let mut deep = RunConfig::preset("vo2023-fig2").unwrap();
-        deep.model.layers = 1000;
-        deep.model.init_scale = None;
-        assert!(deep.memory().total() > 16 << 30, "{}", crate::budget::gib(deep.memory().total()));
-    }
 
     #[test]
     fn defaults_are_the_official_settings() {

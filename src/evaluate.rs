@@ -4,7 +4,6 @@
 //! where the architecture allows it. The references' own losses live once in `RunMetrics`.
 
 use ndarray::Array2;
-use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use icl_probes::construct::{gd_construction, interpolate};
@@ -17,37 +16,10 @@ use icl_tasks::{Prompts, TaskConfig};
 
 use crate::config::RunConfig;
 use crate::layout;
+use crate::models::outputs::{outputs_with_sensitivity, predictions, ModelOutputs};
 use crate::models::transformer::{load_weights, named_weights, Transformer};
-use crate::probe::{outputs_with_sensitivity, predictions};
 
-/// One evaluation of a model during training.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EvalRow {
-    pub step: usize,
-    /// ½·MSE of the model on the evaluation set.
-    pub loss: f64,
-    /// The model against each of the run's references (`RunMetrics::references`, same order):
-    /// preds diff, model diff, model cos.
-    pub vs: Vec<VsReference>,
-    /// ½·MSE of the interpolated model (A.3), where the architecture allows it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interpolated_loss: Option<f64>,
-    /// Runs on a fixed task pool (`train.task_pool`): the mean training-batch loss since the
-    /// previous evaluation, i.e. on the pool's tasks with fresh inputs (`loss` is on fresh tasks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_loss: Option<f64>,
-    /// Seconds since training started.
-    pub wall_s: f64,
-}
-
-/// A model's alignment with one reference learner.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VsReference {
-    /// The reference's name (`gd`, `gd++`).
-    pub learner: String,
-    #[serde(flatten)]
-    pub alignment: Alignment,
-}
+pub use crate::runs::{EvalRow, VsReference};
 
 impl EvalRow {
     /// The model's alignment with the reference named `learner`.
@@ -148,7 +120,7 @@ impl Evaluator {
         };
         let (preds, sens) = fused.outputs(tokens);
         let (b, o, d) = (self.prompts.batch(), self.prompts.y_dim(), self.prompts.x_dim());
-        let out = crate::probe::ModelOutputs {
+        let out = ModelOutputs {
             preds: Array2::from_shape_vec((b, o), preds.into_iter().map(f64::from).collect())?,
             sens: Array2::from_shape_vec((b, d), sens.into_iter().map(f64::from).collect())?,
         };
@@ -168,7 +140,7 @@ impl Evaluator {
 
     fn row(
         &self,
-        out: crate::probe::ModelOutputs,
+        out: ModelOutputs,
         model: &Transformer,
         vs: &nn::VarStore,
         step: usize,

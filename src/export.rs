@@ -19,7 +19,7 @@ use crate::cache::ActivationCache;
 pub const EXPORT_STREAM: u64 = 7;
 
 /// The file an export writes by default: beside the weights.
-pub const DEFAULT_FILE: &str = "activations.safetensors";
+pub const DEFAULT_FILE: &str = crate::runs::ACTIVATIONS_FILE;
 
 /// Tensor names with their shapes, as written.
 pub type Written = Vec<(String, Vec<i64>)>;

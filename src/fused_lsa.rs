@@ -275,17 +275,7 @@ impl LsaShape {
     /// The shape of `config`'s model, or why the fused engine cannot train it.
     pub fn of(config: &RunConfig) -> anyhow::Result<Self> {
         let m = &config.model;
-        let unsupported = [
-            (m.softmax, "softmax attention"),
-            (m.first_layer_softmax, "softmax attention"),
-            (m.layer_norm, "LayerNorm"),
-            (m.mlp, "MLP blocks"),
-            (m.pos_enc > 0, "positional encodings"),
-            (m.has_feature_map(), "a learned feature map before attention"),
-            (m.fixed_attention.is_some(), "fixed attention"),
-            (config.gpt.is_some(), "GPT-style models"),
-        ];
-        if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
+        if let Some(what) = config.fused_unsupported() {
             bail!("the fused engine trains linear self-attention only (this model has {what})");
         }
         let dims = config.dims();

@@ -265,7 +265,7 @@ pub const RESAMPLE_STREAM: u64 = 12;
 pub const MEAN_STREAM: u64 = 13;
 
 /// The file `icl-lab intervene` writes by default: beside the weights.
-pub const DEFAULT_FILE: &str = "intervened.safetensors";
+pub const DEFAULT_FILE: &str = crate::runs::INTERVENED_FILE;
 
 /// One intervention as the command line gives it (resolved against a run by [`resolve`]).
 #[derive(Clone, Debug)]

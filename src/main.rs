@@ -863,7 +863,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = run.config.clone();
             let (vs, model) = icl_lab::runs::load_model(&run_dir, &cfg, tch::Device::Cpu)?;
             let report = icl_lab::probe::probe_model(&cfg, &vs, &model, None)?;
-            icl_lab::runs::write_derived(&run, "probe.json", |p| {
+            icl_lab::runs::write_derived(&run, icl_lab::runs::PROBE_FILE, |p| {
                 Ok(std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")?)
             })?;
             if json {
@@ -872,7 +872,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 icl_lab::outln!("{}", report.summary(&cfg));
                 icl_lab::outln!(
                     "wrote {} (everything, with the weight products)",
-                    run_dir.join("probe.json").display()
+                    run_dir.join(icl_lab::runs::PROBE_FILE).display()
                 );
             }
         }

@@ -1177,7 +1177,11 @@ impl InterventionsReport {
                     format!("none ({})", fmt(r.order[0].value))
                 } else {
                     let set = self.p4_closest(&r);
-                    format!("{} ({})", set.iter().map(|c| self.label(c, l)).collect::<Vec<_>>().join(" = "), fmt(r.order[0].value))
+                    format!(
+                        "{} ({})",
+                        set.iter().map(|c| self.label(c, l)).collect::<Vec<_>>().join(" = "),
+                        fmt(r.order[0].value)
+                    )
                 }
             });
             let explained = |protocol: &str, metric: &str| -> String {

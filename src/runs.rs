@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
 use crate::config::RunConfig;
@@ -32,7 +33,36 @@ pub struct RunMetrics {
     pub device: String,
     /// The reference learners the rows compare against (GD first).
     pub references: Vec<crate::references::Reference>,
-    pub rows: Vec<crate::evaluate::EvalRow>,
+    pub rows: Vec<EvalRow>,
+}
+
+/// One evaluation of a model during training.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalRow {
+    pub step: usize,
+    /// ½·MSE of the model on the evaluation set.
+    pub loss: f64,
+    /// The model against each of the run's references (`RunMetrics::references`, same order):
+    /// preds diff, model diff, model cos.
+    pub vs: Vec<VsReference>,
+    /// ½·MSE of the interpolated model (A.3), where the architecture allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpolated_loss: Option<f64>,
+    /// Runs on a fixed task pool (`train.task_pool`): the mean training-batch loss since the
+    /// previous evaluation, i.e. on the pool's tasks with fresh inputs (`loss` is on fresh tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// Seconds since training started.
+    pub wall_s: f64,
+}
+
+/// A model's alignment with one reference learner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VsReference {
+    /// The reference's name (`gd`, `gd++`).
+    pub learner: String,
+    #[serde(flatten)]
+    pub alignment: icl_probes::metrics::Alignment,
 }
 
 /// Loads a run's final weights into a fresh model on `device`, after [`check_run`].
@@ -103,19 +133,10 @@ fn load_tensors(vs: &nn::VarStore, stored: &[(String, tch::Tensor)], shown: &str
     Ok(())
 }
 
-/// A run's model at its initial weights (the untrained control), whichever the family.
+/// A run's model at its initial weights (the untrained control), whichever the family
+/// ([`crate::models::initial`]).
 pub fn initial_model(config: &RunConfig, device: Device) -> anyhow::Result<(nn::VarStore, Model)> {
-    let dims = config.dims();
-    match &config.gpt {
-        Some(_) => {
-            let t = crate::train_gpt::GptTrainer::new(config, dims, device)?;
-            Ok((t.vs, Model::Gpt(t.model)))
-        }
-        None => {
-            let t = crate::train::Trainer::new(config, dims, device)?;
-            Ok((t.vs, Model::Vo2023(t.model)))
-        }
-    }
+    crate::models::initial(config, config.dims(), device)
 }
 
 // --- Run directories that cannot lie ------------------------------------------------------------
@@ -250,10 +271,18 @@ fn lock_file(dir: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// Files that commands derive from a run's weights and keep beside them: `icl-lab probe`'s
+/// report, `activations`' export and `intervene`'s output. Training removes them all (they would
+/// describe old weights).
+pub const PROBE_FILE: &str = "probe.json";
+pub const ACTIVATIONS_FILE: &str = "activations.safetensors";
+pub const INTERVENED_FILE: &str = "intervened.safetensors";
+pub const DERIVED_FILES: &[&str] = &[PROBE_FILE, ACTIVATIONS_FILE, INTERVENED_FILE];
+
 /// Prepares a locked run directory for (re)training: no manifest, no derived files, no partial
 /// files left by a killed writer.
 pub fn begin_training(dir: &Path) -> anyhow::Result<()> {
-    for name in [MANIFEST, "probe.json", crate::export::DEFAULT_FILE, SNAPSHOTS] {
+    for name in [MANIFEST, SNAPSHOTS].iter().chain(DERIVED_FILES) {
         match std::fs::remove_file(dir.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", dir.join(name).display()))

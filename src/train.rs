@@ -17,7 +17,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use icl_tasks::Dims;
 
-use crate::rng::{seeded_rng, DATA_STREAM, INIT_STREAM};
+use crate::rng::{seeded_rng, DATA_STREAM};
 
 use crate::config::{Engine, RunConfig};
 use crate::evaluate::Evaluator;
@@ -105,11 +105,9 @@ impl RunMetrics {
 
 impl Trainer {
     pub fn new(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<Self> {
-        let vs = nn::VarStore::new(device);
-        let model = Transformer::new(&vs.root(), &config.model, dims);
-        let init_scale = config.model.init_scale.context("resolved config")?;
-        Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
-        model.load_fixed_attention(&vs)?;
+        anyhow::ensure!(config.gpt.is_none(), "a GPT-style config trains with the GPT trainer");
+        let (vs, model) = crate::models::initial(config, dims, device)?;
+        let model = model.into_vo2023().expect("checked: von Oswald et al.'s family");
         let t = &config.train;
         let opt = nn::Adam { beta1: t.beta1, beta2: t.beta2, wd: 0.0, eps: t.eps, amsgrad: false }.build(&vs, t.lr)?;
         let fused = match config.engine() {

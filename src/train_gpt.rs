@@ -27,7 +27,6 @@ use crate::config::RunConfig;
 use crate::evaluate::EvalRow;
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Gpt;
-use crate::rng::{seeded_rng, INIT_STREAM};
 use crate::train::{
     clip_global_norm_of, diverged_loss, progress_bar, RunMetrics, RunOutcome, RunStatus, TrainOptions, DIVERGED_LOSS,
 };
@@ -159,10 +158,9 @@ pub struct GptTrainer {
 impl GptTrainer {
     /// The model at its initial weights (the run's init stream).
     pub fn new(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<Self> {
-        let gpt = config.gpt.as_ref().context("a GPT-style config")?;
-        let vs = nn::VarStore::new(device);
-        let model = Gpt::new(&vs.root(), gpt, dims);
-        Gpt::init(&vs, gpt.layers, &mut seeded_rng(config.seed, INIT_STREAM));
+        config.gpt.as_ref().context("a GPT-style config")?;
+        let (vs, model) = crate::models::initial(config, dims, device)?;
+        let model = model.into_gpt().expect("checked: a GPT-style config");
         let t = &config.train;
         let adam = Adam::new(&vs);
         Ok(Self {

@@ -276,11 +276,15 @@ fn run_directories_cannot_lie() {
     // Leftovers of a killed writer and a probe of the old weights are cleared by retraining.
     std::fs::write(first.dir.join(".partial-x.safetensors"), b"half").unwrap();
     std::fs::write(first.dir.join(".tmpABC"), b"half").unwrap();
-    std::fs::write(first.dir.join("probe.json"), b"{}").unwrap();
+    // Every file derived from the old weights goes too (probe, activations, interventions).
+    for derived in icl_lab::runs::DERIVED_FILES {
+        std::fs::write(first.dir.join(derived), b"{}").unwrap();
+    }
+    assert_eq!(icl_lab::runs::DERIVED_FILES.len(), 3);
     let again = train(&config, dir.path(), TrainOptions::default()).unwrap();
     assert!(!again.reused);
     assert!(icl_lab::runs::verify(&again.dir, &config).is_ok());
-    for gone in [".partial-x.safetensors", ".tmpABC", "probe.json"] {
+    for gone in [".partial-x.safetensors", ".tmpABC"].iter().chain(icl_lab::runs::DERIVED_FILES) {
         assert!(!again.dir.join(gone).exists(), "{gone}");
     }
 
@@ -935,7 +939,7 @@ fn a_task_defined_in_one_file_trains_probes_and_draws_its_curve() {
 fn probe_runs_on_every_preset() {
     // Every named preset and every figure model, trained a few steps, then probed by the CLI.
     let dir = tempfile::tempdir().unwrap();
-    let mut configs: Vec<RunConfig> = icl_lab::config::PRESETS.iter().map(|(n, _)| preset(n)).collect();
+    let mut configs: Vec<RunConfig> = icl_lab::presets::PRESETS.iter().map(|(n, _)| preset(n)).collect();
     for key in icl_lab::presets::KEYS {
         configs.push(icl_lab::presets::model(key, true).unwrap().config);
     }
@@ -1220,11 +1224,13 @@ fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament(
 
 #[test]
 fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
-    use icl_lab::figures::{akyurek2023_phases, fu2023_newton, garg2022_families, garg2022_fig2};
+    use icl_lab::figures::{fu2023_newton, garg2022_families, garg2022_fig2};
     for quick in [false, true] {
         let mut configs = vec![garg2022_fig2::config(quick).unwrap(), fu2023_newton::config(quick).unwrap()];
         configs.extend(garg2022_families::configs(quick).unwrap());
-        configs.extend(akyurek2023_phases::DEPTHS.iter().map(|&l| akyurek2023_phases::config(l, quick).unwrap()));
+        configs.extend(
+            icl_lab::figures::shared::AKYUREK_DEPTHS.iter().map(|&l| icl_lab::presets::akyurek2023(l, quick).unwrap()),
+        );
         for c in configs {
             assert!(c.gpt.is_some(), "{}", c.name);
             assert_eq!(RunConfig::from_toml_str(&c.to_toml()).unwrap(), c, "{} round-trips", c.name);
@@ -1244,13 +1250,13 @@ fn the_gpt_figures_configs_resolve_and_say_what_they_train() {
     assert!((spectrum[0] / spectrum[spectrum.len() - 1] - fu2023_newton::KAPPA).abs() < 1e-9);
     assert!((spectrum.iter().sum::<f64>() - spectrum.len() as f64).abs() < 1e-9);
     // Akyürek's grid: every depth × width, the phases figure's setting otherwise; bad points named.
-    for depth in icl_lab::config::AKYUREK_DEPTHS {
-        for width in icl_lab::config::AKYUREK_WIDTHS {
+    for depth in icl_lab::presets::AKYUREK_DEPTHS {
+        for width in icl_lab::presets::AKYUREK_WIDTHS {
             let c = RunConfig::preset(&format!("akyurek2023-L{depth}-H{width}")).unwrap();
             let g = c.gpt.as_ref().unwrap();
             assert_eq!((g.layers, g.heads, g.width), (depth, 4, width));
             assert_eq!((c.dims().x_dim, c.dims().context_len), (8, 16));
-            assert_eq!(c.train.steps, akyurek2023_phases::config(depth, false).unwrap().train.steps);
+            assert_eq!(c.train.steps, icl_lab::presets::akyurek2023(depth, false).unwrap().train.steps);
         }
     }
     for bad in ["akyurek2023-L3-H64", "akyurek2023-L8-H100", "akyurek2023-L8", "akyurek2023-phases"] {

@@ -14,8 +14,8 @@ pub const NAME: &str = "akyurek2023-interventions";
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     crate::learners::register();
-    let super::akyurek2023_phases::Depths { entrants, task, trained } = super::akyurek2023_phases::entrants(opts)?;
-    let learners = crate::curve::parse_learners(super::akyurek2023_phases::LEARNERS)?;
+    let super::shared::Depths { entrants, task, trained } = super::shared::akyurek_depths(opts)?;
+    let learners = crate::curve::parse_learners(super::shared::AKYUREK_LEARNERS)?;
     let dims = task.dims();
     let preface = format!(
         "Akyürek et al. 2023 (Fig. 3) read phases by depth off the outputs: 1 layer ≈ one GD step, 2–4 layers ≈ ridge, ≥ 8 layers ≈ least squares. Here the same models (`akyurek2023-phases`' runs) are intervened on: does the layer-by-layer picture survive knocking a layer out (P1), and where in the network does the clean prompt's information sit (P3)? P4 asks whether the way the prediction depends on each label matches the learner the outputs resemble. {}Training: {}.\n\n",
@@ -28,15 +28,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     );
     // Under-determined, square and over-determined contexts, as in the phases figure.
     let n_values = vec![dims.x_dim / 2, dims.x_dim, dims.context_len];
-    let out = super::vo2023_interventions::measure_and_write(
-        NAME,
-        opts,
-        &entrants,
-        task.as_ref(),
-        &learners,
-        n_values,
-        preface,
-    )?;
+    let out = super::shared::interventions_report(NAME, opts, &entrants, task.as_ref(), &learners, n_values, preface)?;
     crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());
     Ok(out)
 }

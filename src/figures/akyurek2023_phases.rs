@@ -12,92 +12,22 @@
 
 use std::time::Instant;
 
-use super::{train_seeds, FigureOptions};
-use crate::config::{Curriculum, RunConfig};
-use crate::models::GptConfig;
-use crate::tournament::{LoadedEntrant, Role, TournamentOptions};
+use super::FigureOptions;
+use crate::config::RunConfig;
+use crate::tournament::TournamentOptions;
 
-pub const NAME: &str = "akyurek2023-phases";
+pub const NAME: &str = crate::presets::AKYUREK_PHASES;
 
-/// The depths trained.
-pub const DEPTHS: &[usize] = &[1, 2, 4, 8];
-/// The candidate learners (GD's `steps` follows the layer read).
-pub const LEARNERS: &str = "gd(steps=1),ridge,least_squares,knn(k=3),averaging,zero";
-
-/// The run config of one depth.
+/// The run config of one depth ([`crate::presets::akyurek2023`]).
 pub fn config(depth: usize, quick: bool) -> anyhow::Result<RunConfig> {
-    let (d, n, width, heads, steps, lr) =
-        if quick { (4, 8, 32, 2, 6000, 1e-3) } else { (8, 16, 512, 4, 100_000, 1e-4) };
-    let mut c = RunConfig {
-        name: format!("{NAME}-L{depth}{}", if quick { "-quick" } else { "" }),
-        task: icl_tasks::TaskConfig::new("gaussian_linear").with("x_dim", d as i64).with("context_len", n as i64),
-        ..RunConfig::default()
-    };
-    c.gpt = Some(GptConfig { layers: depth, heads, width });
-    // A short curriculum (half the dimensions and points first) gets small models off the
-    // initial plateau sooner; Akyürek et al. train without one.
-    gpt_recipe(&mut c, d / 2, n, steps, lr, quick);
-    c.resolve()
-}
-
-/// The training recipe of the lab's GPT-style figures beyond Garg's (here and
-/// [`super::fu2023_newton`]): batch 64, Adam (β₂ 0.999 quick, Akyürek's 0.98 otherwise), a
-/// curriculum from `dims_start` dimensions and n/2 + 1 points, evaluation every 1,000 (quick) or
-/// 5,000 steps on 1,000 prompts.
-pub(crate) fn gpt_recipe(c: &mut RunConfig, dims_start: usize, n: usize, steps: usize, lr: f64, quick: bool) {
-    c.curriculum = Some(Curriculum {
-        dims_start,
-        dims_step: 1,
-        points_start: n / 2 + 1,
-        points_step: 2,
-        every: if quick { 250 } else { 2000 },
-    });
-    c.train.steps = steps;
-    c.train.batch = 64;
-    c.train.lr = lr;
-    c.train.beta2 = if quick { 0.999 } else { 0.98 };
-    c.eval.every = if quick { 1000 } else { 5000 };
-    c.eval.tasks = 1000;
-}
-
-/// The trained depths of the figure: each with its untrained twin; their task; and one line per
-/// run saying where its training ended.
-pub struct Depths {
-    pub entrants: Vec<LoadedEntrant>,
-    pub task: Box<dyn icl_tasks::Task>,
-    pub trained: Vec<String>,
-}
-
-/// The [`Depths`] trained (or found) for `opts`. Shared with `akyurek2023-interventions`.
-pub fn entrants(opts: &FigureOptions) -> anyhow::Result<Depths> {
-    let mut entrants = Vec::new();
-    let mut task = None;
-    let mut trained = Vec::new();
-    for &depth in DEPTHS {
-        let config = config(depth, opts.quick)?;
-        let runs = train_seeds(&config, opts)?;
-        for r in &runs {
-            trained.push(format!(
-                "L = {depth}, seed {}: ½·MSE {:.4} after {} steps",
-                r.metrics.seed,
-                r.metrics.rows.last().map_or(f64::NAN, |row| row.loss),
-                r.metrics.steps_done
-            ));
-        }
-        let e = LoadedEntrant::from_dirs(runs.iter().map(|r| r.dir.clone()).collect(), Role::Trained)?;
-        let twin = e.untrained_twin();
-        entrants.push(e);
-        entrants.push(twin);
-        task.get_or_insert_with(|| config.task());
-    }
-    Ok(Depths { entrants, task: task.expect("at least one depth"), trained })
+    crate::presets::akyurek2023(depth, quick)
 }
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     crate::learners::register();
-    let Depths { entrants, task, trained } = entrants(opts)?;
-    let learners = crate::curve::parse_learners(LEARNERS)?;
+    let super::shared::Depths { entrants, task, trained } = super::shared::akyurek_depths(opts)?;
+    let learners = crate::curve::parse_learners(super::shared::AKYUREK_LEARNERS)?;
     let dims = task.dims();
     // Under-determined, square and over-determined contexts.
     let n_values = vec![dims.x_dim / 2, dims.x_dim, dims.context_len];
@@ -116,7 +46,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let g = example.gpt.as_ref().expect("GPT-style");
     let preface = format!(
         "Akyürek et al. 2023 (Fig. 3) find phases by depth on noiseless linear regression (d = 8): 1 layer ≈ one GD step, 2–4 layers ≈ ridge, ≥ 8 layers ≈ least squares (normalised SPD and ILWD to OLS < 0.01 for their 16-layer model). Here GPT-style models of depth {} (width {}, {} heads, d = {}, n ≤ {}) are each read out after every layer; the row to read for the phase claim is each model's last layer. {}Training: {}.\n\n",
-        DEPTHS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        super::shared::AKYUREK_DEPTHS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
         g.width,
         g.heads,
         dims.x_dim,

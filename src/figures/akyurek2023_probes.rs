@@ -21,7 +21,7 @@ pub const DEPTH: usize = 8;
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
-    let config = super::akyurek2023_phases::config(DEPTH, opts.quick)?;
+    let config = crate::presets::akyurek2023(DEPTH, opts.quick)?;
     let runs = train_seeds(&config, opts)?;
     let mut control = config.clone();
     control.task.set("fixed_w", true);

@@ -56,7 +56,7 @@ pub fn config(quick: bool) -> anyhow::Result<RunConfig> {
     };
     c.gpt = Some(GptConfig { layers, heads, width });
     // Points grow as in Garg's curriculum; the dimension does not (the spectrum is d numbers).
-    super::akyurek2023_phases::gpt_recipe(&mut c, d, n, steps, lr, quick);
+    crate::presets::gpt_recipe(&mut c, d, n, steps, lr, quick);
     c.resolve()
 }
 

@@ -24,7 +24,7 @@ use crate::plot::{curve_chart, render, Panel};
 
 pub const NAME: &str = "garg2022-fig2";
 
-/// The figure's run config: the paper's (`figures/garg2022-fig2/config.toml`) or the quick one.
+/// The figure's run config: the paper's (`presets/garg2022-fig2.toml`) or the quick one.
 pub fn config(quick: bool) -> anyhow::Result<RunConfig> {
     let mut c = RunConfig::preset(NAME)?;
     if quick {

@@ -1,5 +1,5 @@
 //! Figures of the papers we reproduce. A figure is a named preset (its run config lives in
-//! `figures/<name>/config.toml`) plus a function that trains the seeds it needs, probes them and
+//! `presets/` and `crate::presets`) plus a function that trains the seeds it needs, probes them and
 //! renders `figures/<name>/*.png|svg` and `reports/<name>.{md,json}` from what was computed.
 
 pub mod ahn2023;
@@ -11,6 +11,7 @@ pub mod garg2022_baselines;
 pub mod garg2022_families;
 pub mod garg2022_fig2;
 pub mod garg2022_ood;
+pub mod shared;
 pub mod vo2023_all;
 pub mod vo2023_depth;
 pub mod vo2023_fig11;

@@ -1,6 +1,6 @@
 //! von Oswald et al. 2023, Figure 2: a single recurrent linear self-attention layer trained on
 //! linear regression matches one step of gradient descent (loss, alignment over training,
-//! out-of-distribution input scales). Settings: `figures/vo2023-fig2/config.toml` (spec §1.4);
+//! out-of-distribution input scales). Settings: `presets/vo2023-fig2.toml` (spec §1.4);
 //! metrics: spec §1.6; target numbers: spec §6 rows 1–3.
 
 use std::time::Instant;

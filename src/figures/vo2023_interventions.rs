@@ -9,7 +9,6 @@
 use std::time::Instant;
 
 use super::FigureOptions;
-use crate::tournament::LoadedEntrant;
 
 pub const NAME: &str = "vo2023-interventions";
 
@@ -17,30 +16,10 @@ pub const NAME: &str = "vo2023-interventions";
 /// its smoother equals GD's up to the preconditioner the fit learns).
 pub const EXTRA_LEARNERS: &str = "gd++(steps=1),newton(steps=1)";
 
-/// Runs the protocols on `entrants` and writes the report and figures under `name`; shared by
-/// the interventions figures.
-pub(crate) fn measure_and_write(
-    name: &str,
-    opts: &FigureOptions,
-    entrants: &[LoadedEntrant],
-    task: &dyn icl_tasks::Task,
-    learners: &[icl_tasks::LearnerSpec],
-    n_values: Vec<usize>,
-    preface: String,
-) -> anyhow::Result<serde_json::Value> {
-    let options = crate::protocols::ProtocolOptions { n_values, ..crate::protocols::ProtocolOptions::for_task(task) };
-    let report = super::with_spinner("interventions", |progress| {
-        crate::protocols::run(name, task, entrants, learners, &options, progress)
-    })?;
-    let report = crate::protocols::InterventionsReport { command: opts.command(name), preface, ..report };
-    crate::protocols::write(&report, &opts.reports_root, &opts.figures_root)?;
-    Ok(serde_json::to_value(&report)?)
-}
-
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     crate::learners::register();
-    let (entrants, task) = super::vo2023_tournament::entrants(opts)?;
+    let (entrants, task) = super::shared::vo2023_entrants(opts)?;
     let mut learners = task.learners();
     learners.extend(crate::curve::parse_learners(EXTRA_LEARNERS)?);
     let preface = format!(
@@ -51,13 +30,13 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             "The paper's setting: every model trained as in its figure (5,000 steps; 50,000 for 5 separate layers)."
         },
     );
-    let out = measure_and_write(
+    let out = super::shared::interventions_report(
         NAME,
         opts,
         &entrants,
         task.as_ref(),
         &learners,
-        super::vo2023_tournament::N_VALUES.to_vec(),
+        super::shared::VO2023_N_VALUES.to_vec(),
         preface,
     )?;
     crate::warnln!("{NAME}: {} s", start.elapsed().as_secs());

@@ -8,58 +8,24 @@
 
 use std::time::Instant;
 
-use super::{train_seeds, FigureOptions};
-use crate::presets::model;
-use crate::tournament::{LoadedEntrant, Role, TournamentOptions};
+use super::FigureOptions;
+use crate::tournament::TournamentOptions;
 
 pub const NAME: &str = "vo2023-tournament";
 
-/// The models of the tournament (preset keys), shallow first.
-pub const MODELS: &[&str] =
-    &["lsa-1", "lsa-2-rec", "lsa-3-rec", "lsa-5-sep", "lsa-10-rec", "softmax-1h", "softmax-2h", "ln-1"];
-/// Models that also get a control-task twin.
-pub const CONTROL_TASK_MODELS: &[&str] = &["lsa-1", "lsa-3-rec"];
-/// The numbers of in-context examples evaluated.
-pub const N_VALUES: &[usize] = &[2, 5, 10];
 /// Candidates beyond the task's own.
 pub const EXTRA_LEARNERS: &str = "gd++(steps=1),newton(steps=1),precond_gd(steps=1)";
-
-/// The tournament's contestants, trained (or found) for `opts`: each model of [`MODELS`] with its
-/// untrained twin, and the control-task models of [`CONTROL_TASK_MODELS`]; with their task.
-/// Shared with `vo2023-interventions`, which intervenes on the same runs.
-pub fn entrants(opts: &FigureOptions) -> anyhow::Result<(Vec<LoadedEntrant>, Box<dyn icl_tasks::Task>)> {
-    let mut entrants = Vec::new();
-    let mut task = None;
-    for key in MODELS {
-        let spec = model(key, opts.quick)?;
-        let runs = train_seeds(&spec.config, opts)?;
-        let e = LoadedEntrant::from_dirs(runs.iter().map(|r| r.dir.clone()).collect(), Role::Trained)?;
-        let twin = e.untrained_twin();
-        entrants.push(e);
-        entrants.push(twin);
-        if CONTROL_TASK_MODELS.contains(key) {
-            let mut control = spec.config.clone();
-            control.task.set("fixed_w", true);
-            control.name = format!("{}-control", spec.config.name);
-            let control = control.resolve()?;
-            let runs = train_seeds(&control, opts)?;
-            entrants.push(LoadedEntrant::from_dirs(runs.iter().map(|r| r.dir.clone()).collect(), Role::ControlTask)?);
-        }
-        task.get_or_insert_with(|| spec.config.task());
-    }
-    Ok((entrants, task.expect("at least one model")))
-}
 
 pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     crate::learners::register();
-    let (entrants, task) = entrants(opts)?;
+    let (entrants, task) = super::shared::vo2023_entrants(opts)?;
     let mut learners = task.learners();
     learners.extend(crate::curve::parse_learners(EXTRA_LEARNERS)?);
     // Three numbers of in-context examples (under-determined, half, the training N = d = 10) and
     // 1,024 tuning prompts keep the 10-layer GD++ fits (one per layer and n) to minutes on a CPU.
     let opts_t = TournamentOptions {
-        n_values: N_VALUES.to_vec(),
+        n_values: super::shared::VO2023_N_VALUES.to_vec(),
         tuning_prompts: 1024,
         ..TournamentOptions::for_task(task.as_ref())
     };

@@ -28,7 +28,6 @@
 
 use rand::Rng;
 use rand_distr::StandardNormal;
-use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use icl_tasks::{Dims, TaskRng};
@@ -36,34 +35,8 @@ use icl_tasks::{Dims, TaskRng};
 use crate::cache::ActivationCache;
 use crate::models::transformer::LayerNorm;
 
-/// Size of a GPT-style model (Garg et al.'s presets: tiny 3/2/64, small 6/4/128, standard 12/8/256).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GptConfig {
-    pub layers: usize,
-    pub heads: usize,
-    /// Width of the residual stream (GPT-2's `n_embd`); a multiple of `heads`.
-    pub width: usize,
-}
-
-impl Default for GptConfig {
-    /// Garg et al.'s `standard` model.
-    fn default() -> Self {
-        Self { layers: 12, heads: 8, width: 256 }
-    }
-}
-
-impl GptConfig {
-    /// Garg et al.'s named sizes (`conf/*.yaml`).
-    pub fn garg(size: &str) -> Option<Self> {
-        match size {
-            "tiny" => Some(Self { layers: 3, heads: 2, width: 64 }),
-            "small" => Some(Self { layers: 6, heads: 4, width: 128 }),
-            "standard" => Some(Self { layers: 12, heads: 8, width: 256 }),
-            _ => None,
-        }
-    }
-}
+/// The model's size lives with the run config ([`crate::config::GptConfig`]); re-exported here.
+pub use crate::config::GptConfig;
 
 #[derive(Debug)]
 struct Attention {

@@ -10,17 +10,43 @@
 //! learner view, learning curves, probes, the tournament).
 
 pub mod gpt;
+pub mod outputs;
 pub mod transformer;
 
 pub use gpt::{Gpt, GptConfig};
 pub use transformer::Transformer;
 
-use tch::{Device, Kind, Tensor};
+use anyhow::Context;
+use tch::{nn, Device, Kind, Tensor};
 
 use icl_tasks::{Dims, Prompts};
 
 use crate::cache::ActivationCache;
+use crate::config::RunConfig;
 use crate::layout::TokenLayout;
+use crate::rng::{seeded_rng, INIT_STREAM};
+
+/// A run's model at its initial weights, from (config, seed) alone: what training starts from and
+/// the untrained twin every comparison carries. `dims` are the sizes the model is built for (the
+/// task's; a curriculum's largest for GPT-style runs).
+pub fn initial(config: &RunConfig, dims: Dims, device: Device) -> anyhow::Result<(nn::VarStore, Model)> {
+    let vs = nn::VarStore::new(device);
+    let model = match &config.gpt {
+        Some(gpt) => {
+            let model = Gpt::new(&vs.root(), gpt, dims);
+            Gpt::init(&vs, gpt.layers, &mut seeded_rng(config.seed, INIT_STREAM));
+            Model::Gpt(model)
+        }
+        None => {
+            let model = Transformer::new(&vs.root(), &config.model, dims);
+            let init_scale = config.model.init_scale.context("resolved config")?;
+            Transformer::init(&vs, init_scale, &mut seeded_rng(config.seed, INIT_STREAM));
+            model.load_fixed_attention(&vs)?;
+            Model::Vo2023(model)
+        }
+    };
+    Ok((vs, model))
+}
 
 /// A model of any family.
 #[derive(Debug)]
@@ -81,6 +107,22 @@ impl Model {
         match self {
             Model::Vo2023(m) => Some(m),
             Model::Gpt(_) => None,
+        }
+    }
+
+    /// The von Oswald et al. model by value (its trainer's).
+    pub fn into_vo2023(self) -> Option<Transformer> {
+        match self {
+            Model::Vo2023(m) => Some(m),
+            Model::Gpt(_) => None,
+        }
+    }
+
+    /// The GPT-style model by value (its trainer's).
+    pub fn into_gpt(self) -> Option<Gpt> {
+        match self {
+            Model::Gpt(m) => Some(m),
+            Model::Vo2023(_) => None,
         }
     }
 }
