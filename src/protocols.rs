@@ -132,17 +132,8 @@ pub fn corrupted(a: &Prompts, source: &Prompts) -> Prompts {
     c
 }
 
-/// The candidate spec at `depth`: `steps` follows it.
-fn at_depth(spec: &LearnerSpec, depth: usize) -> LearnerSpec {
-    let mut spec = spec.clone();
-    if spec.params.contains_key("steps") {
-        spec.params.insert("steps".into(), depth.into());
-    }
-    spec
-}
-
 /// The GD construction (von Oswald et al. Prop. 1) a model of this config's depth and task
-/// would be, with step size `eta`: one recurrent linear head on the constructed tokens. None
+/// would be (its η set by the caller): one recurrent linear head on the constructed tokens. None
 /// where the model's token layout has no such form.
 fn construction_config(config: &crate::config::RunConfig) -> Option<crate::config::RunConfig> {
     let mut c = config.clone();
@@ -237,7 +228,7 @@ pub fn run(
                 if depth > 1 && !follows_depth {
                     continue;
                 }
-                let spec = at_depth(given, depth);
+                let spec = crate::tournament::at_depth(given, depth);
                 on_progress(&format!("fit {} at n = {n}", spec.label()));
                 let fitted = fit(&spec, Some(&tune)).and_then(|l| l.predict(&prompts).map(|p| (l, p.preds)));
                 let (learner, preds) = match fitted {
@@ -652,13 +643,7 @@ impl InterventionsReport {
 
     /// A candidate as the reports name it at `layer` (its steps following the depth).
     fn label(&self, id: &str, layer: usize) -> String {
-        match self.learners.iter().find(|s| s.label() == id) {
-            Some(s) if s.params.contains_key("steps") => {
-                format!("{} ({layer} step{})", s.without("steps").short_label(), if layer == 1 { "" } else { "s" })
-            }
-            Some(s) => s.short_label(),
-            None => id.to_string(),
-        }
+        crate::tournament::label(id, layer, &self.learners)
     }
 
     fn best_with_ties(&self, r: &Ranking, layer: usize) -> String {
@@ -1322,16 +1307,7 @@ pub fn write(report: &InterventionsReport, reports: &Path, figures: &Path) -> an
             (!columns.is_empty()).then(|| crate::plot::LabelledHeatmap {
                 title: e.model.clone(),
                 row_labels: (1..=e.layers).map(|l| format!("layer {l}")).collect(),
-                column_labels: columns
-                    .iter()
-                    .map(|c| {
-                        report
-                            .learners
-                            .iter()
-                            .find(|s| s.label() == *c)
-                            .map_or(c.clone(), |s| s.without("steps").short_label())
-                    })
-                    .collect(),
+                column_labels: columns.iter().map(|c| crate::tournament::column_label(c, &report.learners)).collect(),
                 values,
             })
         })
@@ -1368,20 +1344,8 @@ fn markdown(r: &InterventionsReport) -> String {
         o.tuning_prompts,
         o.resamples
     );
-    s.push_str("The protocols (../shared/reference/interventions-and-bayes.md §3):\n\n- **P1 knockout**: layer l skipped (its attention and MLP outputs zeroed, the residual passes through) against the learner with step l removed and against the intact learner.\n- **P2 iterate interchange** (von Oswald et al.'s token layout only): after layer l the context tokens' y channel (`P2:y`; Prop. 1: yᵢ − w_lᵀxᵢ) or all channels (`P2:all`) come from another prompt; the hypothesis predicts the learner's recursion continued from the patched tokens. Controls: the model's clean output on the base prompt (\"nothing happened\") and on the source prompt (\"everything copied\").\n- **P3 activation patching** at the largest n: corrupted prompts carry the labels another task gives the same inputs; one clean activation (input token, or the residual stream after a layer, at one position) is copied in; the map is the fraction of the loss it recovers, beside the GD construction's.\n- **P4 influence profile**: the model's ∂ŷ/∂yⱼ (autograd), read out after each layer, against each linear-in-y learner's smoother s(X, x_q): cosine and relative distance per prompt.\n\nContestants:\n\n");
-    for e in &r.entrants {
-        let role = match (e.role, &e.control_of) {
-            (Role::Trained, _) => "trained".to_string(),
-            (Role::Untrained, Some(of)) => format!("control: `{of}` at its initial weights"),
-            (Role::ControlTask, _) => "control: trained on the control task".to_string(),
-            (Role::Untrained, None) => "control: untrained".to_string(),
-        };
-        s.push_str(&format!("- `{}` — {role}; {} layer(s); seeds {:?}\n", e.model, e.layers, e.seeds));
-    }
-    s.push_str(&format!(
-        "\nCandidates: {}.\n",
-        r.learners.iter().map(|l| format!("`{}`", l.short_label())).collect::<Vec<_>>().join(", ")
-    ));
+    s.push_str("The protocols (../shared/reference/interventions-and-bayes.md §3):\n\n- **P1 knockout**: layer l skipped (its attention and MLP outputs zeroed, the residual passes through) against the learner with step l removed and against the intact learner.\n- **P2 iterate interchange** (von Oswald et al.'s token layout only): after layer l the context tokens' y channel (`P2:y`; Prop. 1: yᵢ − w_lᵀxᵢ) or all channels (`P2:all`) come from another prompt; the hypothesis predicts the learner's recursion continued from the patched tokens. Controls: the model's clean output on the base prompt (\"nothing happened\") and on the source prompt (\"everything copied\").\n- **P3 activation patching** at the largest n: corrupted prompts carry the labels another task gives the same inputs; one clean activation (input token, or the residual stream after a layer, at one position) is copied in; the map is the fraction of the loss it recovers, beside the GD construction's.\n- **P4 influence profile**: the model's ∂ŷ/∂yⱼ (autograd), read out after each layer, against each linear-in-y learner's smoother s(X, x_q): cosine and relative distance per prompt.\n\n");
+    s.push_str(&crate::tournament::contestants_markdown(&r.entrants, &r.learners));
     if !r.skipped.is_empty() {
         s.push_str("\nLeft out:\n\n");
         for k in &r.skipped {

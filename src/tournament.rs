@@ -240,7 +240,7 @@ pub struct TournamentReport {
 }
 
 /// The candidate spec at the readout after `layer`: `steps` follows the layer.
-fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
+pub(crate) fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
     let mut spec = spec.clone();
     if spec.params.contains_key("steps") {
         spec.params.insert("steps".into(), layer.into());
@@ -832,7 +832,7 @@ impl TournamentReport {
 /// How candidate `id` (its spec's label) reads at `layer`: its short label, with `steps` given
 /// as the layer's count where it follows the depth (`gd(steps=1)` at layer 3 reads
 /// `gd (3 steps)`, `knn(k=8)` reads `knn(k=8)`).
-fn label(id: &str, layer: usize, specs: &[LearnerSpec]) -> String {
+pub(crate) fn label(id: &str, layer: usize, specs: &[LearnerSpec]) -> String {
     match specs.iter().find(|s| s.label() == id) {
         Some(s) if s.params.contains_key("steps") => {
             format!("{} ({layer} step{})", s.without("steps").short_label(), if layer == 1 { "" } else { "s" })
@@ -844,7 +844,7 @@ fn label(id: &str, layer: usize, specs: &[LearnerSpec]) -> String {
 
 /// Candidate `id` as a column over layers: its short label without a `steps` that follows the
 /// depth (`gd` for `gd(steps=1)`).
-fn column_label(id: &str, specs: &[LearnerSpec]) -> String {
+pub(crate) fn column_label(id: &str, specs: &[LearnerSpec]) -> String {
     match specs.iter().find(|s| s.label() == id) {
         Some(s) => s.without("steps").short_label(),
         None => id.to_string(),
@@ -900,20 +900,7 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
         o.orders,
         o.n_values.iter().max().copied().unwrap_or(0),
     );
-    s.push_str("Contestants:\n\n");
-    for e in &r.entrants {
-        let role = match (e.role, &e.control_of) {
-            (Role::Trained, _) => "trained".to_string(),
-            (Role::Untrained, Some(of)) => format!("control: `{of}` at its initial weights"),
-            (Role::ControlTask, _) => "control: trained on the control task".to_string(),
-            (Role::Untrained, None) => "control: untrained".to_string(),
-        };
-        s.push_str(&format!("- `{}` — {role}; {} layer(s); seeds {:?}\n", e.model, e.layers, e.seeds));
-    }
-    s.push_str(&format!(
-        "\nCandidates: {}.\n",
-        r.learners.iter().map(|l| format!("`{}`", l.short_label())).collect::<Vec<_>>().join(", ")
-    ));
+    s.push_str(&contestants_markdown(&r.entrants, &r.learners));
     if !r.skipped.is_empty() {
         s.push_str("\nNot fitted (left out of the ranking where listed):\n\n");
         for k in &r.skipped {
@@ -929,5 +916,25 @@ fn markdown(r: &TournamentReport, command: &str, preface: &str) -> String {
     s.push_str(&r.token_table());
     s.push_str(&format!("\n![SPD by layer and learner](../figures/{}/spd.png)\n", r.name));
     s.push_str(&format!("\nEvery number is in `reports/{}.json` (`measurements`, metrics `spd`, `ilwd`, `model_cos`, `preds_diff`, `influence_cos`, `loss`, `permutation_spread`; `ranking` per model, layer and metric).\n", r.name));
+    s
+}
+
+/// The Markdown list of contestants (role, layers, seeds) and the candidates, as the tournament
+/// and interventions reports open.
+pub(crate) fn contestants_markdown(entrants: &[Entrant], learners: &[LearnerSpec]) -> String {
+    let mut s = String::from("Contestants:\n\n");
+    for e in entrants {
+        let role = match (e.role, &e.control_of) {
+            (Role::Trained, _) => "trained".to_string(),
+            (Role::Untrained, Some(of)) => format!("control: `{of}` at its initial weights"),
+            (Role::ControlTask, _) => "control: trained on the control task".to_string(),
+            (Role::Untrained, None) => "control: untrained".to_string(),
+        };
+        s.push_str(&format!("- `{}` — {role}; {} layer(s); seeds {:?}\n", e.model, e.layers, e.seeds));
+    }
+    s.push_str(&format!(
+        "\nCandidates: {}.\n",
+        learners.iter().map(|l| format!("`{}`", l.short_label())).collect::<Vec<_>>().join(", ")
+    ));
     s
 }
