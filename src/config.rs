@@ -234,7 +234,7 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "Engine::is_auto")]
     pub engine: Engine,
     /// Train on finitely many tasks (von Oswald et al. 2023, Figs. 15–16): the training prompts'
-    /// hidden functions come from K fixed draws (stream [`crate::rng::TASK_POOL_STREAM`] of the
+    /// hidden functions come from K fixed draws (stream [`icl_tasks::pool::POOL_STREAM`] of the
     /// run's seed), inputs stay fresh; evaluation stays on fresh tasks. Unset: a new task per prompt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_pool: Option<usize>,
@@ -456,15 +456,12 @@ impl RunConfig {
         let task = self.task();
         match self.train.task_pool {
             None => task,
-            Some(k) => {
-                let mut pool_rng = crate::rng::seeded_rng(self.seed, crate::rng::TASK_POOL_STREAM);
-                match self.train.pool_inputs {
-                    PoolInputs::Fresh => {
-                        task.pooled(k, &mut pool_rng).expect("a resolved config's task pool is checked")
-                    }
-                    PoolInputs::Fixed => Box::new(icl_tasks::PromptPool::new(task, k, &mut pool_rng)),
+            Some(k) => match self.train.pool_inputs {
+                PoolInputs::Fresh => task.pooled(k, self.seed).expect("a resolved config's task pool is checked"),
+                PoolInputs::Fixed => {
+                    Box::new(icl_tasks::PromptPool::new(task, k, &mut icl_tasks::pool::pool_rng(self.seed)))
                 }
-            }
+            },
         }
     }
 
@@ -732,9 +729,9 @@ impl RunConfig {
         if let Some(k) = t.task_pool {
             check((1..=1 << 24).contains(&k), "train.task_pool", "an integer in 1..=16777216", k)?;
             check(
-                self.gpt.is_none(),
+                self.gpt.is_none() || self.curriculum.is_none(),
                 "train.task_pool",
-                "unset for GPT-style runs (their curriculum redraws tasks)",
+                "unset for GPT-style runs with a curriculum (each stage redraws its tasks)",
                 k,
             )?;
             if self.train.pool_inputs == PoolInputs::Fixed {
@@ -745,8 +742,7 @@ impl RunConfig {
                     k,
                 )?;
             } else {
-                let mut probe_rng = crate::rng::seeded_rng(0, crate::rng::TASK_POOL_STREAM);
-                self.task().pooled(1, &mut probe_rng)?; // the task must support a pool of hidden functions
+                self.task().pooled(1, 0)?; // the task must support a pool of hidden functions
             }
         } else if self.train.pool_inputs == PoolInputs::Fixed {
             anyhow::bail!("train.pool_inputs: \"fixed\" needs train.task_pool (the number of prompts to repeat)");

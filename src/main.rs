@@ -751,7 +751,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             icl_lab::learners::register();
             let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
-            let candidates = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
+            let defaults = icl_lab::tournament::default_candidates(&entrants);
+            let candidates = icl_lab::curve::resolve_learners(&learners, &defaults)?;
             let mut opts = icl_lab::protocols::ProtocolOptions::for_task(task.as_ref());
             if !n.is_empty() {
                 opts.n_values = checked_n_values(n, task.dims().context_len)?;
@@ -909,7 +910,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .set(k.trim(), icl_lab::curve::parse_value(v.trim()).with_context(|| format!("--set {kv}"))?);
             }
             let task = icl_tasks::build(&task_config)?;
-            let learners = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
+            // A run trained on a pool of tasks (on this task) brings the learners of its pool
+            // (the posterior mean over it, `dmmse`), one per run.
+            let mut defaults = task.learners();
+            for r in runs.iter().filter(|r| r.config.task == task_config) {
+                for spec in r.config.training_task().learners() {
+                    if !defaults.contains(&spec) {
+                        defaults.push(spec);
+                    }
+                }
+            }
+            let learners = icl_lab::curve::resolve_learners(&learners, &defaults)?;
             let shift = shift
                 .map(|s| -> anyhow::Result<icl_tasks::Shift> {
                     let (k, v) = s.split_once('=').with_context(|| format!("--shift: `{s}` is not KIND=VALUE"))?;
@@ -993,7 +1004,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             icl_lab::learners::register();
             let (entrants, config) = icl_lab::tournament::load_entrants(&run_dirs, &control_task, no_untrained)?;
             let task = config.task();
-            let candidates = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
+            let defaults = icl_lab::tournament::default_candidates(&entrants);
+            let candidates = icl_lab::curve::resolve_learners(&learners, &defaults)?;
             let mut opts = icl_lab::tournament::TournamentOptions::for_task(task.as_ref());
             if !n.is_empty() {
                 opts.n_values = checked_n_values(n, task.dims().context_len)?;

@@ -9,8 +9,6 @@ use rand::SeedableRng;
 pub const DATA_STREAM: u64 = 0;
 /// A run's initial weights.
 pub const INIT_STREAM: u64 = 1;
-/// The hidden functions of a run trained on a fixed pool of tasks (`train.task_pool`).
-pub const TASK_POOL_STREAM: u64 = 17;
 /// Seed of the prompts the GD/GD++ hyperparameters are fitted on (never the evaluation set).
 pub const REFERENCE_FIT_SEED: u64 = 77;
 

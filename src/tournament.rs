@@ -206,6 +206,34 @@ pub fn load_entrants(
     Ok((entrants, config))
 }
 
+/// The task's own candidate learners for a comparison of `entrants`: those of the trained
+/// entrants' training task, so that a run trained on a pool of tasks meets the posterior mean over
+/// that pool (`dmmse`). A candidate tied to one pool applies only where every trained entrant was
+/// trained on that pool; where they were not (seeds draw different pools), it is left out with a
+/// warning rather than compared with models it was not drawn for.
+pub fn default_candidates(entrants: &[LoadedEntrant]) -> Vec<LearnerSpec> {
+    let trained: Vec<&RunConfig> =
+        entrants.iter().filter(|e| e.entrant.role == Role::Trained).flat_map(|e| e.configs.iter()).collect();
+    let Some(first) = trained.first() else { return Vec::new() };
+    let mut specs = first.training_task().learners();
+    let per_run = |spec: &LearnerSpec| spec.params.contains_key("pool_seed");
+    if specs.iter().any(per_run) {
+        let others: Vec<Vec<LearnerSpec>> = trained[1..].iter().map(|c| c.training_task().learners()).collect();
+        specs.retain(|spec| {
+            let shared = !per_run(spec) || others.iter().all(|o| o.contains(spec));
+            if !shared {
+                crate::warnln!(
+                    "{}: left out, the runs were trained on different task pools (it applies to one run; \
+                     `icl-lab curve` or raventos2023 compares each run with its own)",
+                    spec.label()
+                );
+            }
+            shared
+        });
+    }
+    specs
+}
+
 /// A report name that stays inside the reports folder.
 pub fn check_report_name(name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(

@@ -269,8 +269,11 @@ pub(crate) fn train(
     if first_step == 1 && !checkpoint(&mut metrics, &trainer, 0)? {
         return Err(diverged(&mut metrics, "the initial evaluation loss is not finite".into()));
     }
+    // The training prompts' task: with `train.task_pool`, hidden functions from the run's pool
+    // (the config check keeps pools and curricula apart).
+    let training = config.training_task();
     for step in first_step..=steps {
-        let batch = training_batch(config, task.as_ref(), step)?;
+        let batch = training_batch(config, training.as_ref(), step)?;
         let loss = trainer.step(&batch)?;
         if diverged_loss(loss) {
             metrics.steps_done = step;

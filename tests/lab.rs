@@ -236,6 +236,43 @@ fn training_on_a_task_pool_records_the_pool_loss_and_memorises_a_single_task() {
 }
 
 #[test]
+fn a_pooled_run_meets_the_posterior_mean_over_its_own_pool() {
+    // A run trained on one task: its comparison includes dMMSE over that pool (rebuilt from the
+    // run's config and seed), and on the pool's prompts the model is near it.
+    icl_lab::learners::register();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tiny("tiny-pool-dmmse");
+    config.train.task_pool = Some(1);
+    let config = config.resolve().unwrap();
+    let run = train(&config, dir.path(), TrainOptions::default()).unwrap();
+    let (entrants, _) = icl_lab::tournament::load_entrants(std::slice::from_ref(&run.dir), &[], false).unwrap();
+    let specs = icl_lab::tournament::default_candidates(&entrants);
+    let dmmse = specs.iter().find(|s| s.name == "dmmse").expect("a pooled run's candidates include dmmse");
+    assert_eq!(dmmse.params["pool_seed"], 0);
+    assert_eq!(dmmse.params["pool_size"], 1);
+    let pool_prompts = icl_lab::rng::prompts(config.training_task().as_ref(), 500, 3);
+    let model = icl_lab::learners::ModelLearner::from_run(&run.dir, &config).unwrap().without_sensitivity();
+    use icl_probes::learner::Learner;
+    let preds = model.predict(&pool_prompts).unwrap().preds;
+    let posterior = icl_probes::learner::fit(dmmse, None).unwrap().predict(&pool_prompts).unwrap().preds;
+    // dMMSE over one task is that task: the targets themselves (noise-free).
+    assert!((&posterior - &pool_prompts.yq).iter().all(|e| e.abs() < 1e-9));
+    let to = |b: &ndarray::Array2<f64>| (&preds - b).iter().map(|e| e * e).sum::<f64>();
+    assert!(
+        to(&posterior) < 0.5 * to(&ndarray::Array2::zeros(preds.raw_dim())),
+        "{} vs {}",
+        to(&posterior),
+        to(&ndarray::Array2::zeros(preds.raw_dim()))
+    );
+    // Two seeds draw two pools: no one dMMSE applies to both, so it is left out.
+    let other = train(&RunConfig { seed: 1, ..config.clone() }, dir.path(), TrainOptions::default()).unwrap();
+    let both = vec![run.dir.clone(), other.dir.clone()];
+    let entrants =
+        vec![icl_lab::tournament::LoadedEntrant::from_dirs(both, icl_lab::tournament::Role::Trained).unwrap()];
+    assert!(!icl_lab::tournament::default_candidates(&entrants).iter().any(|s| s.name == "dmmse"));
+}
+
+#[test]
 fn the_per_head_split_of_a_softmax_layer_adds_up_to_its_cached_output() {
     // A 2-head softmax model at a large random initialisation (so both terms are far from zero).
     let mut config = tiny("tiny-heads");

@@ -6,11 +6,13 @@ pub mod ahn2023;
 pub mod akyurek2023_interventions;
 pub mod akyurek2023_phases;
 pub mod akyurek2023_probes;
+pub mod bai2023_selection;
 pub mod fu2023_newton;
 pub mod garg2022_baselines;
 pub mod garg2022_families;
 pub mod garg2022_fig2;
 pub mod garg2022_ood;
+pub mod raventos2023;
 pub mod shared;
 pub mod vo2023_all;
 pub mod vo2023_depth;
@@ -173,6 +175,18 @@ pub const FIGURES: &[Figure] = &[
         about: "the four intervention protocols (knockout, iterate interchange, activation patching, influence profiles) on the vo2023-tournament models, with untrained and control-task twins",
         default_seeds: 3,
         run: vo2023_interventions::reproduce,
+    },
+    Figure {
+        name: "raventos2023",
+        about: "Raventós et al. 2023 / Lu et al. 2025: models trained on M tasks against dMMSE (the pool's posterior) and ridge (the prior's) as M grows; where they cross",
+        default_seeds: 3,
+        run: raventos2023::reproduce,
+    },
+    Figure {
+        name: "bai2023-selection",
+        about: "Bai et al. 2023: one model trained on two noise levels against ridge at every λ (the frontier) and the Bayes errors",
+        default_seeds: 3,
+        run: bai2023_selection::reproduce,
     },
     Figure {
         name: "garg2022-fig2",

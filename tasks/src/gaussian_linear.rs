@@ -10,6 +10,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::params::{parse, to_params};
+use crate::pool::Pool;
 use crate::registry::TaskEntry;
 use crate::{
     check_count, check_real, check_sample_size, dot, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift,
@@ -54,6 +55,14 @@ pub struct GaussianLinearParams {
     pub w_scale: f64,
     /// Standard deviation σ of the label noise on context labels.
     pub noise_std: f64,
+    /// Noise that varies per prompt: each prompt draws its σ from these levels (with
+    /// `noise_weights`), in place of `noise_std` (Bai et al. 2023's mixture of noise levels;
+    /// Vladymyrov et al. 2024's varying noise). The `label_noise` shift sets one level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_levels: Option<Vec<f64>>,
+    /// The prior of each of `noise_levels` (positive, normalised here; uniform when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_weights: Option<Vec<f64>>,
     /// Every prompt's teacher is the all-ones w (times w_scale): Akyürek et al. 2023's control
     /// task (§5), on which a model can score well without learning in context.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -80,6 +89,8 @@ impl Default for GaussianLinearParams {
             input_scale: 1.0,
             w_scale: 1.0,
             noise_std: 0.0,
+            noise_levels: None,
+            noise_weights: None,
             fixed_w: false,
             context_orthant: false,
             query_from_context: false,
@@ -95,6 +106,7 @@ impl GaussianLinearParams {
         check_real("input_scale", self.input_scale, 0.0, true)?;
         check_real("w_scale", self.w_scale, 0.0, false)?;
         check_real("noise_std", self.noise_std, 0.0, false)?;
+        self.check_noise_levels()?;
         match (self.covariance, &self.spectrum) {
             (Covariance::Identity, Some(_)) => Err(TaskError::invalid(
                 "spectrum",
@@ -110,6 +122,55 @@ impl GaussianLinearParams {
                 Some(v) => Err(TaskError::invalid("spectrum", "must hold finite numbers > 0", v)),
                 None => Ok(()),
             },
+        }
+    }
+
+    fn check_noise_levels(&self) -> Result<(), TaskError> {
+        let Some(levels) = &self.noise_levels else {
+            return match &self.noise_weights {
+                Some(_) => Err(TaskError::invalid("noise_weights", "needs noise_levels", "a list")),
+                None => Ok(()),
+            };
+        };
+        if levels.is_empty() || levels.len() > 64 {
+            return Err(TaskError::invalid(
+                "noise_levels",
+                "must hold 1 to 64 numbers",
+                format!("{} numbers", levels.len()),
+            ));
+        }
+        if self.noise_std != 0.0 {
+            return Err(TaskError::invalid(
+                "noise_std",
+                "must be 0 (unset) when noise_levels is given",
+                self.noise_std,
+            ));
+        }
+        for &v in levels {
+            check_real("noise_levels", v, 0.0, false)?;
+        }
+        if let Some(w) = &self.noise_weights {
+            if w.len() != levels.len() {
+                let got = format!("{} numbers for {} levels", w.len(), levels.len());
+                return Err(TaskError::invalid("noise_weights", "must hold one number per noise level", got));
+            }
+            for &v in w {
+                check_real("noise_weights", v, 0.0, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The noise levels a prompt's σ is drawn from, and their probabilities (one level,
+    /// `noise_std`, with probability 1 when the noise does not vary).
+    pub fn noise_prior(&self) -> (Vec<f64>, Vec<f64>) {
+        match &self.noise_levels {
+            None => (vec![self.noise_std], vec![1.0]),
+            Some(levels) => {
+                let raw = self.noise_weights.clone().unwrap_or_else(|| vec![1.0; levels.len()]);
+                let total: f64 = raw.iter().sum();
+                (levels.clone(), raw.iter().map(|w| w / total).collect())
+            }
         }
     }
 
@@ -135,6 +196,8 @@ pub struct GaussianLinear {
     pub params: GaussianLinearParams,
     factor: Option<Array2<f64>>,
     scales: Option<Vec<f64>>,
+    /// Training on finitely many tasks ([`Task::pooled`]): each prompt's w is one of the pool's.
+    pool: Option<Pool>,
 }
 
 impl GaussianLinear {
@@ -153,7 +216,7 @@ impl GaussianLinear {
         };
         let scales = (params.covariance == Covariance::Diagonal)
             .then(|| params.eigenvalues().iter().map(|l| l.sqrt()).collect());
-        Ok(Self { params, factor, scales })
+        Ok(Self { params, factor, scales, pool: None })
     }
 
     pub fn build(params: &Params) -> Result<Box<dyn Task>, TaskError> {
@@ -222,7 +285,25 @@ impl Task for GaussianLinear {
         if self.params.covariance != Covariance::Identity {
             out.push(LearnerSpec::new("precond_gd").with("steps", 1));
         }
+        // The posterior means (w ~ N(0, w_scale² I) or the pool; Gaussian noise on the labels).
+        if !self.params.fixed_w {
+            let (levels, _) = self.params.noise_prior();
+            let weights = self.params.noise_weights.as_deref();
+            out.extend(crate::bayes::learners(self.pool.as_ref(), self.params.w_scale, &levels, weights));
+        }
         out
+    }
+
+    fn pooled(&self, size: usize, pool_seed: u64) -> Result<Box<dyn Task>, TaskError> {
+        check_count("task_pool", size, 1..=crate::pool::MAX_POOL)?;
+        let p = &self.params;
+        let pool = if p.fixed_w {
+            let weights = ndarray::Array3::from_elem((size, p.y_dim, p.x_dim), p.w_scale);
+            Pool { size, seed: pool_seed, weights: std::sync::Arc::new(weights) }
+        } else {
+            Pool::gaussian(size, (p.y_dim, p.x_dim), p.w_scale, pool_seed)
+        };
+        Ok(Box::new(Self { pool: Some(pool), ..self.clone() }))
     }
 
     fn shifts(&self) -> Vec<ShiftSweep> {
@@ -246,7 +327,11 @@ impl Task for GaussianLinear {
         match shift.kind {
             ShiftKind::InputScale => p.input_scale *= shift.value,
             ShiftKind::TeacherScale => p.w_scale *= shift.value,
-            ShiftKind::LabelNoise => p.noise_std = shift.value,
+            ShiftKind::LabelNoise => {
+                p.noise_std = shift.value;
+                p.noise_levels = None;
+                p.noise_weights = None;
+            }
             ShiftKind::ConditionNumber => {
                 check_real("condition number", shift.value, 1.0, false)?;
                 // Eigenvalues geometric from 1 to 1/κ, rescaled to the training trace.
@@ -278,6 +363,19 @@ impl Task for GaussianLinear {
             ..
         } = self.params;
         check_sample_size(batch, n, d + o);
+        // Per-prompt noise levels as a cumulative distribution (drawn only when they are set, so
+        // that a task without them samples what it always has).
+        let varying: Option<(Vec<f64>, Vec<f64>)> = self.params.noise_levels.as_ref().map(|_| {
+            let (levels, probs) = self.params.noise_prior();
+            let cumulative = probs
+                .iter()
+                .scan(0.0, |acc, p| {
+                    *acc += p;
+                    Some(*acc)
+                })
+                .collect();
+            (levels, cumulative)
+        });
         let mut signs = vec![1.0; d];
         let mut xs = vec![0.0; batch * n * d];
         let mut ys = vec![0.0; batch * n * o];
@@ -300,11 +398,20 @@ impl Task for GaussianLinear {
         };
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
-            if fixed_w {
+            if let Some(pool) = &self.pool {
+                pool.pick(rng, w);
+            } else if fixed_w {
                 w.fill(w_scale);
             } else {
                 w.iter_mut().for_each(|v| *v = w_scale * rng.sample::<f64, _>(StandardNormal));
             }
+            let noise_std = match &varying {
+                None => noise_std,
+                Some((levels, cumulative)) => {
+                    let u: f64 = rng.random();
+                    levels[cumulative.iter().position(|&c| u < c).unwrap_or(levels.len() - 1)]
+                }
+            };
             if context_orthant {
                 signs.iter_mut().for_each(|s| *s = if rng.random::<bool>() { 1.0 } else { -1.0 });
             }
@@ -446,5 +553,82 @@ mod tests {
         assert!(e(base.clone().with("covariance", "diagonal").with("spectrum", vec![1.0])).contains("x_dim numbers"));
         assert!(e(base.clone().with("covariance", "diagonal").with("spectrum", vec![1.0, -1.0])).contains("> 0"));
         assert!(e(base.clone().with("covariance", "sideways")).starts_with("task.covariance:"));
+    }
+
+    #[test]
+    fn noise_levels_vary_per_prompt_with_their_weights() {
+        // Levels 0 and 1 with weights 1 : 3: a quarter of the prompts are noise-free.
+        let cfg = TaskConfig::new("gaussian_linear")
+            .with("x_dim", 2)
+            .with("noise_levels", vec![0.0, 1.0])
+            .with("noise_weights", vec![1.0, 3.0]);
+        let task = build(&cfg).unwrap();
+        let p = task.sample_n(&mut TaskRng::seed_from_u64(1), 4000, 5);
+        let w = p.w.as_ref().unwrap();
+        let residual = |b: usize| -> f64 {
+            (0..5)
+                .map(|i| (p.ys[[b, i, 0]] - (0..2).map(|j| w[[b, 0, j]] * p.xs[[b, i, j]]).sum::<f64>()).powi(2))
+                .sum()
+        };
+        let clean = (0..4000).filter(|&b| residual(b) < 1e-20).count() as f64 / 4000.0;
+        assert!((clean - 0.25).abs() < 0.03, "{clean}");
+        let noisy: Vec<f64> = (0..4000).map(residual).filter(|&r| r > 1e-20).collect();
+        let var = noisy.iter().sum::<f64>() / (noisy.len() * 5) as f64;
+        assert!((var - 1.0).abs() < 0.05, "{var}");
+        // A level σ = 0 has no Gaussian posterior; with levels > 0 the task lists the mixture's
+        // posterior mean; one level via the label_noise shift.
+        assert!(!task.learners().iter().any(|l| l.name == "bayes_ridge"));
+        let task = build(&cfg.with("noise_levels", vec![0.1, 1.0])).unwrap();
+        let labels: Vec<String> = task.learners().iter().map(|l| l.label()).collect();
+        assert!(
+            labels.contains(&"bayes_ridge(noise_std=[0.1,1.0], noise_weights=[1.0,3.0], w_scale=1.0)".to_string()),
+            "{labels:?}"
+        );
+        let one = task.shifted(Shift { kind: ShiftKind::LabelNoise, value: 0.5 }).unwrap();
+        assert_eq!(one.params().get("noise_levels"), None);
+        assert!(one.learners().iter().any(|l| l.label() == "bayes_ridge(noise_std=0.5, w_scale=1.0)"));
+        // A level is one more draw per prompt, taken only when levels are set (so the streams of
+        // tasks without them, which the snapshots pin, are unchanged).
+        let plain = TaskConfig::new("gaussian_linear").with("x_dim", 2);
+        let a = build(&plain).unwrap().sample_n(&mut TaskRng::seed_from_u64(1), 3, 5);
+        let b = build(&plain.with("noise_levels", vec![0.0])).unwrap().sample_n(&mut TaskRng::seed_from_u64(1), 3, 5);
+        assert_eq!(
+            a.w.as_ref().unwrap().index_axis(ndarray::Axis(0), 0),
+            b.w.as_ref().unwrap().index_axis(ndarray::Axis(0), 0)
+        );
+        assert_ne!(a.xs, b.xs);
+    }
+
+    #[test]
+    fn bad_noise_levels_name_the_field() {
+        let e = |c: TaskConfig| build(&c).err().unwrap().to_string();
+        let base = TaskConfig::new("gaussian_linear");
+        assert!(
+            e(base.clone().with("noise_levels", Vec::<f64>::new())).starts_with("task.noise_levels: must hold 1 to 64")
+        );
+        assert!(e(base.clone().with("noise_levels", vec![-1.0])).starts_with("task.noise_levels:"));
+        assert!(e(base.clone().with("noise_levels", vec![0.1]).with("noise_std", 0.5)).starts_with("task.noise_std:"));
+        assert!(e(base.clone().with("noise_weights", vec![1.0])).starts_with("task.noise_weights: needs noise_levels"));
+        let two = base.with("noise_levels", vec![0.1, 0.5]);
+        assert!(e(two.clone().with("noise_weights", vec![1.0])).contains("one number per noise level"));
+        assert!(e(two.with("noise_weights", vec![1.0, 0.0])).starts_with("task.noise_weights:"));
+    }
+
+    #[test]
+    fn a_pooled_gaussian_task_draws_only_its_pool_and_lists_dmmse() {
+        let task = build(&TaskConfig::new("gaussian_linear").with("x_dim", 3).with("noise_std", 0.5)).unwrap();
+        let pooled = task.pooled(5, 2).unwrap();
+        let pool = crate::pool::gaussian_pool(5, (1, 3), 1.0, 2);
+        let p = pooled.sample_n(&mut TaskRng::seed_from_u64(0), 100, 4);
+        for b in 0..100 {
+            let w = p.w.as_ref().unwrap().index_axis(ndarray::Axis(0), b).to_owned();
+            assert!((0..5).any(|k| pool.index_axis(ndarray::Axis(0), k) == w));
+        }
+        let labels: Vec<String> = pooled.learners().iter().map(|l| l.label()).collect();
+        assert!(
+            labels.contains(&"dmmse(noise_std=0.5, pool_seed=2, pool_size=5, w_scale=1.0)".to_string()),
+            "{labels:?}"
+        );
+        assert!(!task.learners().iter().any(|l| l.name == "dmmse"));
     }
 }

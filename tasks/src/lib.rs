@@ -11,10 +11,12 @@
 //! Adding a task (after Garg et al. 2022, `tasks.py`): write `src/<name>.rs` with a parameter
 //! struct and a struct implementing [`Task`], and add one line to [`registry::REGISTRY`].
 
+pub mod bayes;
 pub mod decision_tree;
 pub mod gaussian_linear;
 pub mod linear;
 pub mod params;
+pub mod pool;
 pub mod prompt_pool;
 pub mod registry;
 pub mod relu_net;
@@ -261,11 +263,13 @@ pub trait Task: Send + Sync {
     /// version draws its hidden functions afresh (shifts are for evaluation).
     fn shifted(&self, shift: Shift) -> Result<Box<dyn Task>, TaskError>;
 
-    /// This task trained on finitely many tasks (von Oswald et al. 2023, Figs. 15–16): `size`
-    /// hidden functions drawn once from `pool_rng`, each prompt taking one of them uniformly, with
-    /// fresh inputs. An error for a task that does not support it.
-    fn pooled(&self, size: usize, pool_rng: &mut TaskRng) -> Result<Box<dyn Task>, TaskError> {
-        let _ = pool_rng;
+    /// This task trained on finitely many tasks (von Oswald et al. 2023, Figs. 15–16; Raventós
+    /// et al. 2023): `size` hidden functions drawn once from [`pool::pool_rng`]`(pool_seed)`, each
+    /// prompt taking one of them uniformly, with fresh inputs. A pooled task lists the posterior
+    /// mean over its pool (`dmmse`) among its learners where its noise model makes that the Bayes
+    /// predictor. An error for a task that does not support it.
+    fn pooled(&self, size: usize, pool_seed: u64) -> Result<Box<dyn Task>, TaskError> {
+        let _ = pool_seed;
         Err(TaskError::NoPool { task: self.name(), size })
     }
 
@@ -284,7 +288,7 @@ pub enum TaskError {
     Invalid { field: String, message: String, got: String },
     #[error("task.{key}: unknown key for task `{task}` ({expected})")]
     UnknownKey { key: String, task: &'static str, expected: String },
-    #[error("train.task_pool: task `{task}` cannot draw its hidden functions from a fixed pool (got {size}; tasks that can: linear)")]
+    #[error("train.task_pool: task `{task}` cannot draw its hidden functions from a fixed pool (got {size}; tasks that can: linear, gaussian_linear)")]
     NoPool { task: &'static str, size: usize },
     #[error("task `{task}` has no shift `{}` (it has: {have})", kind.name())]
     UnsupportedShift { task: &'static str, kind: ShiftKind, have: String },

@@ -8,6 +8,7 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use serde::{Deserialize, Serialize};
 
 use crate::params::{parse, to_params};
+use crate::pool::Pool;
 use crate::registry::TaskEntry;
 use crate::{
     check_count, check_real, check_sample_size, dot, prompts_from, Dims, LearnerSpec, Params, Prompts, Shift,
@@ -79,9 +80,9 @@ impl LinearParams {
 #[derive(Clone, Debug)]
 pub struct LinearRegression {
     pub params: LinearParams,
-    /// Training on finitely many tasks ([`Task::pooled`]): the pool's weight matrices, (K, o, d)
-    /// flattened; each prompt takes one of them, uniformly, instead of drawing W.
-    pool: Option<std::sync::Arc<Vec<f64>>>,
+    /// Training on finitely many tasks ([`Task::pooled`]): each prompt takes one of the pool's
+    /// weight matrices, uniformly, instead of drawing W.
+    pool: Option<Pool>,
 }
 
 impl LinearRegression {
@@ -116,14 +117,21 @@ impl Task for LinearRegression {
     }
 
     fn learners(&self) -> Vec<LearnerSpec> {
-        vec![
+        let p = &self.params;
+        let mut out = vec![
             LearnerSpec::new("zero"),
             LearnerSpec::new("gd").with("steps", 1),
             LearnerSpec::new("least_squares"),
             LearnerSpec::new("ridge"),
             LearnerSpec::new("averaging"),
             LearnerSpec::new("knn").with("k", 3),
-        ]
+        ];
+        // The Bayes predictors hold where the labels are W x plus Gaussian noise and W is drawn
+        // from N(0, w_scale² I) or the pool: not with distractors or a fixed teacher.
+        if p.distractors == 0 && !p.fixed_w {
+            out.extend(crate::bayes::learners(self.pool.as_ref(), p.w_scale, &[p.noise_std], None));
+        }
+        out
     }
 
     fn shifts(&self) -> Vec<ShiftSweep> {
@@ -154,17 +162,16 @@ impl Task for LinearRegression {
         Ok(Box::new(Self::new(p)?))
     }
 
-    fn pooled(&self, size: usize, pool_rng: &mut TaskRng) -> Result<Box<dyn Task>, TaskError> {
-        check_count("task_pool", size, 1..=1 << 24)?;
+    fn pooled(&self, size: usize, pool_seed: u64) -> Result<Box<dyn Task>, TaskError> {
+        check_count("task_pool", size, 1..=crate::pool::MAX_POOL)?;
         let p = &self.params;
-        let per_task = p.x_dim * p.y_dim;
-        // The pool's W's, drawn as a prompt draws its own.
-        let pool: Vec<f64> = if p.fixed_w {
-            vec![p.w_scale; size * per_task]
+        let pool = if p.fixed_w {
+            let weights = ndarray::Array3::from_elem((size, p.y_dim, p.x_dim), p.w_scale);
+            Pool { size, seed: pool_seed, weights: std::sync::Arc::new(weights) }
         } else {
-            (0..size * per_task).map(|_| p.w_scale * pool_rng.sample::<f64, _>(StandardNormal)).collect()
+            Pool::gaussian(size, (p.y_dim, p.x_dim), p.w_scale, pool_seed)
         };
-        Ok(Box::new(Self { params: p.clone(), pool: Some(std::sync::Arc::new(pool)) }))
+        Ok(Box::new(Self { params: p.clone(), pool: Some(pool) }))
     }
 
     fn sample_n(&self, rng: &mut TaskRng, batch: usize, n: usize) -> Prompts {
@@ -184,8 +191,7 @@ impl Task for LinearRegression {
         for b in 0..batch {
             let w = &mut ws[b * o * d..(b + 1) * o * d];
             if let Some(pool) = &self.pool {
-                let k = rng.random_range(0..pool.len() / (o * d));
-                w.copy_from_slice(&pool[k * o * d..(k + 1) * o * d]);
+                pool.pick(rng, w);
             } else if fixed_w {
                 w.fill(w_scale);
             } else {
@@ -240,7 +246,7 @@ mod tests {
     #[test]
     fn a_pool_of_k_tasks_gives_only_those_k_weight_matrices() {
         let task = build(&linear().with("x_dim", 3)).unwrap();
-        let pooled = task.pooled(4, &mut TaskRng::seed_from_u64(1)).unwrap();
+        let pooled = task.pooled(4, 1).unwrap();
         let p = pooled.sample(&mut TaskRng::seed_from_u64(2), 200);
         let w = p.w.as_ref().unwrap(); // (B, o, d)
         let mut distinct: Vec<Vec<f64>> = Vec::new();
@@ -258,10 +264,10 @@ mod tests {
         assert_eq!(distinct.len(), 4, "all four pool members are drawn in 200 prompts, and no other W");
         assert_ne!(p.xs.index_axis(ndarray::Axis(0), 0), p.xs.index_axis(ndarray::Axis(0), 1));
         // The same pool seed gives the same pool; the unpooled task is unchanged.
-        let again = task.pooled(4, &mut TaskRng::seed_from_u64(1)).unwrap().sample(&mut TaskRng::seed_from_u64(2), 200);
+        let again = task.pooled(4, 1).unwrap().sample(&mut TaskRng::seed_from_u64(2), 200);
         assert_eq!(again.w, p.w);
         assert_eq!(sample(&linear().with("x_dim", 3), 2, 5).xs, task.sample(&mut TaskRng::seed_from_u64(2), 5).xs);
-        assert!(build(&TaskConfig::new("decision_tree")).unwrap().pooled(4, &mut TaskRng::seed_from_u64(1)).is_err());
+        assert!(build(&TaskConfig::new("decision_tree")).unwrap().pooled(4, 1).is_err());
     }
 
     /// The inputs drawn in bulk and replayed are, bit for bit, those of drawing them one by one

@@ -106,44 +106,71 @@ impl LearnerFamily for RidgeFamily {
     }
 }
 
-/// λ minimising the error on `tuning`, searched over 4 decades either side of the mean eigenvalue
-/// of XᵀX. Each prompt's XᵀX = V diag(s) Vᵀ is diagonalised once, so that a λ costs O(d·o) per
-/// prompt: ŷ(λ) = Σᵢ (Vᵀx_q)ᵢ (VᵀXᵀy)ᵢ / (sᵢ + λ).
-fn tune_lambda(t: &Prompts) -> Result<f64, ProbeError> {
-    let (n, d, o) = (t.context_len(), t.x_dim(), t.y_dim());
-    if n == 0 {
-        return Ok(1.0); // no context: every λ predicts 0
+/// Each prompt's XᵀX = V diag(s) Vᵀ diagonalised once, so that ridge's prediction at any λ costs
+/// O(d·o) per prompt: ŷ(λ) = Σᵢ (Vᵀx_q)ᵢ (VᵀXᵀy)ᵢ / (sᵢ + λ). Used to tune λ and to trace ridge's
+/// error over a whole λ path (Bai et al.'s frontier).
+pub struct RidgePath {
+    /// Per prompt: the eigenvalues s (d), Vᵀx_q (d), VᵀXᵀY (d, o).
+    spectra: Vec<(ndarray::Array1<f64>, ndarray::Array1<f64>, Array2<f64>)>,
+    yq: Array2<f64>,
+}
+
+impl RidgePath {
+    pub fn new(t: &Prompts) -> Result<Self, ProbeError> {
+        super::serial_blas();
+        let spectra = (0..t.batch())
+            .into_par_iter()
+            .map(|b| {
+                let x = t.xs.index_axis(Axis(0), b);
+                let (s, v) = x.t().dot(&x).eigh(UPLO::Lower)?;
+                let q = v.t().dot(&t.xq.row(b)); // (d)
+                let c = v.t().dot(&x.t().dot(&t.ys.index_axis(Axis(0), b))); // (d, o)
+                Ok((s, q, c))
+            })
+            .collect::<Result<_, ProbeError>>()?;
+        Ok(Self { spectra, yq: t.yq.clone() })
     }
-    super::serial_blas();
-    let spectra: Vec<(ndarray::Array1<f64>, ndarray::Array1<f64>, Array2<f64>)> = (0..t.batch())
-        .into_par_iter()
-        .map(|b| {
-            let x = t.xs.index_axis(Axis(0), b);
-            let (s, v) = x.t().dot(&x).eigh(UPLO::Lower)?;
-            let q = v.t().dot(&t.xq.row(b)); // (d)
-            let c = v.t().dot(&x.t().dot(&t.ys.index_axis(Axis(0), b))); // (d, o)
-            Ok((s, q, c))
-        })
-        .collect::<Result<_, ProbeError>>()?;
-    let scale = spectra.iter().map(|(s, _, _)| s.sum()).sum::<f64>() / (t.batch() * d) as f64;
-    if scale <= 0.0 {
-        return Ok(1.0);
+
+    /// The mean eigenvalue of XᵀX over prompts (the natural scale of λ).
+    pub fn scale(&self) -> f64 {
+        let d = self.spectra.first().map_or(1, |(s, _, _)| s.len());
+        self.spectra.iter().map(|(s, _, _)| s.sum()).sum::<f64>() / (self.spectra.len() * d).max(1) as f64
     }
-    let loss = |lambda: f64| -> f64 {
-        spectra
+
+    /// Σ over prompts of ‖ŷ(λ) − y_q‖².
+    pub fn total_squared_error(&self, lambda: f64) -> f64 {
+        self.spectra
             .iter()
             .enumerate()
             .map(|(b, (s, q, c))| {
-                (0..o)
+                (0..c.ncols())
                     .map(|k| {
-                        let pred: f64 = (0..d).map(|i| q[i] * c[[i, k]] / (s[i] + lambda)).sum();
-                        (pred - t.yq[[b, k]]).powi(2)
+                        let pred: f64 = (0..s.len()).map(|i| q[i] * c[[i, k]] / (s[i] + lambda)).sum();
+                        (pred - self.yq[[b, k]]).powi(2)
                     })
                     .sum::<f64>()
             })
             .sum()
-    };
-    Ok(minimize_log(loss, scale, 4.0).0)
+    }
+
+    /// The mean over prompts of ‖ŷ(λ) − y_q‖².
+    pub fn mean_squared_error(&self, lambda: f64) -> f64 {
+        self.total_squared_error(lambda) / self.spectra.len().max(1) as f64
+    }
+}
+
+/// λ minimising the error on `tuning`, searched over 4 decades either side of the mean eigenvalue
+/// of XᵀX ([`RidgePath`]).
+fn tune_lambda(t: &Prompts) -> Result<f64, ProbeError> {
+    if t.context_len() == 0 {
+        return Ok(1.0); // no context: every λ predicts 0
+    }
+    let path = RidgePath::new(t)?;
+    let scale = path.scale();
+    if scale <= 0.0 {
+        return Ok(1.0);
+    }
+    Ok(minimize_log(|lambda| path.total_squared_error(lambda), scale, 4.0).0)
 }
 
 impl Learner for Ridge {

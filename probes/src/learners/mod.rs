@@ -15,16 +15,20 @@
 //! | `lasso` | ℓ₁-regularised least squares, coordinate descent (linfa-elasticnet) | α (0.01) |
 //! | `tree` | greedy regression tree (gbdt) | max_depth (4; null: unlimited) |
 //! | `boosting` | gradient-boosted regression trees (gbdt) | trees, learning_rate, max_depth |
+//! | `bayes_ridge` | posterior mean, w ~ N(0, τ²I), σ from a set of levels (Bai et al.) | w_scale, noise_std, noise_weights (given) |
+//! | `dmmse` | posterior mean over a finite task pool (Raventós et al.) | pool_size, pool_seed, noise_std, w_scale (given) |
 //!
 //! Tuning prompts come from the training distribution at the evaluation n (see `learner.rs`).
 
+mod bayes;
 mod closed_form;
 mod gradient;
 pub use gradient::{register_precond_fitter, PrecondFitter};
 mod local;
 mod trees;
 
-pub use closed_form::{LeastSquares, Newton, Ridge};
+pub use bayes::{BayesRidge, Dmmse};
+pub use closed_form::{LeastSquares, Newton, Ridge, RidgePath};
 pub use gradient::{tune_gd_eta, Gd, GdPlusPlus, PrecondGd};
 pub use local::{Averaging, Knn, Zero};
 pub use trees::{Boosting, Lasso, Tree};
@@ -45,6 +49,8 @@ pub static BUILT_IN: &[&dyn LearnerFamily] = &[
     &trees::LassoFamily,
     &trees::TreeFamily,
     &trees::BoostingFamily,
+    &bayes::BayesRidgeFamily,
+    &bayes::DmmseFamily,
 ];
 
 use ndarray::{Array2, Array3};
