@@ -15,6 +15,7 @@ pub mod bayes;
 pub mod decision_tree;
 pub mod gaussian_linear;
 pub mod linear;
+pub mod mixture;
 pub mod params;
 pub mod pool;
 pub mod prompt_pool;

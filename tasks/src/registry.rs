@@ -84,6 +84,7 @@ pub const REGISTRY: &[TaskEntry] = &[
     crate::decision_tree::ENTRY,
     crate::relu_net::ENTRY,
     crate::sine::ENTRY,
+    crate::mixture::ENTRY,
 ];
 
 /// Tasks registered at run time by code outside this crate (a downstream crate, a test).
