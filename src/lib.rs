@@ -35,3 +35,4 @@ pub mod term;
 pub mod tournament;
 pub mod train;
 pub mod train_gpt;
+pub mod training;

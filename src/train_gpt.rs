@@ -27,9 +27,8 @@ use crate::config::RunConfig;
 use crate::evaluate::EvalRow;
 use crate::io::{with_atomic_path, write_atomic, write_json_atomic};
 use crate::models::Gpt;
-use crate::train::{
-    clip_global_norm_of, diverged_loss, progress_bar, RunMetrics, RunOutcome, RunStatus, TrainOptions, DIVERGED_LOSS,
-};
+use crate::runs::{RunMetrics, RunStatus};
+use crate::training::{clip_global_norm_of, diverged_loss, progress_bar, RunOutcome, TrainOptions, DIVERGED_LOSS};
 
 /// Adam's state, in parameter-name order (PyTorch's `torch.optim.Adam`, no weight decay).
 struct Adam {
@@ -205,7 +204,7 @@ impl GptTrainer {
 }
 
 /// Trains (or resumes) the GPT-style run of `config` in `dir` on `device`; see the module docs.
-/// [`crate::train::train`] calls it once a complete run was not found to reuse.
+/// [`crate::train::train`] (the one entry point) calls it once a complete run was not found to reuse.
 pub(crate) fn train(
     config: &RunConfig,
     dir: PathBuf,

@@ -16,7 +16,7 @@ use ndarray::Array2;
 use serde::Serialize;
 
 use icl_probes::learner::Learner;
-use icl_probes::learners::{BayesRidge, Ridge, RidgePath};
+use icl_probes::learners::{AdaRidge, BayesRidge, Ridge, RidgePath};
 use icl_probes::measure::Measurement;
 use icl_tasks::{Prompts, Shift, ShiftKind};
 
@@ -102,6 +102,8 @@ pub struct SelectionReport {
     pub bayes_errors: (f64, f64),
     /// The mixture's posterior mean (`bayes_ridge` with both levels) at each level.
     pub mixture_posterior_errors: (f64, f64),
+    /// Ridge with σ² estimated per prompt (`ada_ridge`), which does not know the levels.
+    pub ada_ridge_errors: (f64, f64),
     /// The best single λ for the mixture (equal weight on the two levels): (λ, err₁, err₂).
     pub best_single_lambda: (f64, f64, f64),
     pub models: Vec<ModelPoint>,
@@ -155,6 +157,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let bayes_errors = (ridge_at_bayes_lambdas[0].1, ridge_at_bayes_lambdas[1].2);
     let posterior = BayesRidge::new(tau2.sqrt(), LEVELS.to_vec(), None)?;
     let mixture_posterior_errors = errors_of(&posterior, &level_prompts)?;
+    let ada_ridge_errors = errors_of(&AdaRidge { w_scale: tau2.sqrt() }, &level_prompts)?;
     let best_single_lambda =
         frontier.iter().copied().min_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2))).expect("a frontier");
 
@@ -217,6 +220,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         ridge_at_bayes_lambdas,
         bayes_errors,
         mixture_posterior_errors,
+        ada_ridge_errors,
         best_single_lambda,
         models,
         figures: file_list(&files),
@@ -308,6 +312,7 @@ fn markdown(r: &SelectionReport, opts: &FigureOptions) -> String {
     for (label, point) in [
         ("Bayes, each level's own ridge", r.bayes_errors),
         ("mixture posterior (`bayes_ridge`, both levels)", r.mixture_posterior_errors),
+        ("ridge with σ² estimated per prompt (`ada_ridge`)", r.ada_ridge_errors),
     ] {
         out += &format!(
             "| {label} | {:.4} | {:.4} | {} | {:+.4} |\n",

@@ -3,7 +3,7 @@
 //! π, the posterior mean `bayes_ridge` (one level: ridge with λ = σ²/τ²); with W drawn from a
 //! finite pool, the posterior mean over the pool, `dmmse` (Raventós et al. 2023). The learners
 //! themselves live in the probes crate; a task only names them with the settings that make them
-//! its Bayes predictors.
+//! its Bayes predictors (and, where the noise varies, `ada_ridge`, which estimates σ² per prompt).
 
 use crate::pool::Pool;
 use crate::LearnerSpec;
@@ -38,6 +38,10 @@ pub fn learners(pool: Option<&Pool>, w_scale: f64, levels: &[f64], weights: Opti
             }
         };
         out.push(spec);
+        // Noise that varies: the rival that estimates σ² per prompt instead of knowing the levels.
+        if levels.len() > 1 {
+            out.push(LearnerSpec::new("ada_ridge").with("w_scale", w_scale));
+        }
     }
     out
 }

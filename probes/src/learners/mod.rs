@@ -16,6 +16,7 @@
 //! | `tree` | greedy regression tree (gbdt) | max_depth (4; null: unlimited) |
 //! | `boosting` | gradient-boosted regression trees (gbdt) | trees, learning_rate, max_depth |
 //! | `bayes_ridge` | posterior mean, w ~ N(0, τ²I), σ from a set of levels (Bai et al.) | w_scale, noise_std, noise_weights (given) |
+//! | `ada_ridge` | ridge with σ² estimated per prompt by maximum evidence (after Vladymyrov et al.) | w_scale (given) |
 //! | `dmmse` | posterior mean over a finite task pool (Raventós et al.) | pool_size, pool_seed, noise_std, w_scale (given) |
 //!
 //! Tuning prompts come from the training distribution at the evaluation n (see `learner.rs`).
@@ -27,7 +28,7 @@ pub use gradient::{register_precond_fitter, PrecondFitter};
 mod local;
 mod trees;
 
-pub use bayes::{BayesRidge, Dmmse};
+pub use bayes::{AdaRidge, BayesRidge, Dmmse};
 pub use closed_form::{LeastSquares, Newton, Ridge, RidgePath};
 pub use gradient::{tune_gd_eta, Gd, GdPlusPlus, PrecondGd};
 pub use local::{Averaging, Knn, Zero};
@@ -51,6 +52,7 @@ pub static BUILT_IN: &[&dyn LearnerFamily] = &[
     &trees::BoostingFamily,
     &bayes::BayesRidgeFamily,
     &bayes::DmmseFamily,
+    &bayes::AdaRidgeFamily,
 ];
 
 use ndarray::{Array2, Array3};
