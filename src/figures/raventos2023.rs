@@ -146,6 +146,9 @@ pub struct RaventosReport {
     pub seeds: usize,
     pub wall_seconds: f64,
     pub families: Vec<FamilyResult>,
+    /// The findings of `reports/raventos2023-interventions.md`: the four protocols on the linear
+    /// self-attention models of every M (dMMSE, not linear in y, has no P4 smoother).
+    pub interventions: Vec<String>,
     pub figures: Vec<String>,
     pub measurements: Vec<Measurement>,
 }
@@ -180,11 +183,15 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
     let start = Instant::now();
     let mut results = Vec::new();
     let mut measurements = Vec::new();
+    let mut lsa_dirs = Vec::new();
     for family in families(opts.quick) {
         let mut pools = Vec::new();
         for &log2_m in &family.pools {
             let c = config(&family, log2_m, opts.quick)?;
             let runs = train_seeds(&c, opts)?;
+            if family.key == "lsa-1" {
+                lsa_dirs.push(runs.iter().map(|r| r.dir.clone()).collect::<Vec<_>>());
+            }
             let mut seeds = Vec::new();
             let (mut dmmse_errors, mut ridge_errors) = (Vec::new(), Vec::new());
             for run in &runs {
@@ -286,6 +293,7 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
             zero_error_fresh: zero,
         });
     }
+    let interventions = interventions(opts, lsa_dirs)?;
     let files = render_figure(&results, opts)?;
     let report = RaventosReport {
         figure: NAME,
@@ -293,10 +301,38 @@ pub fn reproduce(opts: &FigureOptions) -> anyhow::Result<serde_json::Value> {
         seeds: opts.seed_count(),
         wall_seconds: start.elapsed().as_secs_f64(),
         families: results,
+        interventions,
         figures: file_list(&files),
         measurements,
     };
     write_report(&opts.reports_root, NAME, &report, &markdown(&report, opts))
+}
+
+/// The intervention protocols on the linear self-attention model of every M (seeds together, with
+/// untrained twins), against the fresh task's learners: does its one layer behave like a GD step
+/// or like the prior's ridge when intervened on? Writes `raventos2023-interventions` and returns
+/// its findings.
+fn interventions(opts: &FigureOptions, dirs: Vec<Vec<std::path::PathBuf>>) -> anyhow::Result<Vec<String>> {
+    use crate::tournament::{LoadedEntrant, Role};
+    let mut entrants = Vec::new();
+    for seeds in dirs {
+        let e = LoadedEntrant::from_dirs(seeds, Role::Trained)?;
+        let twin = e.untrained_twin();
+        entrants.push(e);
+        entrants.push(twin);
+    }
+    let Some(first) = entrants.first() else { return Ok(Vec::new()) };
+    let task = first.config().task();
+    let learners = task.learners();
+    let name = format!("{NAME}-interventions");
+    let preface = "The linear self-attention models of `raventos2023` (one per pool size M, fresh evaluation tasks) intervened \
+                   on: does the one layer behave like a GD step or like the Gaussian prior's ridge? dMMSE is not linear in the \
+                   labels, so P4 has no smoother for it.\n\n"
+        .to_string();
+    let value =
+        super::shared::interventions_report(&name, opts, &entrants, task.as_ref(), &learners, vec![N], preface)?;
+    let report: crate::protocols::InterventionsReport = serde_json::from_value(value)?;
+    Ok(report.findings())
 }
 
 /// x of a pool: log₂ M; fresh tasks two steps right of the largest pool.
@@ -380,6 +416,14 @@ fn markdown(r: &RaventosReport, opts: &FigureOptions) -> String {
             );
         }
         out += &format!("\n{}\n\n", crossing_finding(f));
+    }
+    if !r.interventions.is_empty() {
+        out += "## Interventions on the linear self-attention models (`reports/raventos2023-interventions.md`)\n\n";
+        for line in &r.interventions {
+            out += line;
+            out += "\n";
+        }
+        out += "\n";
     }
     if r.quick {
         out += "Quick variant: fewer pool sizes and far fewer steps than the paper's 500k (the GPT-style model especially); \
