@@ -295,14 +295,8 @@ impl Task for GaussianLinear {
     }
 
     fn pooled(&self, size: usize, pool_seed: u64) -> Result<Box<dyn Task>, TaskError> {
-        check_count("task_pool", size, 1..=crate::pool::MAX_POOL)?;
         let p = &self.params;
-        let pool = if p.fixed_w {
-            let weights = ndarray::Array3::from_elem((size, p.y_dim, p.x_dim), p.w_scale);
-            Pool { size, seed: pool_seed, weights: std::sync::Arc::new(weights) }
-        } else {
-            Pool::gaussian(size, (p.y_dim, p.x_dim), p.w_scale, pool_seed)
-        };
+        let pool = Pool::of_teachers(size, (p.y_dim, p.x_dim), p.w_scale, p.fixed_w, pool_seed)?;
         Ok(Box::new(Self { pool: Some(pool), ..self.clone() }))
     }
 

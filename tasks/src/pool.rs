@@ -45,6 +45,24 @@ impl Pool {
         Self { size, seed, weights: Arc::new(gaussian_pool(size, dims, w_scale, seed)) }
     }
 
+    /// The pool of a linear task whose teachers are W ~ N(0, I)·w_scale, or all equal to w_scale
+    /// with `fixed`: `size` (checked) members of shape `dims` (o, d).
+    pub fn of_teachers(
+        size: usize,
+        dims: (usize, usize),
+        w_scale: f64,
+        fixed: bool,
+        seed: u64,
+    ) -> Result<Self, crate::TaskError> {
+        crate::check_count("task_pool", size, 1..=MAX_POOL)?;
+        Ok(if fixed {
+            let weights = Array3::from_elem((size, dims.0, dims.1), w_scale);
+            Self { size, seed, weights: Arc::new(weights) }
+        } else {
+            Self::gaussian(size, dims, w_scale, seed)
+        })
+    }
+
     /// Copies a uniformly chosen member into `w` (o·d values).
     pub fn pick(&self, rng: &mut TaskRng, w: &mut [f64]) {
         let k = rng.random_range(0..self.size);
