@@ -17,14 +17,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array1, Array2, Array3, Axis};
+use ndarray::{Array1, Array2, Array3};
 use ndarray_linalg::{Eigh, UPLO};
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use icl_tasks::{LearnerSpec, Params, Prompts};
 
-use super::stack_weights;
+use super::per_prompt_weights;
 use crate::learner::{linear_prediction, parse_spec, Learner, LearnerFamily, Prediction};
 use crate::ProbeError;
 
@@ -223,7 +222,7 @@ impl Learner for AdaRidge {
         if p.context_len() == 0 {
             return Some(Ok(Array3::zeros((p.batch(), p.y_dim(), p.x_dim()))));
         }
-        Some(per_prompt(p, |x, y| self.solve(&x, &y).map(|(w, _)| w)))
+        Some(per_prompt_weights(p, |x, y| self.solve(&x, &y).map(|(w, _)| w)))
     }
     fn predict(&self, p: &Prompts) -> Result<Prediction, ProbeError> {
         Ok(linear_prediction(&self.weights(p).expect("linear")?, &p.xq))
@@ -255,19 +254,6 @@ impl LearnerFamily for BayesRidgeFamily {
     }
 }
 
-/// Per prompt in parallel: `solve(X (n, d), Y (n, o))` → W (o, d), stacked (B, o, d).
-fn per_prompt(
-    p: &Prompts,
-    solve: impl Fn(Array2<f64>, Array2<f64>) -> Result<Array2<f64>, ProbeError> + Sync + Send,
-) -> Result<Array3<f64>, ProbeError> {
-    super::serial_blas();
-    let ws: Vec<Array2<f64>> = (0..p.batch())
-        .into_par_iter()
-        .map(|b| solve(p.xs.index_axis(Axis(0), b).to_owned(), p.ys.index_axis(Axis(0), b).to_owned()))
-        .collect::<Result<_, _>>()?;
-    Ok(stack_weights(ws, p.y_dim(), p.x_dim()))
-}
-
 impl Learner for BayesRidge {
     fn name(&self) -> &str {
         "bayes_ridge"
@@ -276,7 +262,7 @@ impl Learner for BayesRidge {
         self.params.clone()
     }
     fn weights(&self, p: &Prompts) -> Option<Result<Array3<f64>, ProbeError>> {
-        Some(per_prompt(p, |x, y| self.solve(&x, &y).map(|(w, _)| w)))
+        Some(per_prompt_weights(p, |x, y| self.solve(&x, &y).map(|(w, _)| w)))
     }
     fn predict(&self, p: &Prompts) -> Result<Prediction, ProbeError> {
         Ok(linear_prediction(&self.weights(p).expect("linear")?, &p.xq))
@@ -401,7 +387,7 @@ impl Learner for Dmmse {
     }
     fn weights(&self, p: &Prompts) -> Option<Result<Array3<f64>, ProbeError>> {
         let pool = self.pool(p.y_dim(), p.x_dim());
-        Some(per_prompt(p, |x, y| Ok(self.solve(&pool, &x, &y).0)))
+        Some(per_prompt_weights(p, |x, y| Ok(self.solve(&pool, &x, &y).0)))
     }
     fn predict(&self, p: &Prompts) -> Result<Prediction, ProbeError> {
         Ok(linear_prediction(&self.weights(p).expect("linear")?, &p.xq))
@@ -413,6 +399,7 @@ mod tests {
     use super::*;
     use crate::learners::Ridge;
     use icl_tasks::{TaskConfig, TaskRng};
+    use ndarray::Axis;
     use ndarray_linalg::{Determinant, Inverse};
     use rand::SeedableRng;
 

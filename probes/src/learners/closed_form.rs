@@ -10,30 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use icl_tasks::{LearnerSpec, Params, Prompts};
 
-use super::stack_weights;
 use crate::gd::LeastSquaresStats;
 use crate::learner::{linear_prediction, parse_spec, to_params, tuning_for, Learner, LearnerFamily, Prediction};
 use crate::ridge::ridge_weights;
 use crate::tune::minimize_log;
 use crate::ProbeError;
 
-/// Weights computed prompt by prompt in parallel: `solve(X (n, d), Y (n, o))` → W (o, d).
+/// Weights computed prompt by prompt ([`super::per_prompt_weights`]); without context pairs,
+/// W = 0 (the solvers here have nothing to solve).
 fn per_prompt_weights(
     p: &Prompts,
     solve: impl Fn(Array2<f64>, Array2<f64>) -> Result<Array2<f64>, ProbeError> + Sync + Send,
 ) -> Result<Array3<f64>, ProbeError> {
-    let (n, d, o) = (p.context_len(), p.x_dim(), p.y_dim());
-    super::serial_blas();
-    let ws: Vec<Array2<f64>> = (0..p.batch())
-        .into_par_iter()
-        .map(|b| {
-            if n == 0 {
-                return Ok(Array2::zeros((o, d)));
-            }
-            solve(p.xs.index_axis(Axis(0), b).to_owned(), p.ys.index_axis(Axis(0), b).to_owned())
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(stack_weights(ws, o, d))
+    if p.context_len() == 0 {
+        return Ok(Array3::zeros((p.batch(), p.y_dim(), p.x_dim())));
+    }
+    super::per_prompt_weights(p, solve)
 }
 
 pub struct LeastSquaresFamily;

@@ -86,6 +86,21 @@ pub(crate) fn per_prompt_predictions(
     Ok(Array2::from_shape_vec((batch, o), rows.concat()).expect("one o-vector per prompt"))
 }
 
+/// Per-prompt weights computed prompt by prompt in parallel: `solve(X (n, d), Y (n, o))` → W
+/// (o, d), stacked (B, o, d).
+pub(crate) fn per_prompt_weights(
+    p: &icl_tasks::Prompts,
+    solve: impl Fn(Array2<f64>, Array2<f64>) -> Result<Array2<f64>, crate::ProbeError> + Sync + Send,
+) -> Result<Array3<f64>, crate::ProbeError> {
+    use ndarray::Axis;
+    serial_blas();
+    let ws: Vec<Array2<f64>> = (0..p.batch())
+        .into_par_iter()
+        .map(|b| solve(p.xs.index_axis(Axis(0), b).to_owned(), p.ys.index_axis(Axis(0), b).to_owned()))
+        .collect::<Result<_, _>>()?;
+    Ok(stack_weights(ws, p.y_dim(), p.x_dim()))
+}
+
 /// `batch` prompts of n pairs with x, w ~ N(0, I_d), noise-free: the setting of the closed forms.
 #[cfg(test)]
 pub(crate) fn isotropic(d: usize, n: usize, batch: usize, seed: u64) -> icl_tasks::Prompts {
