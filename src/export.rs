@@ -7,6 +7,10 @@
 //! are drawn from the run's own task with `seed` (stream [`EXPORT_STREAM`]), so an export is a
 //! function of (run, prompts, seed). `examples/lsa_numpy.py` recomputes the prediction of a
 //! von Oswald et al. model from `weights.safetensors` and this file.
+//!
+//! `icl-lab prompts` writes prompts without a model: a task's prompts for a (seed, stream) and
+//! reference learners' predictions on them, in f64, for the Python module's parity tests and any
+//! other tool that should see the lab's prompts exactly.
 
 use std::path::{Path, PathBuf};
 
@@ -93,4 +97,61 @@ pub fn write_entries(
             Ok(run.dir.join(default_name))
         }
     }
+}
+
+/// What `icl-lab prompts` draws.
+#[derive(Clone, Debug)]
+pub struct PromptExport {
+    pub batch: usize,
+    /// Context pairs (default: the task's context length).
+    pub n: Option<usize>,
+    pub seed: u64,
+    pub stream: u64,
+    /// Tuning prompts (stream 1 of `seed`) for the learners' open hyperparameters.
+    pub tuning_prompts: usize,
+}
+
+/// Writes `batch` prompts of `task` from stream `stream` of `seed` (prompt.xs/ys/xq/yq, and
+/// prompt.w where the task has it) and each learner's predictions `pred.<label>` (B, o) and, where
+/// defined, `sens.<label>` (B, d), all f64, to `out` atomically; returns the entries' names and shapes.
+pub fn export_prompts(
+    task: &dyn icl_tasks::Task,
+    learners: &[icl_tasks::LearnerSpec],
+    opts: &PromptExport,
+    out: &Path,
+) -> anyhow::Result<Vec<(String, Vec<i64>)>> {
+    crate::learners::register();
+    let n = opts.n.unwrap_or(task.dims().context_len);
+    anyhow::ensure!(opts.batch >= 1, "--batch: at least 1 prompt");
+    anyhow::ensure!(n <= icl_tasks::MAX_CONTEXT, "--n: at most {} context pairs (got {n})", icl_tasks::MAX_CONTEXT);
+    let mut b = crate::budget::Budget::new();
+    b.add("--batch × --n (prompts)", crate::budget::prompt_bytes(opts.batch, n, task.dims()) * 2);
+    if !learners.is_empty() {
+        b.add("--tuning-prompts × --n", crate::budget::prompt_bytes(opts.tuning_prompts, n, task.dims()) * 2);
+    }
+    b.check()?;
+    let prompts = task.sample_n(&mut crate::rng::seeded_rng(opts.seed, opts.stream), opts.batch, n);
+    let tuning = (!learners.is_empty())
+        .then(|| task.sample_n(&mut crate::rng::seeded_rng(opts.seed, 1), opts.tuning_prompts, n));
+    let as_tensor = |a: ArrayViewD<f64>| crate::layout::array_to_tensor(&a, Kind::Double, Device::Cpu);
+    let mut entries = vec![
+        ("prompt.xs".to_string(), as_tensor(prompts.xs.view().into_dyn())),
+        ("prompt.ys".to_string(), as_tensor(prompts.ys.view().into_dyn())),
+        ("prompt.xq".to_string(), as_tensor(prompts.xq.view().into_dyn())),
+        ("prompt.yq".to_string(), as_tensor(prompts.yq.view().into_dyn())),
+    ];
+    if let Some(w) = &prompts.w {
+        entries.push(("prompt.w".to_string(), as_tensor(w.view().into_dyn())));
+    }
+    for spec in learners {
+        let learner = icl_probes::learner::fit(spec, tuning.as_ref())
+            .map_err(|e| anyhow::anyhow!("learner `{}`: {e}", spec.label()))?;
+        let p = learner.predict(&prompts).map_err(|e| anyhow::anyhow!("learner `{}`: {e}", spec.label()))?;
+        entries.push((format!("pred.{}", spec.label()), as_tensor(p.preds.view().into_dyn())));
+        if let Some(sens) = &p.sens {
+            entries.push((format!("sens.{}", spec.label()), as_tensor(sens.view().into_dyn())));
+        }
+    }
+    crate::io::with_atomic_path(out, |p| Ok(Tensor::write_safetensors(&entries, p)?))?;
+    Ok(entries.iter().map(|(name, t)| (name.clone(), t.size())).collect())
 }

@@ -261,6 +261,39 @@ enum Command {
     },
     /// List the registered tasks (with their parameters and default learners) and learners.
     List,
+    /// Draw prompts of a task and write them, with reference learners' predictions on them, as float64
+    /// safetensors (prompt.xs/ys/xq/yq/w, pred.<learner>, sens.<learner>): the Rust side of the Python
+    /// module's parity tests, and prompts for any other tool. Prints what it wrote.
+    Prompts {
+        /// Task by registry name (see `icl-lab list`), with its default parameters unless --set.
+        #[arg(long, default_value = "linear")]
+        task: String,
+        /// A task parameter as KEY=VALUE (repeatable), e.g. --set x_dim=5.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Number of prompts.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Context pairs per prompt (default: the task's context length).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Seed of the prompts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// RNG stream of the seed (0: the evaluation prompts every command draws; 1: tuning prompts).
+        #[arg(long, default_value_t = 0)]
+        stream: u64,
+        /// Learners to predict the prompts with, as for `curve` (`none`, `default` or a list); open
+        /// hyperparameters are tuned on --tuning-prompts prompts of stream 1 of the seed.
+        #[arg(long, default_value = "none")]
+        learners: String,
+        /// Prompts the learners' open hyperparameters are tuned on (stream 1 of --seed, n pairs).
+        #[arg(long, default_value_t = 4096)]
+        tuning_prompts: usize,
+        /// Output file (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Probe a run directory: loss, alignment with GD, per-layer readouts, weight products, untrained control.
     /// Prints a summary (--json: everything) and writes <run-dir>/probe.json.
     Probe {
@@ -1110,6 +1143,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             print_written(&files);
+        }
+        Command::Prompts { task, set, batch, n, seed, stream, learners, tuning_prompts, out } => {
+            let mut task_config = icl_tasks::TaskConfig::new(&task);
+            for kv in &set {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set: `{kv}` is not KEY=VALUE"))?;
+                task_config
+                    .set(k.trim(), icl_lab::curve::parse_value(v.trim()).with_context(|| format!("--set {kv}"))?);
+            }
+            let task = icl_tasks::build(&task_config)?;
+            let learners = icl_lab::curve::resolve_learners(&learners, &task.learners())?;
+            let opts = icl_lab::export::PromptExport { batch, n, seed, stream, tuning_prompts };
+            let written = icl_lab::export::export_prompts(task.as_ref(), &learners, &opts, &out)?;
+            for (name, shape) in &written {
+                icl_lab::outln!("{name:<28} {shape:?}");
+            }
+            print_written(&[out]);
         }
         Command::List => {
             icl_lab::learners::register();

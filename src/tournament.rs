@@ -15,57 +15,23 @@
 //! Iterative learners follow the depth: a learner whose spec sets `steps` is run, at the readout
 //! after layer l, with `steps = l` (one GD step per layer is the hypothesis under test).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use icl_probes::learner::{fit, Learner};
+use icl_probes::contest::{Contestant, Field};
+use icl_probes::learner::Learner;
 use icl_probes::measure::Measurement;
-use icl_probes::tournament::{compare, permutation_spread, rank, Answers, Ranking, METRICS};
+use icl_probes::tournament::{rank, Ranking, METRICS};
+use icl_probes::ProbeError;
 use icl_tasks::{LearnerSpec, Task, TaskConfig};
 
 use crate::config::RunConfig;
 use crate::learners::ModelLearner;
-use crate::rng::seeded_rng;
 
-/// RNG streams of a tournament's seed.
-const EVAL_STREAM: u64 = 0;
-const TUNING_STREAM: u64 = 1;
-const QUERY_STREAM: u64 = 2;
-const ORDER_STREAM: u64 = 3;
-
-/// How a tournament is measured.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TournamentOptions {
-    /// Evaluation prompts per n.
-    pub prompts: usize,
-    /// Prompts the learners' hyperparameters are fitted on, per n (never the evaluation prompts).
-    pub tuning_prompts: usize,
-    /// Fresh queries per context from which a learner's implicit weights are fitted (≥ d + 1).
-    pub queries: usize,
-    /// Random context orders for the order-sensitivity control.
-    pub orders: usize,
-    /// The numbers of in-context examples (default 1…N).
-    pub n_values: Vec<usize>,
-    pub seed: u64,
-}
-
-impl TournamentOptions {
-    pub fn for_task(task: &dyn Task) -> Self {
-        let d = task.dims().x_dim;
-        Self {
-            prompts: 512,
-            tuning_prompts: 4096,
-            queries: 2 * (d + 1),
-            orders: 8,
-            n_values: (1..=task.dims().context_len).collect(),
-            seed: 0,
-        }
-    }
-}
+pub use icl_probes::contest::{at_depth, TournamentOptions};
 
 /// What a contestant is: a trained model, its untrained twin, or a model trained on a control task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -267,34 +233,6 @@ pub struct TournamentReport {
     pub preface: String,
 }
 
-/// The candidate spec at the readout after `layer`: `steps` follows the layer.
-pub(crate) fn at_depth(spec: &LearnerSpec, layer: usize) -> LearnerSpec {
-    let mut spec = spec.clone();
-    if spec.params.contains_key("steps") {
-        spec.params.insert("steps".into(), layer.into());
-    }
-    spec
-}
-
-/// (η, γ) per step for a `gd` or `gd++` candidate of `layer` steps, from its parameters.
-fn gd_family_steps(learner: &dyn Learner, layer: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-    let recursion = icl_probes::interventions::Recursion::of_learner(learner)?;
-    (recursion.len() == layer).then(|| recursion.steps.iter().copied().unzip())
-}
-
-/// A fitted candidate's answers at one n.
-struct Candidate {
-    /// The spec as given (its label is the candidate's identity; `steps` follows the layer).
-    spec: LearnerSpec,
-    learner: Box<dyn Learner>,
-    answers: Answers,
-    /// Its smoother s(X, x_q) (B, N) on the evaluation prompts, where it is linear in y (scalar
-    /// labels): what the model's ∂ŷ/∂y is compared with (`influence_cos`).
-    smoother: Option<Array2<f64>>,
-    /// Its spec sets `steps`, so it is refitted per layer.
-    follows_depth: bool,
-}
-
 /// What a tournament holds in memory at once ([`crate::budget`]): its evaluation, tuning and
 /// query prompts; the evaluation prompts expanded to every fresh query (for implicit weights) at
 /// the largest n; each model's activations on those, with the backward pass of ∂ŷ/∂x_q; and every
@@ -353,188 +291,14 @@ pub fn run(
             dims.y_dim
         );
     }
-    anyhow::ensure!(opts.queries > dims.x_dim, "queries: need at least d + 1 = {} per context", dims.x_dim + 1);
     memory(task, entrants, learners, opts).check()?;
-    let n_max = opts.n_values.iter().copied().max().context("no numbers of in-context examples")?;
-    let eval = task.sample_n(&mut seeded_rng(opts.seed, EVAL_STREAM), opts.prompts, n_max);
-    let tuning = task.sample_n(&mut seeded_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max);
-    let queries: Array2<f64> = task.sample_n(&mut seeded_rng(opts.seed, QUERY_STREAM), opts.queries, 0).xq;
     let max_layers = entrants.iter().map(|e| e.entrant.layers).max().unwrap_or(1);
-    check_candidates(learners, &tuning.prefix(n_max))?;
-
-    // Candidates per (layer, n): fitted once on the tuning prompts, answered on the evaluation prompts.
-    let mut skipped = Vec::new();
-    let mut candidates: BTreeMap<(usize, usize), Vec<Candidate>> = BTreeMap::new();
-    let mut rows = Vec::new();
-    for layer in 1..=max_layers {
-        for &n in &opts.n_values {
-            let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
-            let mut here = Vec::new();
-            for given in learners {
-                let follows_depth = given.params.contains_key("steps");
-                if layer > 1 && !follows_depth {
-                    continue; // does not depend on the layer: fitted at layer 1 already
-                }
-                let spec = at_depth(given, layer);
-                on_progress(&format!("fit {} at n = {n}", spec.label()));
-                let fitted =
-                    fit(&spec, Some(&tune)).and_then(|l| Answers::of(l.as_ref(), &prompts, &queries).map(|a| (l, a)));
-                match fitted {
-                    Ok((learner, answers)) => {
-                        let mut m = Measurement::new(
-                            task.name(),
-                            learner.name(),
-                            learner.params(),
-                            "loss",
-                            prompts.half_mse(&answers.prediction.preds),
-                        )
-                        .with_spec(given);
-                        m.n_context = Some(n);
-                        rows.push(m);
-                        let smoother = if dims.y_dim == 1 {
-                            let s = icl_probes::interventions::smoother(learner.as_ref(), &prompts)?;
-                            // A smoother of 0 (the zero learner) has no direction to compare.
-                            let nonzero = s.iter().any(|v| *v != 0.0);
-                            (nonzero
-                                && icl_probes::interventions::is_linear_in_y(learner.as_ref(), &prompts, &s, 1e-8)?)
-                            .then_some(s)
-                        } else {
-                            None
-                        };
-                        here.push(Candidate { spec: given.clone(), learner, answers, smoother, follows_depth });
-                    }
-                    Err(e @ icl_probes::ProbeError::InvalidSpec(_)) => {
-                        anyhow::bail!("candidate `{}`: {e}", given.label())
-                    }
-                    Err(e) => {
-                        let why = format!("{} at layer {layer}: {e}", spec.label());
-                        if !skipped.contains(&why) {
-                            skipped.push(why);
-                        }
-                    }
-                }
-            }
-            candidates.insert((layer, n), here);
-        }
-    }
-    let candidates_at = |layer: usize, n: usize| -> Vec<&Candidate> {
-        // Layer-independent candidates live at layer 1.
-        let mut all: Vec<&Candidate> = candidates[&(layer, n)].iter().collect();
-        if layer > 1 {
-            all.extend(candidates[&(1, n)].iter().filter(|c| !c.follows_depth));
-        }
-        all
-    };
-    // Order sensitivity of the candidates (at n_max; layer-1 and deepest variants).
-    let mut order_rng = seeded_rng(opts.seed, ORDER_STREAM);
-    let full = eval.prefix(n_max);
-    for layer in [1, max_layers] {
-        for c in candidates_at(layer, n_max) {
-            if layer > 1 && !c.follows_depth {
-                continue;
-            }
-            let spread = permutation_spread(c.learner.as_ref(), &full, opts.orders, &mut order_rng)?;
-            let mut m =
-                Measurement::new(task.name(), c.learner.name(), c.learner.params(), "permutation_spread", spread)
-                    .with_spec(&c.spec);
-            m.n_context = Some(n_max);
-            rows.push(m);
-        }
-        if max_layers == 1 {
-            break;
-        }
-    }
-
+    let (mut field, mut rows) = Field::fit(task, learners, opts, max_layers, on_progress)?;
     for e in entrants {
         for (i, &seed) in e.entrant.seeds.iter().enumerate() {
             // Loaded once per seed, read out after each layer in turn.
-            let mut model = e.learner(i, 1)?;
-            for layer in 1..=e.entrant.layers {
-                on_progress(&format!("{} seed {seed}, layer {layer}", e.entrant.model));
-                model.layer = Some(layer);
-                model.sensitivity = true;
-                let tag = |mut m: Measurement| {
-                    m.model = Some(e.entrant.model.clone());
-                    m.seed = Some(seed);
-                    m.layer = Some(layer);
-                    m
-                };
-                for &n in &opts.n_values {
-                    let prompts = eval.prefix(n);
-                    let answers = Answers::of(&model, &prompts, &queries)?;
-                    let mut loss = tag(Measurement::new(
-                        task.name(),
-                        "model",
-                        model.params(),
-                        "loss",
-                        prompts.half_mse(&answers.prediction.preds),
-                    ));
-                    loss.n_context = Some(n);
-                    rows.push(loss);
-                    // The model's influence profile ∂ŷ/∂yⱼ (scalar labels), for `influence_cos`.
-                    let influence = if dims.y_dim == 1 {
-                        Some(model.with_tokens(&prompts, |net, tokens| {
-                            crate::interventions::influence(net, tokens, Some(layer), Vec::new())
-                        })?)
-                    } else {
-                        None
-                    };
-                    for c in candidates_at(layer, n) {
-                        if let (Some(s_model), Some(s)) = (&influence, &c.smoother) {
-                            let cos = icl_probes::interventions::row_cosines(s_model.view(), s.view());
-                            let value = cos.iter().sum::<f64>() / cos.len() as f64;
-                            let mut m = tag(Measurement::new(
-                                task.name(),
-                                c.learner.name(),
-                                c.learner.params(),
-                                "influence_cos",
-                                value,
-                            )
-                            .with_spec(&c.spec));
-                            m.n_context = Some(n);
-                            rows.push(m);
-                        }
-                        for (metric, value) in compare(&answers, &c.answers) {
-                            let mut m =
-                                tag(Measurement::new(task.name(), c.learner.name(), c.learner.params(), metric, value)
-                                    .with_spec(&c.spec));
-                            m.n_context = Some(n);
-                            rows.push(m);
-                        }
-                    }
-                }
-                // The construction's statement about every token, against the GD and GD++ candidates
-                // of this depth (at the largest n; constructed token layout only).
-                for c in candidates_at(layer, n_max) {
-                    let Some((etas, gammas)) = gd_family_steps(c.learner.as_ref(), layer) else { continue };
-                    let residual = model.with_tokens(&full, |net, tokens| -> anyhow::Result<Option<f64>> {
-                        let Some(net) =
-                            net.as_vo2023().filter(|n| n.config().tokens == crate::layout::TokenLayout::Constructed)
-                        else {
-                            return Ok(None);
-                        };
-                        Ok(Some(crate::probe::token_residual(net, tokens, &full, layer, &etas, &gammas)?.1))
-                    })?;
-                    if let Some(r) = residual {
-                        let mut m = tag(Measurement::new(
-                            task.name(),
-                            c.learner.name(),
-                            c.learner.params(),
-                            "token_residual",
-                            r,
-                        )
-                        .with_spec(&c.spec));
-                        m.n_context = Some(n_max);
-                        rows.push(m);
-                    }
-                }
-                model.sensitivity = false; // predictions only
-                let spread = permutation_spread(&model, &full, opts.orders, &mut order_rng)?;
-                let mut m =
-                    tag(Measurement::new(task.name(), "model", Default::default(), "permutation_spread", spread));
-                m.n_context = Some(n_max);
-                rows.push(m);
-            }
+            let mut model = ModelContestant(e.learner(i, 1)?);
+            rows.extend(field.measure(&mut model, &e.entrant.model, seed, e.entrant.layers, on_progress)?);
         }
     }
     Ok(TournamentReport {
@@ -543,7 +307,7 @@ pub fn run(
         options: opts.clone(),
         entrants: entrants.iter().map(|e| e.entrant.clone()).collect(),
         learners: learners.to_vec(),
-        skipped,
+        skipped: field.skipped,
         ranking: rank_all(&rows),
         measurements: rows,
         command: String::new(),
@@ -551,23 +315,41 @@ pub fn run(
     })
 }
 
-/// Stops the tournament before anything is measured if a candidate's spec cannot work on any
-/// prompts (k = 0, λ ≤ 0, an unknown key) or is given twice: each is fitted once, at depth 1, on
-/// a few tuning prompts. A candidate that fails only on some prompts or layers is left out of
-/// those (and listed in the report's `skipped`) instead.
-fn check_candidates(learners: &[LearnerSpec], tuning: &icl_tasks::Prompts) -> anyhow::Result<()> {
-    let few = tuning.slice(0..tuning.batch().min(16));
-    for (i, given) in learners.iter().enumerate() {
-        anyhow::ensure!(
-            !learners[..i].iter().any(|s| s.label() == given.label()),
-            "candidate `{}` is given twice",
-            given.label()
-        );
-        if let Err(e @ icl_probes::ProbeError::InvalidSpec(_)) = fit(&at_depth(given, 1), Some(&few)) {
-            anyhow::bail!("candidate `{}`: {e}", given.label());
-        }
+/// A trained (or untrained) libtorch model as a tournament contestant: read out through the
+/// activation cache, ∂ŷ/∂y by autograd, and the token statement where its tokens have the
+/// construction's layout.
+struct ModelContestant(ModelLearner);
+
+impl Contestant for ModelContestant {
+    fn readout(&mut self, layer: usize, sensitivity: bool) -> &dyn Learner {
+        self.0.layer = Some(layer);
+        self.0.sensitivity = sensitivity;
+        &self.0
     }
-    Ok(())
+
+    fn influence(&mut self, prompts: &icl_tasks::Prompts, layer: usize) -> Result<Option<Array2<f64>>, ProbeError> {
+        self.0
+            .with_tokens(prompts, |net, tokens| crate::interventions::influence(net, tokens, Some(layer), Vec::new()))
+            .map(Some)
+            .map_err(|e| ProbeError::Unsupported(format!("{e:#}")))
+    }
+
+    fn token_residual(
+        &mut self,
+        prompts: &icl_tasks::Prompts,
+        layer: usize,
+        etas: &[f64],
+        gammas: &[f64],
+    ) -> Result<Option<f64>, ProbeError> {
+        let residual = self.0.with_tokens(prompts, |net, tokens| -> anyhow::Result<Option<f64>> {
+            let Some(net) = net.as_vo2023().filter(|n| n.config().tokens == crate::layout::TokenLayout::Constructed)
+            else {
+                return Ok(None);
+            };
+            Ok(Some(crate::probe::token_residual(net, tokens, prompts, layer, etas, gammas)?.1))
+        });
+        residual.map_err(|e| ProbeError::Unsupported(format!("{e:#}")))
+    }
 }
 
 /// A ratio as "18×", "2.5×" or "0.14×".

@@ -15,6 +15,7 @@
 
 pub mod activation_probe;
 pub mod construct;
+pub mod contest;
 pub mod curve;
 pub mod gd;
 pub mod gdpp;
@@ -25,6 +26,7 @@ pub mod learners;
 pub mod measure;
 pub mod metrics;
 pub mod ridge;
+pub mod specs;
 pub mod spectrum;
 pub mod tournament;
 pub mod tune;
