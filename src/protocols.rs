@@ -30,8 +30,9 @@ use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
+use icl_probes::contest::{CandidateGrid, Skips};
 use icl_probes::interventions::{is_linear_in_y, row_cosines, row_relative_distances, smoother, Channels, Recursion};
-use icl_probes::learner::{fit, Learner};
+use icl_probes::learner::Learner;
 use icl_probes::measure::{bootstrap_mean, mean_min_max, Measurement};
 use icl_probes::tournament::{rank, Ranking};
 use icl_tasks::{LearnerSpec, Prompts, Task, TaskConfig};
@@ -90,18 +91,14 @@ pub struct InterventionsReport {
     pub preface: String,
 }
 
-/// A fitted candidate at one (depth, n).
-struct Candidate {
-    /// The spec as given: its label is the candidate's identity.
-    spec: LearnerSpec,
-    learner: Box<dyn Learner>,
+/// What the protocols keep of a fitted candidate at one (depth, n) ([`CandidateGrid`]).
+struct Answered {
     /// Predictions (B, o) on the evaluation prompts.
     preds: Array2<f64>,
     /// Its smoother (B, N) where it is linear in y on these prompts (scalar labels only).
     smoother: Option<Array2<f64>>,
     /// Its token recursion (GD, GD++) with as many steps as the depth.
     recursion: Option<Recursion>,
-    follows_depth: bool,
 }
 
 /// Per prompt, ‖a − b‖² / d: SPD/d's summands (the mean over prompts is `tournament::spd`).
@@ -210,67 +207,46 @@ pub fn run(
     let tuning = task.sample_n(&mut seeded_rng(opts.seed, TUNING_STREAM), opts.tuning_prompts, n_max);
     let max_layers = entrants.iter().map(|e| e.entrant.layers).max().unwrap_or(1);
     let task_name = task.name().to_string();
-    let mut skipped: Vec<String> = Vec::new();
-    let mut skip = |why: String| {
-        if !skipped.contains(&why) {
-            skipped.push(why);
-        }
-    };
+    let mut skips = Skips::default();
 
     // Candidates per (depth, n); layer-independent ones at depth 1 only.
-    let mut candidates: BTreeMap<(usize, usize), Vec<Candidate>> = BTreeMap::new();
-    for depth in 1..=max_layers {
-        for &n in &opts.n_values {
-            let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
-            let mut here = Vec::new();
-            for given in learners {
-                let follows_depth = given.params.contains_key("steps");
-                if depth > 1 && !follows_depth {
-                    continue;
-                }
-                let spec = crate::tournament::at_depth(given, depth);
-                on_progress(&format!("fit {} at n = {n}", spec.label()));
-                let fitted = fit(&spec, Some(&tune)).and_then(|l| l.predict(&prompts).map(|p| (l, p.preds)));
-                let (learner, preds) = match fitted {
-                    Ok(f) => f,
-                    Err(e @ icl_probes::ProbeError::InvalidSpec(_)) => {
-                        anyhow::bail!("candidate `{}`: {e}", given.label())
-                    }
-                    Err(e) => {
-                        skip(format!("{} at depth {depth}: {e}", spec.label()));
-                        continue;
-                    }
-                };
-                let smoother = if dims.y_dim == 1 {
-                    let s = smoother(learner.as_ref(), &prompts)?;
-                    if s.iter().all(|v| *v == 0.0) {
-                        skip(format!(
-                            "{} (P4): its smoother is 0 (it ignores the labels), no direction to compare",
-                            given.short_label()
-                        ));
-                        None
-                    } else if is_linear_in_y(learner.as_ref(), &prompts, &s, 1e-8)? {
-                        Some(s)
-                    } else {
-                        skip(format!("{} (P4): not linear in y, so it has no smoother", given.short_label()));
-                        None
-                    }
-                } else {
+    let candidates = CandidateGrid::fit(
+        learners,
+        &eval,
+        &tuning,
+        &opts.n_values,
+        max_layers,
+        "depth",
+        &mut skips,
+        on_progress,
+        |given, learner, prompts, depth, skips| {
+            let preds = match learner.predict(prompts) {
+                Ok(p) => p.preds,
+                Err(e) => return Ok(Err(e)),
+            };
+            let smoother = if dims.y_dim == 1 {
+                let s = smoother(learner, prompts)?;
+                if s.iter().all(|v| *v == 0.0) {
+                    skips.push(format!(
+                        "{} (P4): its smoother is 0 (it ignores the labels), no direction to compare",
+                        given.short_label()
+                    ));
                     None
-                };
-                let recursion = Recursion::of_learner(learner.as_ref()).filter(|r| r.len() == depth);
-                here.push(Candidate { spec: given.clone(), learner, preds, smoother, recursion, follows_depth });
-            }
-            candidates.insert((depth, n), here);
-        }
-    }
-    let candidates_at = |depth: usize, n: usize| -> Vec<&Candidate> {
-        let mut all: Vec<&Candidate> = candidates[&(depth, n)].iter().collect();
-        if depth > 1 {
-            all.extend(candidates[&(1, n)].iter().filter(|c| !c.follows_depth));
-        }
-        all
-    };
+                } else if is_linear_in_y(learner, prompts, &s, 1e-8)? {
+                    Some(s)
+                } else {
+                    skips.push(format!("{} (P4): not linear in y, so it has no smoother", given.short_label()));
+                    None
+                }
+            } else {
+                None
+            };
+            let recursion = Recursion::of_learner(learner).filter(|r| r.len() == depth);
+            Ok(Ok(Answered { preds, smoother, recursion }))
+        },
+    )?;
+    let candidates_at = |depth: usize, n: usize| candidates.at(depth, n);
+    let skipped = skips.0;
 
     let resamples = opts.resamples;
     // A row: the mean of per-prompt `values` with its bootstrap interval.
@@ -323,7 +299,7 @@ pub fn run(
                     let losses: Vec<f64> = a.squared_errors(&clean_a).iter().map(|v| 0.5 * v).collect();
                     mine.push(tag(row("model", model.params(), None, None, "loss", &losses), depth, n));
                     for c in &here {
-                        let v = per_prompt_spd(&clean_a, &c.preds, dims.x_dim);
+                        let v = per_prompt_spd(&clean_a, &c.extra.preds, dims.x_dim);
                         mine.push(tag(
                             row(c.learner.name(), c.learner.params(), Some(&c.spec), None, "spd", &v),
                             depth,
@@ -336,8 +312,8 @@ pub fn run(
                         let knocked = iv::predict(net, &ta, iv::knockout(net, l - 1))?;
                         let v = per_prompt_loss_change(&a, &knocked, &clean_a);
                         mine.push(tag(row("model", model.params(), None, Some("P1"), "loss_change", &v), l, n));
-                        for c in here.iter().filter(|c| c.recursion.is_some()) {
-                            let rec = c.recursion.as_ref().expect("filtered");
+                        for c in here.iter().filter(|c| c.extra.recursion.is_some()) {
+                            let rec = c.extra.recursion.as_ref().expect("filtered");
                             let knocked_learner = rec.knockout(&a, l - 1)?;
                             let (name, params) = (c.learner.name(), c.learner.params());
                             let v = per_prompt_spd(&knocked, &knocked_learner, dims.x_dim);
@@ -346,13 +322,13 @@ pub fn run(
                                 l,
                                 n,
                             ));
-                            let v = per_prompt_spd(&knocked, &c.preds, dims.x_dim);
+                            let v = per_prompt_spd(&knocked, &c.extra.preds, dims.x_dim);
                             mine.push(tag(
                                 row(name, params.clone(), Some(&c.spec), Some("P1"), "spd_vs_intact_learner", &v),
                                 l,
                                 n,
                             ));
-                            let v = per_prompt_loss_change(&a, &knocked_learner, &c.preds);
+                            let v = per_prompt_loss_change(&a, &knocked_learner, &c.extra.preds);
                             let mut m = row(name, params, Some(&c.spec), Some("P1"), "loss_change", &v);
                             m.layer = Some(l);
                             m.n_context = Some(n);
@@ -377,8 +353,8 @@ pub fn run(
                                         n,
                                     ));
                                 }
-                                for c in here.iter().filter(|c| c.recursion.is_some()) {
-                                    let rec = c.recursion.as_ref().expect("filtered");
+                                for c in here.iter().filter(|c| c.extra.recursion.is_some()) {
+                                    let rec = c.extra.recursion.as_ref().expect("filtered");
                                     let cf = rec.interchange(&a, &b, l - 1, channels)?;
                                     let (name, params) = (c.learner.name(), c.learner.params());
                                     let v = per_prompt_spd(&patched, &cf, dims.x_dim);
@@ -394,7 +370,7 @@ pub fn run(
                                         l,
                                         n,
                                     ));
-                                    let v = per_prompt_spd(&cf, &c.preds, dims.x_dim);
+                                    let v = per_prompt_spd(&cf, &c.extra.preds, dims.x_dim);
                                     let mut m = row(
                                         name,
                                         params,
@@ -416,7 +392,7 @@ pub fn run(
                             on_progress(&format!("{model_name} seed {seed}: P4 layer {l}, n = {n}"));
                             let s_model = iv::influence(net, &ta, Some(l), Vec::new())?;
                             for c in candidates_at(l, n) {
-                                let Some(s) = &c.smoother else { continue };
+                                let Some(s) = &c.extra.smoother else { continue };
                                 let (name, params) = (c.learner.name(), c.learner.params());
                                 let cos = row_cosines(s_model.view(), s.view());
                                 mine.push(tag(
@@ -483,7 +459,7 @@ pub fn run(
         }
         cc.model.layers = depth;
         for c in candidates_at(depth, n_max).into_iter().filter(|c| c.learner.name() == "gd") {
-            let Some(rec) = &c.recursion else { continue };
+            let Some(rec) = &c.extra.recursion else { continue };
             on_progress(&format!("P3 of the GD construction, {depth} layer(s)"));
             let (_vs, constructed) =
                 crate::construct::gd_model(&cc, &[rec.steps[0].0], Kind::Double, tch::Device::Cpu)?;

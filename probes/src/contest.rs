@@ -111,17 +111,114 @@ pub trait Contestant {
     }
 }
 
-/// A fitted candidate's answers at one n.
-struct Candidate {
-    /// The spec as given (its label is the candidate's identity; `steps` follows the layer).
-    spec: LearnerSpec,
-    learner: Box<dyn Learner>,
-    answers: Answers,
+/// Candidate notes in the order they arose, each once: why a candidate is missing somewhere.
+#[derive(Debug, Default)]
+pub struct Skips(pub Vec<String>);
+
+impl Skips {
+    pub fn push(&mut self, why: String) {
+        if !self.0.contains(&why) {
+            self.0.push(why);
+        }
+    }
+}
+
+/// A candidate fitted for one (depth, n), with what the measurement computed of it there.
+pub struct Fitted<T> {
+    /// The spec as given (its label is the candidate's identity; `steps` follows the depth).
+    pub spec: LearnerSpec,
+    pub learner: Box<dyn Learner>,
+    /// Its spec sets `steps`, so it is refitted per depth.
+    pub follows_depth: bool,
+    pub extra: T,
+}
+
+/// The candidates of a comparison fitted per (depth, n): a candidate whose spec sets `steps` once
+/// per depth 1..=max (with `steps = depth`), any other once, at depth 1, and met at every depth.
+/// Shared by the tournament and the intervention protocols, which differ only in what they compute
+/// of each fitted candidate.
+pub struct CandidateGrid<T> {
+    cells: BTreeMap<(usize, usize), Vec<Fitted<T>>>,
+}
+
+impl<T> CandidateGrid<T> {
+    /// Fits every spec on `tuning.prefix(n)` for each depth and n and calls `answer` with the
+    /// learner and `eval.prefix(n)`. An error of the fit or of `answer`'s inner result leaves the
+    /// candidate out there (noted in `skips` as "<spec> at <word> <depth>: <why>"), except an
+    /// invalid spec, which stops everything; `answer`'s outer error stops everything too.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit(
+        specs: &[LearnerSpec],
+        eval: &Prompts,
+        tuning: &Prompts,
+        n_values: &[usize],
+        max_depth: usize,
+        word: &str,
+        skips: &mut Skips,
+        on_progress: &dyn Fn(&str),
+        mut answer: impl FnMut(
+            &LearnerSpec,
+            &dyn Learner,
+            &Prompts,
+            usize,
+            &mut Skips,
+        ) -> Result<Result<T, ProbeError>, ProbeError>,
+    ) -> Result<Self, ProbeError> {
+        let mut cells = BTreeMap::new();
+        for depth in 1..=max_depth {
+            for &n in n_values {
+                let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
+                let mut here = Vec::new();
+                for given in specs {
+                    let follows_depth = given.params.contains_key("steps");
+                    if depth > 1 && !follows_depth {
+                        continue; // does not depend on the depth: fitted at depth 1 already
+                    }
+                    let spec = at_depth(given, depth);
+                    on_progress(&format!("fit {} at n = {n}", spec.label()));
+                    let fitted = match fit(&spec, Some(&tune)) {
+                        Ok(learner) => {
+                            answer(given, learner.as_ref(), &prompts, depth, skips)?.map(|extra| (learner, extra))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match fitted {
+                        Ok((learner, extra)) => {
+                            here.push(Fitted { spec: given.clone(), learner, follows_depth, extra })
+                        }
+                        Err(ProbeError::InvalidSpec(e)) => {
+                            return Err(ProbeError::InvalidSpec(format!("candidate `{}`: {e}", given.label())));
+                        }
+                        Err(e) => skips.push(format!("{} at {word} {depth}: {e}", spec.label())),
+                    }
+                }
+                cells.insert((depth, n), here);
+            }
+        }
+        Ok(Self { cells })
+    }
+
+    /// The largest depth the candidates were fitted for.
+    pub fn max_depth(&self) -> usize {
+        self.cells.keys().map(|(l, _)| *l).max().unwrap_or(0)
+    }
+
+    /// The candidates met at `depth` and `n` (layer-independent ones live at depth 1).
+    pub fn at(&self, depth: usize, n: usize) -> Vec<&Fitted<T>> {
+        let mut all: Vec<&Fitted<T>> = self.cells[&(depth, n)].iter().collect();
+        if depth > 1 {
+            all.extend(self.cells[&(1, n)].iter().filter(|c| !c.follows_depth));
+        }
+        all
+    }
+}
+
+/// What the tournament keeps of a fitted candidate at one n.
+pub struct Scored {
+    pub answers: Answers,
     /// Its smoother s(X, x_q) (B, N) on the evaluation prompts, where it is linear in y (scalar
     /// labels): what the model's ∂ŷ/∂y is compared with (`influence_cos`).
-    smoother: Option<Array2<f64>>,
-    /// Its spec sets `steps`, so it is refitted per layer.
-    follows_depth: bool,
+    pub smoother: Option<Array2<f64>>,
 }
 
 /// The candidate spec at the readout after `layer`: `steps` follows the layer.
@@ -164,7 +261,7 @@ pub struct Field {
     opts: TournamentOptions,
     eval: Prompts,
     queries: Array2<f64>,
-    candidates: BTreeMap<(usize, usize), Vec<Candidate>>,
+    candidates: CandidateGrid<Scored>,
     order_rng: TaskRng,
     /// Candidates that could not be fitted at some layer, with why.
     pub skipped: Vec<String>,
@@ -189,63 +286,48 @@ impl Field {
         let queries: Array2<f64> = task.sample_n(&mut stream_rng(opts.seed, QUERY_STREAM), opts.queries, 0).xq;
         check_candidates(learners, &tuning.prefix(n_max))?;
 
-        let mut skipped = Vec::new();
-        let mut candidates: BTreeMap<(usize, usize), Vec<Candidate>> = BTreeMap::new();
+        let mut skips = Skips::default();
         let mut rows = Vec::new();
-        for layer in 1..=max_layers {
-            for &n in &opts.n_values {
-                let (prompts, tune) = (eval.prefix(n), tuning.prefix(n));
-                let mut here = Vec::new();
-                for given in learners {
-                    let follows_depth = given.params.contains_key("steps");
-                    if layer > 1 && !follows_depth {
-                        continue; // does not depend on the layer: fitted at layer 1 already
-                    }
-                    let spec = at_depth(given, layer);
-                    on_progress(&format!("fit {} at n = {n}", spec.label()));
-                    let fitted = fit(&spec, Some(&tune))
-                        .and_then(|l| Answers::of(l.as_ref(), &prompts, &queries).map(|a| (l, a)));
-                    match fitted {
-                        Ok((learner, answers)) => {
-                            let mut m = Measurement::new(
-                                task.name(),
-                                learner.name(),
-                                learner.params(),
-                                "loss",
-                                prompts.half_mse(&answers.prediction.preds),
-                            )
-                            .with_spec(given);
-                            m.n_context = Some(n);
-                            rows.push(m);
-                            let smoother = if dims.y_dim == 1 {
-                                let s = smoother(learner.as_ref(), &prompts)?;
-                                // A smoother of 0 (the zero learner) has no direction to compare.
-                                let nonzero = s.iter().any(|v| *v != 0.0);
-                                (nonzero && is_linear_in_y(learner.as_ref(), &prompts, &s, 1e-8)?).then_some(s)
-                            } else {
-                                None
-                            };
-                            here.push(Candidate { spec: given.clone(), learner, answers, smoother, follows_depth });
-                        }
-                        Err(ProbeError::InvalidSpec(e)) => {
-                            return Err(ProbeError::InvalidSpec(format!("candidate `{}`: {e}", given.label())));
-                        }
-                        Err(e) => {
-                            let why = format!("{} at layer {layer}: {e}", spec.label());
-                            if !skipped.contains(&why) {
-                                skipped.push(why);
-                            }
-                        }
-                    }
-                }
-                candidates.insert((layer, n), here);
-            }
-        }
+        let candidates = CandidateGrid::fit(
+            learners,
+            &eval,
+            &tuning,
+            &opts.n_values,
+            max_layers,
+            "layer",
+            &mut skips,
+            on_progress,
+            |given, learner, prompts, _, _| {
+                let answers = match Answers::of(learner, prompts, &queries) {
+                    Ok(a) => a,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut m = Measurement::new(
+                    task.name(),
+                    learner.name(),
+                    learner.params(),
+                    "loss",
+                    prompts.half_mse(&answers.prediction.preds),
+                )
+                .with_spec(given);
+                m.n_context = Some(prompts.context_len());
+                rows.push(m);
+                let smoother = if dims.y_dim == 1 {
+                    let s = smoother(learner, prompts)?;
+                    // A smoother of 0 (the zero learner) has no direction to compare.
+                    let nonzero = s.iter().any(|v| *v != 0.0);
+                    (nonzero && is_linear_in_y(learner, prompts, &s, 1e-8)?).then_some(s)
+                } else {
+                    None
+                };
+                Ok(Ok(Scored { answers, smoother }))
+            },
+        )?;
         // Order sensitivity of the candidates (at n_max; layer-1 and deepest variants).
         let mut order_rng = stream_rng(opts.seed, ORDER_STREAM);
         let full = eval.prefix(n_max);
         for layer in [1, max_layers] {
-            for c in candidates_at(&candidates, layer, n_max) {
+            for c in candidates.at(layer, n_max) {
                 if layer > 1 && !c.follows_depth {
                     continue;
                 }
@@ -268,14 +350,14 @@ impl Field {
             queries,
             candidates,
             order_rng,
-            skipped,
+            skipped: skips.0,
         };
         Ok((field, rows))
     }
 
     /// The largest layer the candidates were fitted for.
     pub fn max_layers(&self) -> usize {
-        self.candidates.keys().map(|(l, _)| *l).max().unwrap_or(0)
+        self.candidates.max_depth()
     }
 
     /// Measures one contestant, `model` of `seed` with `layers` layers (at most the field's
@@ -323,8 +405,8 @@ impl Field {
                 rows.push(loss);
                 // The model's influence profile ∂ŷ/∂yⱼ (scalar labels), for `influence_cos`.
                 let influence = if self.y_dim == 1 { contestant.influence(&prompts, layer)? } else { None };
-                for c in candidates_at(&self.candidates, layer, n) {
-                    if let (Some(s_model), Some(s)) = (&influence, &c.smoother) {
+                for c in self.candidates.at(layer, n) {
+                    if let (Some(s_model), Some(s)) = (&influence, &c.extra.smoother) {
                         let cos = row_cosines(s_model.view(), s.view());
                         let value = cos.iter().sum::<f64>() / cos.len() as f64;
                         let mut m =
@@ -333,7 +415,7 @@ impl Field {
                         m.n_context = Some(n);
                         rows.push(m);
                     }
-                    for (metric, value) in compare(&answers, &c.answers) {
+                    for (metric, value) in compare(&answers, &c.extra.answers) {
                         let mut m = tag(Measurement::new(&task, c.learner.name(), c.learner.params(), metric, value)
                             .with_spec(&c.spec));
                         m.n_context = Some(n);
@@ -343,7 +425,7 @@ impl Field {
             }
             // The construction's statement about every token, against the GD and GD++ candidates
             // of this depth (at the largest n; only contestants with that token layout answer).
-            for c in candidates_at(&self.candidates, layer, n_max) {
+            for c in self.candidates.at(layer, n_max) {
                 let Some((etas, gammas)) = gd_family_steps(c.learner.as_ref(), layer) else { continue };
                 if let Some(r) = contestant.token_residual(&full, layer, &etas, &gammas)? {
                     let mut m = tag(Measurement::new(&task, c.learner.name(), c.learner.params(), "token_residual", r)
@@ -360,13 +442,4 @@ impl Field {
         }
         Ok(rows)
     }
-}
-
-/// The candidates met at the readout after `layer` (layer-independent ones live at layer 1).
-fn candidates_at(candidates: &BTreeMap<(usize, usize), Vec<Candidate>>, layer: usize, n: usize) -> Vec<&Candidate> {
-    let mut all: Vec<&Candidate> = candidates[&(layer, n)].iter().collect();
-    if layer > 1 {
-        all.extend(candidates[&(1, n)].iter().filter(|c| !c.follows_depth));
-    }
-    all
 }
