@@ -255,3 +255,36 @@ def test_the_examples_run(script, tmp_path):
     env = dict(os.environ, ICL_LAB_BIN=BIN, ICL_LAB_EXAMPLE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, str(ROOT / "examples" / script)], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_plain_pytorch_linear_attention_model_ranks_a_gd_family_learner_first():
+    """The issue's PyTorch check. The project venv holds libtorch for Rust, not an importable
+    PyTorch (the PyPI wheel needs its CUDA libraries to import), so this runs where PyTorch is
+    installed (e.g. a venv with `pip install torch` and this module) and is skipped otherwise."""
+    torch = pytest.importorskip("torch", exc_type=ImportError)
+    torch.manual_seed(0)
+    d, n = 3, 10
+    wq, wk, wv = (torch.nn.Parameter(0.1 * torch.randn(d + 1, d + 1, dtype=torch.float64)) for _ in range(3))
+    opt = torch.optim.Adam([wq, wk, wv], lr=0.01)
+
+    def forward(xs, ys, xq):  # 1-layer linear self-attention on tokens (x, y); the query (x_q, 0)
+        e = torch.cat([xs, ys], dim=2)  # (B, n, d + 1)
+        q = torch.cat([xq, torch.zeros(len(xq), 1, dtype=xq.dtype)], dim=1)[:, None]  # (B, 1, d + 1)
+        scores = (q @ wq) @ (e @ wk).transpose(1, 2) / e.shape[1]  # (B, 1, n)
+        return (scores @ (e @ wv))[:, 0, -1]  # the query token's y-entry, (B,)
+
+    for t in range(400):
+        p = lab.sample("linear", {"x_dim": d, "context_len": n}, batch=256, n=n, seed=1000 + t)
+        xs, ys, xq, yq = (torch.from_numpy(p[k]) for k in ("xs", "ys", "xq", "yq"))
+        loss = 0.5 * ((forward(xs, ys, xq) - yq[:, 0]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def model_fn(xs, ys, xq, layer):
+        with torch.no_grad():
+            return forward(torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(xq))  # a tensor
+
+    report = lab.tournament(model_fn, "linear", {"x_dim": d, "context_len": n}, n=[5, 10], prompts=128, tuning_prompts=512, orders=2)
+    (spd,) = [r for r in report["ranking"] if r["metric"] == "spd"]
+    assert spd["order"][0]["learner"].startswith(("gd(", "gd++(")), spd["order"][:3]
