@@ -35,6 +35,7 @@ __all__ = [
     "alignment",
     "rank",
     "tournament",
+    "curve",
     "read_run",
     "as_dataframe",
     "EVAL_STREAM",
@@ -264,6 +265,41 @@ def tournament(
         _pool(pool),
     )
     return json.loads(report)
+
+
+def curve(
+    task: str = "linear",
+    params: Optional[Mapping[str, Any]] = None,
+    *,
+    learners: str = "default",
+    models: Optional[Mapping[str, ModelFn]] = None,
+    layer: int = 1,
+    n: Optional[Sequence[int]] = None,
+    prompts: int = 1280,
+    tuning_prompts: int = 4096,
+    seed: int = 0,
+    shift: Optional[Union[str, tuple[str, float]]] = None,
+    pool: Optional[Sequence[int]] = None,
+) -> list[dict]:
+    """Garg et al.'s in-context learning curve, as ``icl-lab curve`` measures it: the normalised
+    error (‖ŷ − y_q‖² over the zero predictor's) of each learner (a ``--learners`` string) and each
+    model (name → ``model_fn``, read out after ``layer``) at each n (default 0…N), mean with a 90%
+    bootstrap interval over ``prompts`` prompts; learners' open hyperparameters are tuned per n on
+    separate prompts. ``shift="label_noise=0.5"`` (or ``("label_noise", 0.5)``) evaluates under a
+    distribution shift. Returns measurement rows (metric ``normalised_error``)."""
+    if n is None:
+        n = range(task_info(task, params, pool)["context_len"] + 1)
+    if isinstance(shift, str):
+        kind, _, value = shift.partition("=")
+        try:
+            shift = (kind.strip(), float(value))
+        except ValueError:
+            raise ValueError(f"--shift: `{shift}` is not KIND=VALUE") from None
+    entries = [(str(k), 0, _as_model_fn(fn), int(layer)) for k, fn in (models or {}).items()]
+    rows = _core.curve(
+        task, _params(params), learners, entries, [int(v) for v in n], int(prompts), int(tuning_prompts), int(seed), shift, _pool(pool)
+    )
+    return json.loads(rows)
 
 
 def read_run(run_dir: str) -> dict:

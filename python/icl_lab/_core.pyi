@@ -47,4 +47,16 @@ def tournament(
     step: float,
     pool: Optional[tuple[int, int]] = None,
 ) -> str: ...
+def curve(
+    task: str,
+    params_json: str,
+    learners: str,
+    models: list[tuple[str, int, Callable[[Array, Array, Array, int], Any], int]],
+    n_values: list[int],
+    prompts: int,
+    tuning_prompts: int,
+    seed: int,
+    shift: Optional[tuple[str, float]] = None,
+    pool: Optional[tuple[int, int]] = None,
+) -> str: ...
 def read_run(dir: str) -> tuple[str, str, str, dict[str, Array]]: ...

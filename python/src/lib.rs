@@ -536,6 +536,79 @@ fn tournament(
     serde_json::to_string(&report).map_err(value_error)
 }
 
+/// Garg et al.'s learning curve (normalised error against n) of reference learners (`learners`, a
+/// `--learners` string) and Python models (name, seed, callable, layer: read out after that
+/// layer), as `icl-lab curve` measures it: the same prompts, tuning and bootstrap intervals.
+/// Returns the rows as JSON.
+#[pyfunction]
+#[pyo3(signature = (task, params_json, learners, models, n_values, prompts, tuning_prompts, seed, shift=None, pool=None))]
+#[allow(clippy::too_many_arguments)]
+fn curve(
+    py: Python<'_>,
+    task: &str,
+    params_json: &str,
+    learners: &str,
+    models: Vec<(String, u64, Py<PyAny>, usize)>,
+    n_values: Vec<usize>,
+    prompts: usize,
+    tuning_prompts: usize,
+    seed: u64,
+    shift: Option<(String, f64)>,
+    pool: Option<(usize, u64)>,
+) -> PyResult<String> {
+    use icl_probes::curve::{learning_curve, CurveMember, CurveOptions};
+    let task = build_task(task, params_json, pool)?;
+    let specs = icl_probes::specs::resolve_learners(learners, &task.learners()).map_err(value_error)?;
+    let shift = match shift {
+        None => None,
+        Some((kind, value)) => {
+            let known = || icl_tasks::ShiftKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+            let kind = icl_tasks::ShiftKind::from_name(&kind)
+                .ok_or_else(|| value_error(format!("--shift: unknown kind `{kind}` (known: {})", known())))?;
+            if !value.is_finite() {
+                return Err(value_error(format!("--shift: `{value}` is not a finite number")));
+            }
+            let shift = icl_tasks::Shift { kind, value };
+            task.shifted(shift).map_err(|e| value_error(format!("--shift: {e}")))?;
+            Some(shift)
+        }
+    };
+    if n_values.is_empty() {
+        return Err(value_error("n: give at least one number of in-context examples"));
+    }
+    let n_max = n_values.iter().copied().max().unwrap_or(0);
+    let dims = task.dims();
+    check_sizes(prompts.max(tuning_prompts), n_max, dims.x_dim + dims.y_dim)?;
+    if prompts == 0 || tuning_prompts == 0 {
+        return Err(value_error("prompts and tuning_prompts: at least 1 each"));
+    }
+    let opts = CurveOptions { prompts, tuning_prompts, n_values, seed, shift, ..Default::default() };
+    let fns: Vec<(String, u64, PyModel)> = models
+        .into_iter()
+        .map(|(name, seed, f, layer)| {
+            (name, seed, PyModel { f, layer, sensitivity: false, step: 1e-3, error: Mutex::new(None) })
+        })
+        .collect();
+    let outcome = py.detach(|| {
+        let mut members: Vec<CurveMember> = specs.iter().cloned().map(CurveMember::Reference).collect();
+        for (name, seed, m) in &fns {
+            members.push(CurveMember::Fixed { learner: m, model: Some(name.clone()), seed: Some(*seed), layer: None });
+        }
+        learning_curve(task.as_ref(), &members, &opts, &|_| {})
+    });
+    match outcome {
+        Ok(rows) => serde_json::to_string(&rows).map_err(value_error),
+        Err(e) => {
+            for (_, _, m) in &fns {
+                if let Some(err) = m.error.lock().expect("error slot").take() {
+                    return Err(err);
+                }
+            }
+            Err(value_error(e))
+        }
+    }
+}
+
 /// The bytes and SHA-256 of a file.
 fn file_entry(path: &Path) -> Result<(u64, String), String> {
     use sha2::Digest;
@@ -630,6 +703,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(alignment, m)?)?;
     m.add_function(wrap_pyfunction!(rank, m)?)?;
     m.add_function(wrap_pyfunction!(tournament, m)?)?;
+    m.add_function(wrap_pyfunction!(curve, m)?)?;
     m.add_function(wrap_pyfunction!(read_run, m)?)?;
     m.add("__doc__", "icl-lab's Rust core (tasks, learners, metrics, tournament); use the `icl_lab` package.")?;
     Ok(())

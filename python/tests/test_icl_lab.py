@@ -288,3 +288,22 @@ def test_a_plain_pytorch_linear_attention_model_ranks_a_gd_family_learner_first(
     report = lab.tournament(model_fn, "linear", {"x_dim": d, "context_len": n}, n=[5, 10], prompts=128, tuning_prompts=512, orders=2)
     (spd,) = [r for r in report["ranking"] if r["metric"] == "spd"]
     assert spd["order"][0]["learner"].startswith(("gd(", "gd++(")), spd["order"][:3]
+
+
+def test_curves_are_the_clis_rows(tmp_path):
+    args = [BIN, "curve", "--task", "linear", "--set", "x_dim=4", "--learners", "default,gd(steps=2)", "--n-max", "6",
+            "--n-step", "2", "--prompts", "128", "--tuning-prompts", "256", "--seed", "5", "--shift", "label_noise=0.5",
+            "--json", "--out", str(tmp_path / "curve")]
+    rust = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+    rust = rust["measurements"] if isinstance(rust, dict) else rust
+    py = lab.curve("linear", {"x_dim": 4}, learners="default,gd(steps=2)", n=[0, 2, 4, 6], prompts=128,
+                   tuning_prompts=256, seed=5, shift="label_noise=0.5")
+    assert len(py) == len(rust) == 7 * 4
+    for a, b in zip(py, rust):
+        assert (a["learner"], a["n_context"], a.get("spec")) == (b["learner"], b["n_context"], b.get("spec"))
+        assert a["value"] == b["value"] and a["lo"] == b["lo"] and a["hi"] == b["hi"], (a, b)
+    # A Python model on the curve: the zero function scores 1 (it is the zero predictor).
+    (zero_rows) = lab.curve("linear", {"x_dim": 4}, learners="none", models={"zeros": lambda xs, ys, xq, l: np.zeros(len(xq))},
+                            n=[0, 3], prompts=64)
+    assert [r["model"] for r in zero_rows] == ["zeros", "zeros"]
+    assert all(abs(r["value"] - 1.0) < 0.3 for r in zero_rows)
