@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod budget;
 pub mod cache;
+pub mod commands;
 pub mod config;
 pub mod construct;
 pub mod curve;

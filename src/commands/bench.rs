@@ -1,0 +1,90 @@
+//! `icl-lab bench`: Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model.
+//!
+//! The command's arguments (clap) and its body; what it computes lives in the library modules it calls.
+
+use std::path::PathBuf;
+
+// The arguments (their doc comments are the help text).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Device to time on: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Timed steps per configuration.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Thread counts to compare (libtorch's intra-op threads; the fused engine's workers).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Engines to compare: fused, libtorch.
+    #[arg(long, value_delimiter = ',', default_value = "fused,libtorch")]
+    pub engines: Vec<String>,
+    /// A Python with PyTorch and JAX: also run the plain baselines (lsa_bench.py, unedited) at
+    /// every depth and print our speed-up over the faster one (see scripts/bench-baselines.sh).
+    #[arg(long)]
+    pub baseline_python: Option<PathBuf>,
+    /// The baseline script run by --baseline-python (unedited, from ../shared/bench).
+    #[arg(long, default_value = "../shared/bench/lsa_bench.py")]
+    pub baseline_script: PathBuf,
+    /// Timed steps of each baseline run.
+    #[arg(long, default_value_t = 200)]
+    pub baseline_steps: usize,
+    /// Also time this many seeds of the 1-layer model trained together against one seed (0: skip).
+    #[arg(long, default_value_t = 5)]
+    pub together: usize,
+    /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
+    #[arg(long, default_value_t = 100)]
+    pub fit_steps: usize,
+    /// Print the measurements as JSON at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        device,
+        steps,
+        threads,
+        engines,
+        baseline_python,
+        baseline_script,
+        baseline_steps,
+        together,
+        fit_steps,
+        json,
+    } = args;
+    let engines = engines
+        .iter()
+        .map(|e| match e.as_str() {
+            "fused" => Ok(crate::config::Engine::Fused),
+            "libtorch" => Ok(crate::config::Engine::Libtorch),
+            other => anyhow::bail!("--engines: unknown engine `{other}` (known: fused, libtorch)"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(python) = &baseline_python {
+        anyhow::ensure!(baseline_script.is_file(), "--baseline-script: {} is not a file", baseline_script.display());
+        anyhow::ensure!(python.exists(), "--baseline-python: {} does not exist", python.display());
+    }
+    let opts = crate::bench::BenchOptions {
+        device,
+        steps,
+        engines,
+        threads,
+        baselines: baseline_python.map(|p| (p, baseline_script)),
+        baseline_steps,
+        together,
+        fit_steps,
+    };
+    let report = crate::bench::run(&opts, |line| crate::outln!("{line}"))?;
+    let ratios = report.ratios();
+    if !ratios.is_empty() {
+        crate::outln!("\nspeed-up over the faster baseline (our fastest line | theirs):");
+        for (depth, ours, theirs, ratio) in ratios {
+            crate::outln!("  {depth:<12} {ratio:>5.1}×   ({ours:.2} ms | {theirs:.2} ms)");
+        }
+    }
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
