@@ -167,6 +167,20 @@ impl RunConfig {
     }
 }
 
+/// `train --preset`'s help, from the lists above (preset files, figure models, Garg et al.'s sizes,
+/// Akyürek et al.'s grid), so that it names every preset there is.
+pub fn preset_help() -> String {
+    let files: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+    let list = |xs: &[usize]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    format!(
+        "A named preset instead of a file: a preset file ({}; presets/*.toml), a figure model ({}), Garg et al.'s GPT-style model on their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny), or a point of Akyürek et al.'s depth × width grid (akyurek2023-L<{}>-H<{}>; d = 8, 4 heads)",
+        files.join(", "),
+        KEYS.join(", "),
+        list(&AKYUREK_DEPTHS),
+        list(&AKYUREK_WIDTHS)
+    )
+}
+
 /// Garg et al.'s named GPT sizes (`conf/*.yaml`): tiny 3/2/64, small 6/4/128, standard 12/8/256.
 pub fn garg_size(size: &str) -> Option<GptConfig> {
     match size {

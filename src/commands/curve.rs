@@ -46,10 +46,8 @@ pub struct Args {
     /// Seed of the evaluation and tuning prompts (their RNG streams).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Evaluate under a distribution shift, KIND=VALUE: input_scale, teacher_scale, label_noise,
-    /// condition_number, context_orthant=1 or query_from_context=1, where the task has it
-    /// (`icl-lab list`; tuning stays on the training distribution).
-    #[arg(long, value_name = "KIND=VALUE")]
+    // Its help lists every shift kind (icl_tasks::ShiftKind::ALL), so it cannot drift from them.
+    #[arg(long, value_name = "KIND=VALUE", help = shift_help())]
     pub shift: Option<String>,
     /// Output folder (default: curves/<task>).
     #[arg(long)]
@@ -57,6 +55,18 @@ pub struct Args {
     /// Print every row as JSON instead of the summary table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--shift`'s help: every kind of shift (the on/off ones with their `=1`).
+fn shift_help() -> String {
+    let kinds: Vec<String> = icl_tasks::ShiftKind::ALL
+        .iter()
+        .map(|k| if k.is_switch() { format!("{}=1", k.name()) } else { k.name().to_string() })
+        .collect();
+    format!(
+        "Evaluate under a distribution shift, KIND=VALUE: {}, where the task has it (`icl-lab list`; tuning stays on the training distribution)",
+        kinds.join(", ")
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -14,12 +14,8 @@ pub struct Args {
     /// A TOML run config (tables [task], [model], [train], [eval]; every key optional).
     #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// A named preset instead of a file: vo2023-fig2, tiny, vo2023-fig4 (sine waves, feature map + LSA) and
-    /// vo2023-fig4-mlp-gd (its MLP + 1-step-GD baseline), a figure model (lsa-1, lsa-2-rec, lsa-3-rec,
-    /// lsa-5-sep, lsa-10-rec, softmax-1h, softmax-2h, ln-1, ln-2, classic-2, mlp-12-sep-4h), or Garg et al.'s GPT-style model on
-    /// their linear regression (garg2022-fig2 = garg2022-standard, garg2022-small, garg2022-tiny), or a point
-    /// of Akyürek et al.'s depth × width grid (akyurek2023-L<1,2,4,8,12,16>-H<16,32,…,512>; d = 8, 4 heads).
-    #[arg(long)]
+    // Its help lists the presets (crate::presets), so it cannot drift from them.
+    #[arg(long, help = crate::presets::preset_help())]
     pub preset: Option<String>,
     /// Override the config's seed.
     #[arg(long)]

@@ -201,6 +201,11 @@ impl ShiftKind {
         }
     }
 
+    /// Whether the shift is on or off (value 1 or 0) rather than a magnitude.
+    pub fn is_switch(self) -> bool {
+        matches!(self, ShiftKind::ContextOrthant | ShiftKind::QueryFromContext)
+    }
+
     /// Whether the first n pairs of a shifted prompt (with its query) are a shifted prompt with n
     /// pairs. Not for `QueryFromContext`: its query is one of the prompt's own context inputs,
     /// so a learning curve samples each n afresh.
