@@ -25,7 +25,9 @@ import numpy as np
 import icl_lab as lab
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BIN = os.environ.get("ICL_LAB_BIN", str(ROOT / "target" / "release" / "icl-lab"))
+# The CLI: $ICL_LAB_BIN, else the release binary of cargo's target folder ($CARGO_TARGET_DIR or target/).
+TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute CARGO_TARGET_DIR replaces ROOT
+BIN = os.environ.get("ICL_LAB_BIN", str(TARGET / "release" / "icl-lab"))
 
 
 def lsa_model(run):

@@ -14,11 +14,11 @@
 use std::collections::BTreeMap;
 
 use ndarray::Array2;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use icl_tasks::{LearnerSpec, Prompts, Task, TaskRng};
 
+use crate::curve::stream_rng;
 use crate::interventions::{is_linear_in_y, row_cosines, smoother, Recursion};
 use crate::learner::{fit, Learner};
 use crate::measure::Measurement;
@@ -30,13 +30,6 @@ pub const EVAL_STREAM: u64 = 0;
 pub const TUNING_STREAM: u64 = 1;
 pub const QUERY_STREAM: u64 = 2;
 pub const ORDER_STREAM: u64 = 3;
-
-/// The RNG of `stream` under `seed` (ChaCha8, as every stream of the lab).
-fn stream_rng(seed: u64, stream: u64) -> TaskRng {
-    let mut rng = TaskRng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
 
 /// How a tournament is measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]

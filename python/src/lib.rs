@@ -17,12 +17,12 @@ use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray2, PyReadonl
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rand::SeedableRng;
 
 use icl_probes::contest::{Contestant, Field, TournamentOptions};
+use icl_probes::curve::stream_rng;
 use icl_probes::learner::{fit, Learner, Prediction};
 use icl_probes::ProbeError;
-use icl_tasks::{Params, Prompts, Task, TaskConfig, TaskRng};
+use icl_tasks::{Params, Prompts, Task, TaskConfig};
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -44,12 +44,6 @@ fn build_task(name: &str, params_json: &str, pool: Option<(usize, u64)>) -> PyRe
         Some((size, seed)) => task.pooled(size, seed).map_err(value_error),
         None => Ok(task),
     }
-}
-
-fn stream_rng(seed: u64, stream: u64) -> TaskRng {
-    let mut rng = TaskRng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
 }
 
 /// Prompts as a dict of float64 arrays: xs (B, n, d), ys (B, n, o), xq (B, d), yq (B, o), and w

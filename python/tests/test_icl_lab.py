@@ -3,7 +3,7 @@ predictions, and the tournament over a Python callable (von Oswald et al.'s Prop
 in numpy; a 1-layer linear self-attention model trained here).
 
 Run by scripts/test.sh (and so by CI) after the Rust suite: `.venv/bin/python -m pytest python/tests`.
-The CLI used for the Rust side is target/release/icl-lab (ICL_LAB_BIN overrides).
+The CLI used for the Rust side is the release build in cargo's target folder (ICL_LAB_BIN overrides).
 """
 
 import json
@@ -19,7 +19,9 @@ from safetensors.numpy import load_file
 import icl_lab as lab
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = os.environ.get("ICL_LAB_BIN", str(ROOT / "target" / "release" / "icl-lab"))
+# The CLI: $ICL_LAB_BIN, else the release binary of cargo's target folder ($CARGO_TARGET_DIR or target/).
+TARGET = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute CARGO_TARGET_DIR replaces ROOT
+BIN = os.environ.get("ICL_LAB_BIN", str(TARGET / "release" / "icl-lab"))
 
 
 def cli_prompts(tmp_path, task, sets, batch, n, seed, stream=0, learners="none", tuning=256):
