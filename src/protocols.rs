@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use icl_probes::contest::{CandidateGrid, Skips};
-use icl_probes::interventions::{is_linear_in_y, row_cosines, row_relative_distances, smoother, Channels, Recursion};
+use icl_probes::interventions::{linear_smoother, row_cosines, row_relative_distances, Channels, Recursion, Smoother};
 use icl_probes::learner::Learner;
 use icl_probes::measure::{bootstrap_mean, mean_min_max, Measurement};
 use icl_probes::tournament::{rank, Ranking};
@@ -225,18 +225,19 @@ pub fn run(
                 Err(e) => return Ok(Err(e)),
             };
             let smoother = if dims.y_dim == 1 {
-                let s = smoother(learner, prompts)?;
-                if s.iter().all(|v| *v == 0.0) {
-                    skips.push(format!(
-                        "{} (P4): its smoother is 0 (it ignores the labels), no direction to compare",
-                        given.short_label()
-                    ));
-                    None
-                } else if is_linear_in_y(learner, prompts, &s, 1e-8)? {
-                    Some(s)
-                } else {
-                    skips.push(format!("{} (P4): not linear in y, so it has no smoother", given.short_label()));
-                    None
+                match linear_smoother(learner, prompts)? {
+                    Smoother::Linear(s) => Some(s),
+                    Smoother::Zero => {
+                        skips.push(format!(
+                            "{} (P4): its smoother is 0 (it ignores the labels), no direction to compare",
+                            given.short_label()
+                        ));
+                        None
+                    }
+                    Smoother::NotLinear => {
+                        skips.push(format!("{} (P4): not linear in y, so it has no smoother", given.short_label()));
+                        None
+                    }
                 }
             } else {
                 None

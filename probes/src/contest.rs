@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use icl_tasks::{LearnerSpec, Prompts, Task, TaskRng};
 
 use crate::curve::stream_rng;
-use crate::interventions::{is_linear_in_y, row_cosines, smoother, Recursion};
+use crate::interventions::{linear_smoother, row_cosines, Recursion, Smoother};
 use crate::learner::{fit, Learner};
 use crate::measure::Measurement;
 use crate::tournament::{compare, permutation_spread, Answers};
@@ -305,13 +305,13 @@ impl Field {
                 .with_spec(given);
                 m.n_context = Some(prompts.context_len());
                 rows.push(m);
-                let smoother = if dims.y_dim == 1 {
-                    let s = smoother(learner, prompts)?;
-                    // A smoother of 0 (the zero learner) has no direction to compare.
-                    let nonzero = s.iter().any(|v| *v != 0.0);
-                    (nonzero && is_linear_in_y(learner, prompts, &s, 1e-8)?).then_some(s)
-                } else {
-                    None
+                // A smoother of 0 (the zero learner) has no direction to compare.
+                let smoother = match dims.y_dim {
+                    1 => match linear_smoother(learner, prompts)? {
+                        Smoother::Linear(s) => Some(s),
+                        Smoother::Zero | Smoother::NotLinear => None,
+                    },
+                    _ => None,
                 };
                 Ok(Ok(Scored { answers, smoother }))
             },

@@ -269,6 +269,29 @@ pub fn is_linear_in_y(learner: &dyn Learner, p: &Prompts, s: &Array2<f64>, tol: 
     Ok(ok)
 }
 
+/// What a learner's smoother is on some prompts ([`linear_smoother`]).
+pub enum Smoother {
+    /// ŷ = sᵀ y with this s (B, N), not identically 0.
+    Linear(Array2<f64>),
+    /// s = 0: the learner ignores the labels (the zero learner), so s has no direction.
+    Zero,
+    /// The predictions are not the smoother applied to the labels: no smoother.
+    NotLinear,
+}
+
+/// The learner's smoother on `p` where it is linear in y (1e-8 relative, [`is_linear_in_y`]):
+/// what the tournament, the protocols' P4 and the Python module compare a model's ∂ŷ/∂y with.
+pub fn linear_smoother(learner: &dyn Learner, p: &Prompts) -> Result<Smoother, ProbeError> {
+    let s = smoother(learner, p)?;
+    if s.iter().all(|v| *v == 0.0) {
+        Ok(Smoother::Zero)
+    } else if is_linear_in_y(learner, p, &s, 1e-8)? {
+        Ok(Smoother::Linear(s))
+    } else {
+        Ok(Smoother::NotLinear)
+    }
+}
+
 /// Per row: the cosine of a and b (rows of (B, N)), 0 where either row is zero.
 pub fn row_cosines(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Vec<f64> {
     a.outer_iter().zip(b.outer_iter()).map(|(x, y)| cosine(x, y)).collect()

@@ -102,10 +102,15 @@ def resolve_learners(text: str, task: Optional[str] = None, params: Optional[Map
     return json.loads(_core.resolve_learners(text, json.dumps(defaults)))
 
 
-def _array(a, ndim: int, name: str) -> np.ndarray:
+def _f64(a) -> np.ndarray:
+    """Any array-like (numpy, lists, a torch tensor) as a contiguous float64 array."""
     if hasattr(a, "detach"):  # a torch tensor
         a = a.detach().cpu().numpy()
-    a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def _array(a, ndim: int, name: str) -> np.ndarray:
+    a = _f64(a)
     if a.ndim != ndim:
         raise ValueError(f"prompts: {name} must have {ndim} dimensions (got shape {a.shape})")
     return a
@@ -116,12 +121,10 @@ def _prompts(p: Mapping[str, Any]) -> dict:
     for key in ("xs", "ys", "xq"):
         if key not in p:
             raise ValueError(f"prompts: missing `{key}`")
-    ys = np.asarray(p["ys"].detach().cpu().numpy() if hasattr(p["ys"], "detach") else p["ys"], dtype=np.float64)
-    if ys.ndim == 2:
-        ys = ys[..., None]
-    out = {"xs": _array(p["xs"], 3, "xs"), "ys": _array(ys, 3, "ys"), "xq": _array(p["xq"], 2, "xq")}
+    ys = _f64(p["ys"])
+    out = {"xs": _array(p["xs"], 3, "xs"), "ys": _array(ys[..., None] if ys.ndim == 2 else ys, 3, "ys"), "xq": _array(p["xq"], 2, "xq")}
     if p.get("yq") is not None:
-        yq = np.asarray(p["yq"], dtype=np.float64)
+        yq = _f64(p["yq"])
         out["yq"] = _array(yq[:, None] if yq.ndim == 1 else yq, 2, "yq")
     if p.get("w") is not None:
         out["w"] = _array(p["w"], 3, "w")
@@ -205,10 +208,7 @@ ModelFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], Any]
 
 def _as_model_fn(fn: ModelFn) -> ModelFn:
     def call(xs, ys, xq, layer):
-        out = fn(xs, ys, xq, layer)
-        if hasattr(out, "detach"):
-            out = out.detach().cpu().numpy()
-        return np.ascontiguousarray(np.asarray(out, dtype=np.float64))
+        return _f64(fn(xs, ys, xq, layer))
 
     return call
 
@@ -289,12 +289,9 @@ def curve(
     distribution shift. Returns measurement rows (metric ``normalised_error``)."""
     if n is None:
         n = range(task_info(task, params, pool)["context_len"] + 1)
-    if isinstance(shift, str):
-        kind, _, value = shift.partition("=")
-        try:
-            shift = (kind.strip(), float(value))
-        except ValueError:
-            raise ValueError(f"--shift: `{shift}` is not KIND=VALUE") from None
+    if shift is not None and not isinstance(shift, str):
+        kind, value = shift
+        shift = f"{kind}={value!r}"
     entries = [(str(k), 0, _as_model_fn(fn), int(layer)) for k, fn in (models or {}).items()]
     rows = _core.curve(
         task, _params(params), learners, entries, [int(v) for v in n], int(prompts), int(tuning_prompts), int(seed), shift, _pool(pool)

@@ -56,7 +56,7 @@ def curve(
     prompts: int,
     tuning_prompts: int,
     seed: int,
-    shift: Optional[tuple[str, float]] = None,
+    shift: Optional[str] = None,
     pool: Optional[tuple[int, int]] = None,
 ) -> str: ...
 def read_run(dir: str) -> tuple[str, str, str, dict[str, Array]]: ...

@@ -272,15 +272,11 @@ impl PyLearner {
     /// learner is not linear in y on these prompts (then it has no smoother).
     fn smoother<'py>(&self, py: Python<'py>, prompts: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
         let p = prompts_from_dict(prompts)?;
-        let s = py
-            .detach(|| -> Result<Option<Array2<f64>>, ProbeError> {
-                let s = icl_probes::interventions::smoother(self.inner.as_ref(), &p)?;
-                Ok(icl_probes::interventions::is_linear_in_y(self.inner.as_ref(), &p, &s, 1e-8)?.then_some(s))
-            })
-            .map_err(value_error)?;
-        match s {
-            Some(s) => Ok(s.into_pyarray(py).into_any()),
-            None => Err(value_error(format!(
+        use icl_probes::interventions::{linear_smoother, Smoother};
+        match py.detach(|| linear_smoother(self.inner.as_ref(), &p)).map_err(value_error)? {
+            Smoother::Linear(s) => Ok(s.into_pyarray(py).into_any()),
+            Smoother::Zero => Ok(Array2::<f64>::zeros((p.batch(), p.context_len())).into_pyarray(py).into_any()),
+            Smoother::NotLinear => Err(value_error(format!(
                 "{}: not linear in y on these prompts, so it has no smoother",
                 self.inner.label()
             ))),
@@ -547,7 +543,7 @@ fn curve(
     prompts: usize,
     tuning_prompts: usize,
     seed: u64,
-    shift: Option<(String, f64)>,
+    shift: Option<String>,
     pool: Option<(usize, u64)>,
 ) -> PyResult<String> {
     use icl_probes::curve::{learning_curve, CurveMember, CurveOptions};
@@ -555,14 +551,8 @@ fn curve(
     let specs = icl_probes::specs::resolve_learners(learners, &task.learners()).map_err(value_error)?;
     let shift = match shift {
         None => None,
-        Some((kind, value)) => {
-            let known = || icl_tasks::ShiftKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
-            let kind = icl_tasks::ShiftKind::from_name(&kind)
-                .ok_or_else(|| value_error(format!("--shift: unknown kind `{kind}` (known: {})", known())))?;
-            if !value.is_finite() {
-                return Err(value_error(format!("--shift: `{value}` is not a finite number")));
-            }
-            let shift = icl_tasks::Shift { kind, value };
+        Some(text) => {
+            let shift = icl_tasks::Shift::parse(&text).map_err(value_error)?;
             task.shifted(shift).map_err(|e| value_error(format!("--shift: {e}")))?;
             Some(shift)
         }

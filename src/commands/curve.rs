@@ -115,15 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let learners = crate::curve::resolve_learners(&learners, &defaults)?;
     let shift = shift
         .map(|s| -> anyhow::Result<icl_tasks::Shift> {
-            let (k, v) = s.split_once('=').with_context(|| format!("--shift: `{s}` is not KIND=VALUE"))?;
-            let kind = icl_tasks::ShiftKind::from_name(k.trim()).with_context(|| {
-                let known: Vec<&str> = icl_tasks::ShiftKind::ALL.iter().map(|k| k.name()).collect();
-                format!("--shift: unknown kind `{k}` (known: {})", known.join(", "))
-            })?;
-            let value: f64 = v.trim().parse().map_err(|_| anyhow::anyhow!("--shift: `{v}` is not a number"))?;
-            anyhow::ensure!(value.is_finite(), "--shift: `{v}` is not a finite number");
-            task.shifted(icl_tasks::Shift { kind, value }).context("--shift")?;
-            Ok(icl_tasks::Shift { kind, value })
+            let shift = icl_tasks::Shift::parse(&s).map_err(anyhow::Error::msg)?;
+            task.shifted(shift).context("--shift")?;
+            Ok(shift)
         })
         .transpose()?;
     let n_max = n_max.unwrap_or(task.dims().context_len);

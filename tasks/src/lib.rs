@@ -235,6 +235,23 @@ pub struct Shift {
     pub value: f64,
 }
 
+impl Shift {
+    /// `KIND=VALUE` as the command line and the Python module write it (`label_noise=0.5`); the
+    /// error is one line naming `--shift`. Whether a task has the shift is [`Task::shifted`]'s to say.
+    pub fn parse(text: &str) -> Result<Shift, String> {
+        let (k, v) = text.split_once('=').ok_or_else(|| format!("--shift: `{text}` is not KIND=VALUE"))?;
+        let kind = ShiftKind::from_name(k.trim()).ok_or_else(|| {
+            let known: Vec<&str> = ShiftKind::ALL.iter().map(|k| k.name()).collect();
+            format!("--shift: unknown kind `{k}` (known: {})", known.join(", "))
+        })?;
+        let value: f64 = v.trim().parse().map_err(|_| format!("--shift: `{v}` is not a number"))?;
+        if !value.is_finite() {
+            return Err(format!("--shift: `{v}` is not a finite number"));
+        }
+        Ok(Shift { kind, value })
+    }
+}
+
 /// A shift a task supports, with the values an evaluation sweeps by default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShiftSweep {
