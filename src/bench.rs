@@ -186,12 +186,7 @@ pub fn run_baseline(
         .args([framework, &steps.to_string(), &layers.to_string()])
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ms = stdout
-        .lines()
-        .find_map(|l| l.split("ms_per_step=").nth(1))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .with_context(|| {
+    let ms = parse_ms_per_step(&out).with_context(|| {
             let err = String::from_utf8_lossy(&out.stderr);
             format!("{framework} baseline printed no ms_per_step: {}", err.lines().last().unwrap_or(""))
         })?;
@@ -222,6 +217,13 @@ pub struct BenchOptions {
     pub together: usize,
     /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
     pub fit_steps: usize,
+    /// Time the linear-attention family (von Oswald's models) and the GPT-style family.
+    pub lsa: bool,
+    pub gpt: Vec<GptSize>,
+    /// Timed GPT-style steps per size (None: each size's default).
+    pub gpt_steps: Option<usize>,
+    /// Garg et al.'s model as their code builds it, run by the baseline Python for every GPT line.
+    pub gpt_baseline_script: Option<std::path::PathBuf>,
 }
 
 impl BenchOptions {
@@ -241,6 +243,10 @@ impl BenchOptions {
         );
         anyhow::ensure!(self.together <= 1000, "--together: at most 1000 seeds (got {})", self.together);
         anyhow::ensure!(self.fit_steps <= 1_000_000, "--fit-steps: at most 1000000 (got {})", self.fit_steps);
+        if let Some(n) = self.gpt_steps {
+            anyhow::ensure!((1..=1_000_000).contains(&n), "--gpt-steps: must be in 1..=1000000 (got {n})");
+        }
+        anyhow::ensure!(self.lsa || !self.gpt.is_empty(), "--families: give at least one family (lsa, gpt)");
         crate::device::parse_device(&self.device).context("--device")?;
         Ok(())
     }
@@ -257,6 +263,8 @@ pub struct BenchReport {
     pub together: Option<(usize, usize, f64, f64)>,
     /// ms per step of the 5-layer GD++ fit: (in the eigenbasis, by libtorch autograd).
     pub reference_fit: Option<(f64, f64)>,
+    pub gpt_lines: Vec<GptBenchLine>,
+    pub gpt_baselines: Vec<GptBaselineLine>,
 }
 
 impl BenchReport {
@@ -280,6 +288,204 @@ impl BenchReport {
         }
         out
     }
+
+    /// Per GPT-style line with a baseline at the same size and threads: (label, ours, theirs,
+    /// theirs / ours).
+    pub fn gpt_ratios(&self) -> Vec<(String, f64, f64, f64)> {
+        self.gpt_lines
+            .iter()
+            .filter_map(|l| {
+                let b = self.gpt_baselines.iter().find(|b| b.size == l.size.name && b.threads == l.threads)?;
+                let label = format!("gpt {} {} t={}", l.size.name, l.engine, l.threads);
+                Some((label, l.ms_per_step, b.ms_per_step, b.ms_per_step / l.ms_per_step))
+            })
+            .collect()
+    }
+}
+
+/// A GPT-style size `icl-lab bench` times, with the arguments garg_gpt_bench.py takes for it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct GptSize {
+    pub name: &'static str,
+    pub x_dim: usize,
+    /// Points per prompt, the query included (Garg's `n_points`).
+    pub points: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub width: usize,
+    /// Timed steps unless `--gpt-steps` says otherwise.
+    pub default_steps: usize,
+}
+
+/// The quick size of `reproduce garg2022-fig2 --quick` and Garg et al.'s `standard` model at d = 20.
+pub const GPT_SIZES: [GptSize; 2] = [
+    GptSize { name: "quick", x_dim: 5, points: 11, layers: 3, heads: 2, width: 32, default_steps: 200 },
+    GptSize { name: "standard", x_dim: 20, points: 41, layers: 12, heads: 8, width: 256, default_steps: 3 },
+];
+
+impl GptSize {
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        GPT_SIZES.iter().copied().find(|s| s.name == name).with_context(|| {
+            let known: Vec<&str> = GPT_SIZES.iter().map(|s| s.name).collect();
+            format!("--gpt: unknown size `{name}` (known: {})", known.join(", "))
+        })
+    }
+
+    /// The run config timed: garg2022-fig2's training settings (Adam 1e-4, batch 64) at this size,
+    /// without the curriculum (every step at the full size, as the baseline script).
+    pub fn config(&self, device: &str, threads: usize, engine: Engine) -> anyhow::Result<RunConfig> {
+        let mut c = RunConfig::preset("garg2022-fig2")?;
+        c.name = format!("gpt {} t={threads}", self.name);
+        c.train.engine = engine;
+        c.task = c.task.with("x_dim", self.x_dim).with("context_len", self.points - 1);
+        c.gpt = Some(crate::models::GptConfig { layers: self.layers, heads: self.heads, width: self.width });
+        c.curriculum = None;
+        c.train.device = device.to_string();
+        c.train.threads = threads;
+        c.resolve()
+    }
+
+    /// FLOPs of one training step at batch `batch`: 2 per multiply-add of the matrix products
+    /// (read-in, q/k/v/o, the two attention products over all T × T positions, the MLP,
+    /// read-out), times 3 for the forward and the two products of the backward pass.
+    pub fn flops_per_step(&self, batch: usize) -> f64 {
+        let (d, w, l) = (self.x_dim as f64, self.width as f64, self.layers as f64);
+        let t = (2 * self.points - 1) as f64;
+        let per_token = d * w + l * (12.0 * w * w + 2.0 * t * w) + w;
+        3.0 * 2.0 * per_token * t * batch as f64
+    }
+}
+
+/// The engine a GPT-style bench line asks for: `fused` is the GPT fused step, anything else libtorch.
+fn engine_for_gpt(engine: Engine) -> Engine {
+    if engine == Engine::Fused {
+        Engine::Fused
+    } else {
+        Engine::Libtorch
+    }
+}
+
+/// One GPT-style bench line, with where the time went.
+#[derive(Clone, Debug, Serialize)]
+pub struct GptBenchLine {
+    pub size: GptSize,
+    /// `libtorch` or `fused` ([`crate::fused_gpt`], one thread).
+    pub engine: String,
+    pub threads: usize,
+    pub ms_per_step: f64,
+    pub mflop_per_step: f64,
+    pub gflops: f64,
+    /// Per step, ms: sampling the batch, then the phases of [`crate::train_gpt::StepPhases`].
+    pub sampling_ms: f64,
+    pub phases: crate::train_gpt::StepPhases,
+}
+
+/// Times `steps` GPT-style training steps at `size` after `warmup` untimed ones, sampling
+/// included (each step draws its batch as training does, on the training thread).
+pub fn bench_gpt(
+    size: GptSize,
+    device: &str,
+    threads: usize,
+    engine: Engine,
+    warmup: usize,
+    steps: usize,
+) -> anyhow::Result<GptBenchLine> {
+    let config = size.config(device, threads, engine)?;
+    let device = crate::device::open(&config.train.device)?;
+    tch::set_num_threads(threads as i32);
+    let task = config.training_task();
+    let mut trainer = crate::train_gpt::GptTrainer::new(&config, task.dims(), device)?;
+    for step in 1..=warmup {
+        let batch = crate::train_gpt::training_batch(&config, task.as_ref(), step)?;
+        std::hint::black_box(trainer.step(&batch)?);
+    }
+    let mut phases = crate::train_gpt::StepPhases::default();
+    let mut sampling = 0.0;
+    let start = Instant::now();
+    for step in warmup + 1..=warmup + steps {
+        let t0 = Instant::now();
+        let batch = crate::train_gpt::training_batch(&config, task.as_ref(), step)?;
+        sampling += t0.elapsed().as_secs_f64() * 1e3;
+        std::hint::black_box(trainer.step_timed(&batch, Some(&mut phases))?);
+    }
+    let ms_per_step = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let n = steps as f64;
+    phases = crate::train_gpt::StepPhases {
+        steps: 1,
+        tokens_ms: phases.tokens_ms / n,
+        forward_ms: phases.forward_ms / n,
+        backward_ms: phases.backward_ms / n,
+        update_ms: phases.update_ms / n,
+    };
+    let flops = size.flops_per_step(config.train.batch);
+    Ok(GptBenchLine {
+        size,
+        engine: format!("{:?}", config.engine()).to_lowercase(),
+        threads,
+        ms_per_step,
+        mflop_per_step: flops / 1e6,
+        gflops: flops / (ms_per_step * 1e6),
+        sampling_ms: sampling / n,
+        phases,
+    })
+}
+
+impl std::fmt::Display for GptBenchLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.phases;
+        write!(
+            f,
+            "{:<24} {:>8.2} ms/step  {:>6.0} MFLOP  {:>5.1} GFLOP/s  (sampling {:.2}, tensors {:.2}, forward {:.2}, backward {:.2}, Adam {:.2} ms)",
+            format!("gpt {} {} t={}", self.size.name, self.engine, self.threads),
+            self.ms_per_step,
+            self.mflop_per_step,
+            self.gflops,
+            self.sampling_ms,
+            p.tokens_ms,
+            p.forward_ms,
+            p.backward_ms,
+            p.update_ms
+        )
+    }
+}
+
+/// One run of Garg et al.'s model as their code builds it (`garg_gpt_bench.py d pts L H W steps
+/// threads`, unedited).
+#[derive(Clone, Debug, Serialize)]
+pub struct GptBaselineLine {
+    pub size: String,
+    pub threads: usize,
+    pub ms_per_step: f64,
+}
+
+pub fn run_gpt_baseline(
+    python: &Path,
+    script: &Path,
+    size: GptSize,
+    steps: usize,
+    threads: usize,
+) -> anyhow::Result<GptBaselineLine> {
+    let args: Vec<String> = [size.x_dim, size.points, size.layers, size.heads, size.width, steps, threads]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(&args)
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    let ms = parse_ms_per_step(&out).with_context(|| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        format!("the GPT baseline printed no ms_per_step: {}", err.lines().last().unwrap_or(""))
+    })?;
+    Ok(GptBaselineLine { size: size.name.into(), threads, ms_per_step: ms })
+}
+
+fn parse_ms_per_step(out: &std::process::Output) -> Option<f64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.split("ms_per_step=").nth(1).map(str::to_owned))
+        .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
 /// Runs the benchmark; `print` receives each line as it is measured.
@@ -292,7 +498,7 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
     }
     let mut lines = Vec::new();
     let mut baselines = Vec::new();
-    let configs = default_configs(&opts.device, &opts.engines, &opts.threads)?;
+    let configs = if opts.lsa { default_configs(&opts.device, &opts.engines, &opts.threads)? } else { Vec::new() };
     let mut depth_done = None;
     for cfg in configs {
         let line = bench_config(&cfg, 30, opts.steps)?;
@@ -319,7 +525,39 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
             }
         }
     }
-    let together = if opts.together > 1 && opts.device == "cpu" {
+    let mut gpt_lines = Vec::new();
+    let mut gpt_baselines = Vec::new();
+    for &size in &opts.gpt {
+        let steps = opts.gpt_steps.unwrap_or(size.default_steps);
+        for &t in &opts.threads {
+            for &engine in &opts.engines {
+                // The fused GPT step is one thread and CPU only: timed once, at the first thread count.
+                if engine == Engine::Fused && (t != opts.threads[0] || opts.device != "cpu") {
+                    continue;
+                }
+                let line = bench_gpt(size, &opts.device, t, engine_for_gpt(engine), 2, steps)?;
+                let peak = peak_gflops.iter().find(|(pt, _)| *pt == t).map(|(_, p)| *p);
+                let of_peak = peak.map(|p| format!("  {:.0}% of peak", 100.0 * line.gflops / p)).unwrap_or_default();
+                print(&format!("{line}{of_peak}"));
+                gpt_lines.push(line);
+            }
+            if let (Some((python, _)), Some(script)) = (&opts.baselines, &opts.gpt_baseline_script) {
+                let b = run_gpt_baseline(python, script, size, steps, t)?;
+                print(&format!(
+                    "{:<24} {:>8.2} ms/step  (garg_gpt_bench.py {} {} {} {} {} {steps} {t}, unedited)",
+                    format!("baseline garg {} t={t}", size.name),
+                    b.ms_per_step,
+                    size.x_dim,
+                    size.points,
+                    size.layers,
+                    size.heads,
+                    size.width
+                ));
+                gpt_baselines.push(b);
+            }
+        }
+    }
+    let together = if opts.lsa && opts.together > 1 && opts.device == "cpu" {
         let mut c = RunConfig::preset("vo2023-fig2")?;
         c.name = "seeds together".into();
         c.train.engine = Engine::Fused;
@@ -336,7 +574,7 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
     } else {
         None
     };
-    let reference_fit = if opts.fit_steps > 0 {
+    let reference_fit = if opts.lsa && opts.fit_steps > 0 {
         let task = RunConfig::preset("vo2023-fig2")?.task;
         tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
         let (spectral, autograd) = crate::references::time_fit_gradients(&task, 5, 512, opts.fit_steps)?;
@@ -349,5 +587,5 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
     } else {
         None
     };
-    Ok(BenchReport { peak_gflops, lines, baselines, together, reference_fit })
+    Ok(BenchReport { peak_gflops, lines, baselines, together, reference_fit, gpt_lines, gpt_baselines })
 }

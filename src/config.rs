@@ -227,8 +227,9 @@ pub struct TrainConfig {
     /// libtorch intra-op threads (and the fused engine's threads); tiny models run fastest on one.
     pub threads: usize,
     /// How a training step is computed: `fused` (the hand-written step of
-    /// [`crate::fused_lsa`], for linear self-attention on the CPU), `libtorch` (autograd), or
-    /// `auto` (fused where it applies; [`RunConfig::engine`] says which). The two agree to float
+    /// [`crate::fused_lsa`] for linear self-attention, or of [`crate::fused_gpt`] for GPT-style
+    /// models, on the CPU), `libtorch` (autograd), or `auto` (fused where it applies, libtorch for
+    /// GPT-style models; [`RunConfig::engine`] says which). The two agree to float
     /// rounding, not bit for bit, so a run's manifest records the engine that trained it.
     /// (Not written when `auto`, so configs from before the engine existed keep their hash.)
     #[serde(skip_serializing_if = "Engine::is_auto")]
@@ -705,7 +706,8 @@ impl RunConfig {
         unsupported.iter().find(|(on, _)| *on).map(|(_, what)| *what)
     }
 
-    /// The engine that trains this (resolved) config: `train.engine`, with `auto` decided.
+    /// The engine that trains this (resolved) config: `train.engine`, with `auto` decided (for
+    /// GPT-style models `auto` is libtorch: their fused step, [`crate::fused_gpt`], is opt-in).
     pub fn engine(&self) -> Engine {
         match self.train.engine {
             Engine::Auto if self.train.device == "cpu" && self.fused_unsupported().is_none() => Engine::Fused,
@@ -758,7 +760,8 @@ impl RunConfig {
             )?;
         }
         if self.train.engine == Engine::Fused {
-            if let Some(what) = self.fused_unsupported() {
+            // GPT-style models have their own fused step (crate::fused_gpt), taken only when asked.
+            if let Some(what) = self.fused_unsupported().filter(|_| self.gpt.is_none()) {
                 anyhow::bail!("train.engine: \"fused\" cannot train this model: the fused engine trains linear self-attention only (this model has {what}); use \"auto\" or \"libtorch\"");
             }
             check(self.train.device == "cpu", "train.engine", "\"auto\" or \"libtorch\" off the CPU", "fused")?;

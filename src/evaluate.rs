@@ -99,7 +99,7 @@ impl Evaluator {
         let construction = gd_construction(dims.x_dim, dims.y_dim, dims.context_len, &references[0].etas[..1]);
         let interp =
             interpolation_applies(config).then(|| Transformer::new_in_store(&config.model, dims, kind, device));
-        let host_tokens = (config.engine() == crate::config::Engine::Fused)
+        let host_tokens = (config.engine() == crate::config::Engine::Fused && config.gpt.is_none())
             .then(|| config.model.tokens.token_buffer(&prompts, |x| x as f32));
         Ok(Self { prompts, tokens, references, reference_outputs, construction, interp, host_tokens })
     }

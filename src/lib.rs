@@ -15,6 +15,7 @@ pub mod device;
 pub mod evaluate;
 pub mod export;
 pub mod figures;
+pub mod fused_gpt;
 pub mod fused_lsa;
 pub mod interventions;
 pub mod io;

@@ -57,7 +57,7 @@ enum Command {
     Sweep(commands::sweep::Args),
     /// Rebuild reports/vo2023.md, the index of the figure reports present (after running figures one at a time).
     Index(commands::index::Args),
-    /// Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model.
+    /// Time training steps (ms/step, data generation included): the linear-attention models at 1, 2, 3 recurrent and 5 separate layers, and the GPT-style model at two sizes.
     Bench(commands::bench::Args),
 }
 
@@ -125,6 +125,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     icl_probes::learners::serial_blas();
+    icl_lab::device::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -381,7 +381,7 @@ pub fn train_together(
         None => return Vec::new(),
     };
     let same_but_seed = configs.iter().all(|c| RunConfig { seed: first.seed, ..c.clone() } == *first);
-    if !same_but_seed || first.engine() != Engine::Fused {
+    if !same_but_seed || first.engine() != Engine::Fused || first.gpt.is_some() {
         return configs
             .iter()
             .zip(bars)

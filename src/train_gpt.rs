@@ -31,11 +31,21 @@ use crate::runs::{RunMetrics, RunStatus};
 use crate::training::{clip_global_norm_of, diverged_loss, progress_bar, RunOutcome, TrainOptions, DIVERGED_LOSS};
 
 /// Adam's state, in parameter-name order (PyTorch's `torch.optim.Adam`, no weight decay).
+///
+/// All parameters live in one flat buffer (`flat`, name order): each model parameter is a view of
+/// its segment (`Tensor::set_data`), and the moments are flat too, so an update is a handful of
+/// element-wise ops over one buffer instead of 9 per parameter (at the quick size, 55 parameters:
+/// ~500 small ops per step were most of the update's time). The checkpoint keeps one entry per
+/// parameter and moment, as before.
 struct Adam {
     names: Vec<String>,
+    /// The model's parameters: views of `flat`.
     params: Vec<Tensor>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    /// (offset, length) of each parameter in `flat`.
+    segments: Vec<(i64, i64)>,
+    flat: Tensor,
+    m: Tensor,
+    v: Tensor,
     /// Steps taken.
     t: i64,
 }
@@ -44,26 +54,53 @@ impl Adam {
     fn new(vs: &nn::VarStore) -> Self {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros = |vars: &[(String, Tensor)]| vars.iter().map(|(_, p)| p.zeros_like()).collect();
-        let (m, v) = (zeros(&vars), zeros(&vars));
+        let flat = tch::no_grad(|| Tensor::cat(&vars.iter().map(|(_, p)| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
+        let mut segments = Vec::with_capacity(vars.len());
+        let mut offset = 0;
+        for (_, p) in &mut vars {
+            let n = p.numel() as i64;
+            let shape = p.size();
+            // The parameter keeps its identity (the model and the VarStore hold it) and now reads
+            // and writes its segment of `flat`.
+            p.set_data(&flat.narrow(0, offset, n).view(shape.as_slice()));
+            segments.push((offset, n));
+            offset += n;
+        }
+        let (m, v) = (flat.zeros_like(), flat.zeros_like());
         let (names, params) = vars.into_iter().unzip();
-        Self { names, params, m, v, t: 0 }
+        Self { names, params, segments, flat, m, v, t: 0 }
     }
 
-    /// One update from `grads` (same order as the parameters); 9 tensor ops per parameter.
-    fn step(&mut self, grads: &[Tensor], lr: f64, (beta1, beta2): (f64, f64), eps: f64) {
+    /// `flat`'s segment of parameter `i`, shaped as the parameter.
+    fn segment(&self, flat: &Tensor, i: usize) -> Tensor {
+        let (offset, n) = self.segments[i];
+        flat.narrow(0, offset, n).view(self.params[i].size().as_slice())
+    }
+
+    /// One update from `grads` (same order as the parameters), over the flat buffers.
+    fn step(&mut self, grads: &[Tensor], lr: f64, betas: (f64, f64), eps: f64) {
+        let g = tch::no_grad(|| Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0)); // (P,)
+        self.step_flat(&g, lr, betas, eps);
+    }
+
+    /// The parameters' lengths, in order.
+    fn lengths(&self) -> Vec<usize> {
+        self.segments.iter().map(|&(_, n)| n as usize).collect()
+    }
+
+    /// One update from the gradient `g` in the flat layout.
+    fn step_flat(&mut self, g: &Tensor, lr: f64, (beta1, beta2): (f64, f64), eps: f64) {
         self.t += 1;
         let bias1 = 1.0 - beta1.powi(self.t as i32);
         let bias2 = 1.0 - beta2.powi(self.t as i32);
         tch::no_grad(|| {
-            for (((p, m), v), g) in self.params.iter().zip(&mut self.m).zip(&mut self.v).zip(grads) {
-                let _ = m.lerp_(g, 1.0 - beta1); // m ← β₁m + (1 − β₁)g
-                let _ = v.g_mul_scalar_(beta2).addcmul_(g, &(g * (1.0 - beta2))); // v ← β₂v + (1 − β₂)g²
-                let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bias2.sqrt()).g_add_scalar_(eps); // √v̂ + ε
-                let _ = p.shallow_clone().addcdiv_(&(&*m * (-lr / bias1)), &denom);
-                // p ← p − lr·m̂/(√v̂ + ε)
-            }
+            let g = g.shallow_clone();
+            let _ = self.m.lerp_(&g, 1.0 - beta1); // m ← β₁m + (1 − β₁)g
+            let _ = self.v.g_mul_scalar_(beta2).addcmul_(&g, &(&g * (1.0 - beta2))); // v ← β₂v + (1 − β₂)g²
+            let mut denom = self.v.sqrt();
+            let _ = denom.g_div_scalar_(bias2.sqrt()).g_add_scalar_(eps); // √v̂ + ε
+            let _ = self.flat.addcdiv_(&(&self.m * (-lr / bias1)), &denom);
+            // p ← p − lr·m̂/(√v̂ + ε)
         });
     }
 
@@ -72,8 +109,8 @@ impl Adam {
         let mut out = Vec::new();
         for (i, name) in self.names.iter().enumerate() {
             out.push((format!("param.{name}"), self.params[i].detach().to_device(Device::Cpu)));
-            out.push((format!("adam_m.{name}"), self.m[i].to_device(Device::Cpu)));
-            out.push((format!("adam_v.{name}"), self.v[i].to_device(Device::Cpu)));
+            out.push((format!("adam_m.{name}"), self.segment(&self.m, i).to_device(Device::Cpu)));
+            out.push((format!("adam_v.{name}"), self.segment(&self.v, i).to_device(Device::Cpu)));
         }
         out.push(("adam_step".into(), Tensor::from_slice(&[self.t])));
         out
@@ -85,8 +122,8 @@ impl Adam {
         tch::no_grad(|| -> anyhow::Result<()> {
             for (i, name) in self.names.iter().enumerate() {
                 self.params[i].shallow_clone().copy_(get(&format!("param.{name}"))?);
-                self.m[i].copy_(get(&format!("adam_m.{name}"))?);
-                self.v[i].copy_(get(&format!("adam_v.{name}"))?);
+                self.segment(&self.m, i).copy_(get(&format!("adam_m.{name}"))?);
+                self.segment(&self.v, i).copy_(get(&format!("adam_v.{name}"))?);
             }
             Ok(())
         })?;
@@ -132,6 +169,18 @@ pub fn training_batch(config: &RunConfig, task: &dyn Task, step: usize) -> anyho
     Ok(pad_inputs(prompts, dims.x_dim))
 }
 
+/// The targets at every x position (B, P, o) of a batch, row-major f32: the context's ys, then
+/// the query's.
+fn gpt_targets(p: &Prompts) -> Vec<f32> {
+    let (b, n, o) = (p.batch(), p.context_len(), p.y_dim());
+    let mut out = Vec::with_capacity(b * (n + 1) * o);
+    for i in 0..b {
+        out.extend(p.ys.slice(s![i, .., ..]).iter().map(|&y| y as f32));
+        out.extend(p.yq.slice(s![i, ..]).iter().map(|&y| y as f32));
+    }
+    out
+}
+
 /// Tokens (B, 2P − 1, d) and the targets at every x position (B, P, o) of a batch.
 fn batch_tensors(p: &Prompts, device: Device) -> (Tensor, Tensor) {
     let tokens = crate::layout::tensors(crate::layout::TokenLayout::Classic, p, Kind::Float, device).0;
@@ -143,11 +192,25 @@ fn batch_tensors(p: &Prompts, device: Device) -> (Tensor, Tensor) {
     (tokens, Tensor::cat(&[context, query], 1).to_device(device)) // (B, n + 1, o)
 }
 
+/// Where a GPT-style step's time goes, summed over `steps` steps (ms): the batch's tokens and
+/// targets as tensors, the forward pass with the loss, the backward pass, and clipping plus the
+/// Adam update (with reading the loss).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct StepPhases {
+    pub steps: usize,
+    pub tokens_ms: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub update_ms: f64,
+}
+
 /// The model with its parameters and optimiser.
 pub struct GptTrainer {
     pub vs: nn::VarStore,
     pub model: Gpt,
     adam: Adam,
+    /// With `train.engine = "fused"`: the hand-written step and its gradient buffer.
+    fused: Option<(crate::fused_gpt::FusedGpt, Vec<f32>)>,
     lr: f64,
     betas: (f64, f64),
     eps: f64,
@@ -162,10 +225,20 @@ impl GptTrainer {
         let model = model.into_gpt().expect("checked: a GPT-style config");
         let t = &config.train;
         let adam = Adam::new(&vs);
+        let fused = if config.engine() == crate::config::Engine::Fused {
+            anyhow::ensure!(device == Device::Cpu, "train.engine: \"fused\" trains on the CPU only");
+            let gpt = config.gpt.as_ref().context("a GPT-style config")?;
+            let step = crate::fused_gpt::FusedGpt::new(&adam.names, &adam.lengths(), gpt, dims)?;
+            let grad = vec![0.0; step.parameters()];
+            Some((step, grad))
+        } else {
+            None
+        };
         Ok(Self {
             vs,
             model,
             adam,
+            fused,
             lr: t.lr,
             betas: (t.beta1, t.beta2),
             eps: t.eps,
@@ -176,16 +249,72 @@ impl GptTrainer {
     /// One step on a batch; returns the loss before the update (mean squared error over every x
     /// position, as Garg et al.).
     pub fn step(&mut self, prompts: &Prompts) -> anyhow::Result<f64> {
+        self.step_timed(prompts, None)
+    }
+
+    /// [`GptTrainer::step`], adding the time of each phase to `times` when given (`icl-lab bench`
+    /// reports where a step's time goes).
+    pub fn step_timed(&mut self, prompts: &Prompts, mut times: Option<&mut StepPhases>) -> anyhow::Result<f64> {
+        let mut clock = Instant::now();
+        let mut lap = |slot: fn(&mut StepPhases) -> &mut f64, times: &mut Option<&mut StepPhases>| {
+            if let Some(t) = times.as_deref_mut() {
+                let now = Instant::now();
+                *slot(t) += (now - clock).as_secs_f64() * 1e3;
+                clock = now;
+            }
+        };
+        if self.fused.is_some() {
+            return self.fused_step(prompts, times);
+        }
         let (tokens, targets) = batch_tensors(prompts, self.vs.device());
+        lap(|t| &mut t.tokens_ms, &mut times);
         let all = self.model.forward_all(&tokens, None); // (B, 2P − 1, o)
         let t = all.size()[1];
         let at_x = all.slice(1, 0, t, 2); // (B, P, o): the predictions at x₁, …, x_q
         let loss = (at_x - targets).square().mean(Kind::Float);
+        lap(|t| &mut t.forward_ms, &mut times);
         // Gradients as fresh tensors (nothing accumulates in .grad, so nothing needs zeroing).
         let mut grads = Tensor::run_backward(&[&loss], &self.adam.params, false, false);
+        lap(|t| &mut t.backward_ms, &mut times);
         clip_global_norm_of(&mut grads, self.grad_clip);
         self.adam.step(&grads, self.lr, self.betas, self.eps);
-        Ok(f64::try_from(loss)?)
+        let loss = f64::try_from(loss)?;
+        lap(|t| &mut t.update_ms, &mut times);
+        if let Some(t) = times {
+            t.steps += 1;
+        }
+        Ok(loss)
+    }
+
+    /// [`GptTrainer::step_timed`] with the fused engine: loss and gradient by
+    /// [`crate::fused_gpt`], then the same Adam update.
+    fn fused_step(&mut self, prompts: &Prompts, times: Option<&mut StepPhases>) -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let tokens = crate::layout::TokenLayout::Classic.token_buffer(prompts, |x| x as f32);
+        let targets = gpt_targets(prompts);
+        let tensors_done = Instant::now();
+        let (step, grad) = self.fused.as_mut().expect("checked by the caller");
+        let flat = &self.adam.flat;
+        let numel = flat.numel();
+        assert!(flat.kind() == Kind::Float && flat.device() == Device::Cpu && flat.is_contiguous());
+        // SAFETY: `flat` is a live, contiguous f32 CPU tensor of `numel` elements, and nothing
+        // writes to it while this slice lives (the update below comes after).
+        let params = unsafe { std::slice::from_raw_parts(flat.data_ptr() as *const f32, numel) };
+        let loss = step.loss_and_grad(params, &tokens, &targets, prompts.batch(), grad)?;
+        let backward_done = Instant::now();
+        let g = Tensor::from_slice(grad.as_slice());
+        let mut grads = [g];
+        clip_global_norm_of(&mut grads, self.grad_clip);
+        self.adam.step_flat(&grads[0], self.lr, self.betas, self.eps);
+        if let Some(t) = times {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            t.tokens_ms += ms(start, tensors_done);
+            // Forward and backward are one pass here: counted as backward.
+            t.backward_ms += ms(tensors_done, backward_done);
+            t.update_ms += ms(backward_done, Instant::now());
+            t.steps += 1;
+        }
+        Ok(loss as f64)
     }
 
     /// ½·MSE at the query on `prompts`, in chunks.

@@ -1144,6 +1144,31 @@ tasks = 500
 }
 
 #[test]
+fn the_fused_gpt_engine_trains_as_libtorch_does_and_is_recorded() {
+    // The same tiny GPT-style run (curriculum included) by both engines: the fused step agrees
+    // with autograd to float rounding (its unit tests check every gradient), so the two runs'
+    // evaluation losses stay close over 400 steps; the manifest says which engine trained which.
+    let dir = tempfile::tempdir().unwrap();
+    let libtorch = tiny_gpt("gpt-engines", 400);
+    let mut fused = tiny_gpt("gpt-engines-fused", 400);
+    fused.train.engine = icl_lab::config::Engine::Fused;
+    let fused = fused.resolve().unwrap();
+    assert_eq!(libtorch.engine(), icl_lab::config::Engine::Libtorch, "auto keeps libtorch for GPT-style runs");
+    let a = train(&libtorch, dir.path(), TrainOptions::default()).unwrap();
+    let b = train(&fused, dir.path(), TrainOptions::default()).unwrap();
+    assert_eq!(a.metrics.rows.len(), b.metrics.rows.len());
+    let (first, last) = (&b.metrics.rows[0], b.metrics.rows.last().unwrap());
+    assert!(last.loss < 0.9 * first.loss, "the fused run learns: {} → {}", first.loss, last.loss);
+    for (x, y) in a.metrics.rows.iter().zip(&b.metrics.rows) {
+        let rel = (x.loss - y.loss).abs() / x.loss;
+        assert!(rel < 0.02, "step {}: libtorch {} vs fused {}", x.step, x.loss, y.loss);
+    }
+    let manifest = |d: &Path| std::fs::read_to_string(d.join("manifest.json")).unwrap();
+    assert!(manifest(&b.dir).contains("\"engine\": \"fused\""), "{}", manifest(&b.dir));
+    assert!(manifest(&a.dir).contains("\"engine\": \"libtorch\""), "{}", manifest(&a.dir));
+}
+
+#[test]
 fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_gpt("gpt-tiny", 1200);

@@ -1,4 +1,4 @@
-//! `icl-lab bench`: Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model.
+//! `icl-lab bench`: Time training steps (ms/step, data generation included) for the 1-, 2- and 3-layer recurrent models and the 5-separate-layer model, and for the GPT-style model at two sizes.
 //!
 //! The command's arguments (clap) and its body; what it computes lives in the library modules it calls.
 
@@ -35,6 +35,20 @@ pub struct Args {
     /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
     #[arg(long, default_value_t = 100)]
     pub fit_steps: usize,
+    /// Model families to time: lsa (von Oswald's linear self-attention), gpt (Garg's GPT-style model).
+    #[arg(long, value_delimiter = ',', default_value = "lsa,gpt")]
+    pub families: Vec<String>,
+    /// GPT-style sizes to time: quick (d = 5, 11 points, 3 layers, 2 heads, width 32: garg2022-fig2
+    /// --quick) and standard (d = 20, 41 points, 12 layers, 8 heads, width 256: Garg's standard model).
+    #[arg(long, value_delimiter = ',', default_value = "quick,standard")]
+    pub gpt: Vec<String>,
+    /// Timed GPT-style steps per size (default: 200 at quick, 3 at standard).
+    #[arg(long)]
+    pub gpt_steps: Option<usize>,
+    /// Garg et al.'s model as their code builds it, run (unedited) by --baseline-python beside every
+    /// GPT-style line; needs PyTorch and transformers there.
+    #[arg(long, default_value = "../shared/bench/garg_gpt_bench.py")]
+    pub gpt_baseline_script: PathBuf,
     /// Print the measurements as JSON at the end.
     #[arg(long)]
     pub json: bool,
@@ -51,8 +65,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         baseline_steps,
         together,
         fit_steps,
+        families,
+        gpt,
+        gpt_steps,
+        gpt_baseline_script,
         json,
     } = args;
+    for f in &families {
+        anyhow::ensure!(f == "lsa" || f == "gpt", "--families: unknown family `{f}` (known: lsa, gpt)");
+    }
+    let gpt = if families.iter().any(|f| f == "gpt") {
+        gpt.iter().map(|s| crate::bench::GptSize::parse(s)).collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     let engines = engines
         .iter()
         .map(|e| match e.as_str() {
@@ -61,10 +87,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             other => anyhow::bail!("--engines: unknown engine `{other}` (known: fused, libtorch)"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let lsa = families.iter().any(|f| f == "lsa");
     if let Some(python) = &baseline_python {
-        anyhow::ensure!(baseline_script.is_file(), "--baseline-script: {} is not a file", baseline_script.display());
+        if lsa {
+            anyhow::ensure!(baseline_script.is_file(), "--baseline-script: {} is not a file", baseline_script.display());
+        }
+        if !gpt.is_empty() {
+            anyhow::ensure!(
+                gpt_baseline_script.is_file(),
+                "--gpt-baseline-script: {} is not a file",
+                gpt_baseline_script.display()
+            );
+        }
         anyhow::ensure!(python.exists(), "--baseline-python: {} does not exist", python.display());
     }
+    let gpt_baseline_script = (baseline_python.is_some() && !gpt.is_empty()).then_some(gpt_baseline_script);
     let opts = crate::bench::BenchOptions {
         device,
         steps,
@@ -74,6 +111,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         baseline_steps,
         together,
         fit_steps,
+        lsa,
+        gpt,
+        gpt_steps,
+        gpt_baseline_script,
     };
     let report = crate::bench::run(&opts, |line| crate::outln!("{line}"))?;
     let ratios = report.ratios();
@@ -81,6 +122,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         crate::outln!("\nspeed-up over the faster baseline (our fastest line | theirs):");
         for (depth, ours, theirs, ratio) in ratios {
             crate::outln!("  {depth:<12} {ratio:>5.1}×   ({ours:.2} ms | {theirs:.2} ms)");
+        }
+    }
+    let gpt_ratios = report.gpt_ratios();
+    if !gpt_ratios.is_empty() {
+        crate::outln!("\nGPT-style speed-up over Garg et al.'s code (ours | theirs):");
+        for (label, ours, theirs, ratio) in gpt_ratios {
+            crate::outln!("  {label:<18} {ratio:>5.2}×   ({ours:.2} ms | {theirs:.2} ms)");
         }
     }
     if json {

@@ -326,7 +326,7 @@ pub fn train_seeds(config: &RunConfig, opts: &FigureOptions) -> anyhow::Result<V
         }
     };
     let bars = crate::progress::multi();
-    if configs.len() > 1 && configs[0].engine() == crate::config::Engine::Fused {
+    if configs.len() > 1 && configs[0].engine() == crate::config::Engine::Fused && configs[0].gpt.is_none() {
         // Seeds of the fused engine train together, one step loop for all (bit for bit as alone).
         let seed_bars: Vec<_> = configs.iter().map(|c| bars.add(run_progress_bar(c))).collect();
         let options = TrainOptions { force: opts.force, progress: None, references: references.clone() };
