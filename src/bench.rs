@@ -224,6 +224,8 @@ pub struct BenchOptions {
     pub gpt_steps: Option<usize>,
     /// Garg et al.'s model as their code builds it, run by the baseline Python for every GPT line.
     pub gpt_baseline_script: Option<std::path::PathBuf>,
+    /// Where the GPT-style lines draw their batches (`train.data`).
+    pub gpt_data: crate::config::DataPath,
 }
 
 impl BenchOptions {
@@ -265,6 +267,8 @@ pub struct BenchReport {
     pub reference_fit: Option<(f64, f64)>,
     pub gpt_lines: Vec<GptBenchLine>,
     pub gpt_baselines: Vec<GptBaselineLine>,
+    /// GPT-style quick model, fused: (seeds, workers, ms per step of all, ms per step of one).
+    pub gpt_together: Option<(usize, usize, f64, f64)>,
 }
 
 impl BenchReport {
@@ -334,9 +338,21 @@ impl GptSize {
     /// The run config timed: garg2022-fig2's training settings (Adam 1e-4, batch 64) at this size,
     /// without the curriculum (every step at the full size, as the baseline script).
     pub fn config(&self, device: &str, threads: usize, engine: Engine) -> anyhow::Result<RunConfig> {
+        self.config_with_data(device, threads, engine, crate::config::DataPath::Host)
+    }
+
+    /// [`GptSize::config`] with batches drawn where `data` says (`train.data`).
+    pub fn config_with_data(
+        &self,
+        device: &str,
+        threads: usize,
+        engine: Engine,
+        data: crate::config::DataPath,
+    ) -> anyhow::Result<RunConfig> {
         let mut c = RunConfig::preset("garg2022-fig2")?;
         c.name = format!("gpt {} t={threads}", self.name);
         c.train.engine = engine;
+        c.train.data = data;
         c.task = c.task.with("x_dim", self.x_dim).with("context_len", self.points - 1);
         c.gpt = Some(crate::models::GptConfig { layers: self.layers, heads: self.heads, width: self.width });
         c.curriculum = None;
@@ -369,6 +385,8 @@ fn engine_for_gpt(engine: Engine) -> Engine {
 #[derive(Clone, Debug, Serialize)]
 pub struct GptBenchLine {
     pub size: GptSize,
+    /// `host` or `device` (`train.data`).
+    pub data: String,
     /// `libtorch` or `fused` ([`crate::fused_gpt`], one thread).
     pub engine: String,
     pub threads: usize,
@@ -382,31 +400,46 @@ pub struct GptBenchLine {
 
 /// Times `steps` GPT-style training steps at `size` after `warmup` untimed ones, sampling
 /// included (each step draws its batch as training does, on the training thread).
+#[allow(clippy::too_many_arguments)]
 pub fn bench_gpt(
     size: GptSize,
     device: &str,
     threads: usize,
     engine: Engine,
+    data: crate::config::DataPath,
     warmup: usize,
     steps: usize,
 ) -> anyhow::Result<GptBenchLine> {
-    let config = size.config(device, threads, engine)?;
+    let config = size.config_with_data(device, threads, engine, data)?;
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(threads as i32);
     let task = config.training_task();
     let mut trainer = crate::train_gpt::GptTrainer::new(&config, task.dims(), device)?;
-    for step in 1..=warmup {
-        let batch = crate::train_gpt::training_batch(&config, task.as_ref(), step)?;
-        std::hint::black_box(trainer.step(&batch)?);
-    }
+    let sampler = match data {
+        crate::config::DataPath::Device => Some(crate::device_data::GaussianLinearSampler::for_task(&config.task)?),
+        crate::config::DataPath::Host => None,
+    };
     let mut phases = crate::train_gpt::StepPhases::default();
     let mut sampling = 0.0;
-    let start = Instant::now();
-    for step in warmup + 1..=warmup + steps {
+    let mut start = Instant::now();
+    for step in 1..=warmup + steps {
+        if step == warmup + 1 {
+            (phases, sampling, start) = (Default::default(), 0.0, Instant::now());
+        }
         let t0 = Instant::now();
-        let batch = crate::train_gpt::training_batch(&config, task.as_ref(), step)?;
-        sampling += t0.elapsed().as_secs_f64() * 1e3;
-        std::hint::black_box(trainer.step_timed(&batch, Some(&mut phases))?);
+        let loss = match &sampler {
+            Some(s) => {
+                let (tokens, targets) = s.gpt_batch(config.seed, step, config.train.batch, size.x_dim, size.points, device)?;
+                sampling += t0.elapsed().as_secs_f64() * 1e3;
+                trainer.step_tensors_timed(&tokens, &targets, Some(&mut phases))?
+            }
+            None => {
+                let batch = crate::train_gpt::training_batch(&config, task.as_ref(), step)?;
+                sampling += t0.elapsed().as_secs_f64() * 1e3;
+                trainer.step_timed(&batch, Some(&mut phases))?
+            }
+        };
+        std::hint::black_box(loss);
     }
     let ms_per_step = start.elapsed().as_secs_f64() * 1e3 / steps as f64;
     let n = steps as f64;
@@ -420,6 +453,7 @@ pub fn bench_gpt(
     let flops = size.flops_per_step(config.train.batch);
     Ok(GptBenchLine {
         size,
+        data: format!("{data:?}").to_lowercase(),
         engine: format!("{:?}", config.engine()).to_lowercase(),
         threads,
         ms_per_step,
@@ -436,7 +470,13 @@ impl std::fmt::Display for GptBenchLine {
         write!(
             f,
             "{:<24} {:>8.2} ms/step  {:>6.0} MFLOP  {:>5.1} GFLOP/s  (sampling {:.2}, tensors {:.2}, forward {:.2}, backward {:.2}, Adam {:.2} ms)",
-            format!("gpt {} {} t={}", self.size.name, self.engine, self.threads),
+            format!(
+                "gpt {} {}{} t={}",
+                self.size.name,
+                self.engine,
+                if self.data == "device" { " dev-data" } else { "" },
+                self.threads
+            ),
             self.ms_per_step,
             self.mflop_per_step,
             self.gflops,
@@ -447,6 +487,40 @@ impl std::fmt::Display for GptBenchLine {
             p.update_ms
         )
     }
+}
+
+/// ms per step of `seeds` seeds of the GPT-style model at `size` stepped side by side, each by the
+/// fused engine on its own batch stream, on `workers` threads (one step loop for all; each seed's
+/// numbers are what it gives alone, since nothing is shared), sampling included.
+pub fn bench_gpt_together(size: GptSize, seeds: usize, workers: usize, warmup: usize, steps: usize) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    tch::set_num_threads(1);
+    let base = size.config("cpu", 1, Engine::Fused)?;
+    let task = base.training_task();
+    let mut runs = (0..seeds as u64)
+        .map(|s| {
+            let c = RunConfig { seed: base.seed + s, ..base.clone() };
+            Ok((crate::train_gpt::GptTrainer::new(&c, task.dims(), tch::Device::Cpu)?, c))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, seeds)).build()?;
+    let mut run = |from: usize, n: usize| -> anyhow::Result<()> {
+        for step in from..from + n {
+            pool.install(|| {
+                runs.par_iter_mut()
+                    .map(|(trainer, c)| {
+                        let batch = crate::train_gpt::training_batch(c, task.as_ref(), step)?;
+                        trainer.step(&batch)
+                    })
+                    .collect::<anyhow::Result<Vec<f64>>>()
+            })?;
+        }
+        Ok(())
+    };
+    run(1, warmup)?;
+    let start = Instant::now();
+    run(warmup + 1, steps)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
 /// One run of Garg et al.'s model as their code builds it (`garg_gpt_bench.py d pts L H W steps
@@ -535,7 +609,7 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
                 if engine == Engine::Fused && (t != opts.threads[0] || opts.device != "cpu") {
                     continue;
                 }
-                let line = bench_gpt(size, &opts.device, t, engine_for_gpt(engine), 2, steps)?;
+                let line = bench_gpt(size, &opts.device, t, engine_for_gpt(engine), opts.gpt_data, 2, steps)?;
                 let peak = peak_gflops.iter().find(|(pt, _)| *pt == t).map(|(_, p)| *p);
                 let of_peak = peak.map(|p| format!("  {:.0}% of peak", 100.0 * line.gflops / p)).unwrap_or_default();
                 print(&format!("{line}{of_peak}"));
@@ -555,6 +629,21 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
                 ));
                 gpt_baselines.push(b);
             }
+        }
+    }
+    let mut gpt_together = None;
+    if opts.together > 1 && opts.device == "cpu" && opts.engines.contains(&Engine::Fused) {
+        if let Some(&size) = opts.gpt.iter().find(|s| s.name == "quick") {
+            let steps = opts.gpt_steps.unwrap_or(size.default_steps);
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let one = bench_gpt_together(size, 1, 1, 2, steps)?;
+            let all = bench_gpt_together(size, opts.together, workers, 2, steps)?;
+            print(&format!(
+                "{} seeds of gpt quick fused together ({workers} workers): {all:.2} ms/step for all vs {one:.2} ms/step for one seed: {:.2}× the time of one",
+                opts.together,
+                all / one
+            ));
+            gpt_together = Some((opts.together, workers, all, one));
         }
     }
     let together = if opts.lsa && opts.together > 1 && opts.device == "cpu" {
@@ -587,5 +676,5 @@ pub fn run(opts: &BenchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<B
     } else {
         None
     };
-    Ok(BenchReport { peak_gflops, lines, baselines, together, reference_fit, gpt_lines, gpt_baselines })
+    Ok(BenchReport { peak_gflops, lines, baselines, together, reference_fit, gpt_lines, gpt_baselines, gpt_together })
 }

@@ -249,6 +249,28 @@ pub struct TrainConfig {
     /// Fig. 4 alignment curves; listed in the run's manifest like its other files.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub snapshots: bool,
+    /// Where training batches are drawn: `host` (the default: the task samples on the CPU, from
+    /// the run's Rust RNG streams) or `device` (drawn by libtorch on the training device,
+    /// [`crate::device_data`]: for GPU runs, where one CPU core sampling each batch limits the
+    /// step; deterministic for a (config, seed) on one device, but other numbers than `host`).
+    /// GPT-style runs on `gaussian_linear` for now.
+    #[serde(skip_serializing_if = "DataPath::is_host")]
+    pub data: DataPath,
+}
+
+/// Where training batches come from (see [`TrainConfig::data`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPath {
+    #[default]
+    Host,
+    Device,
+}
+
+impl DataPath {
+    fn is_host(&self) -> bool {
+        *self == DataPath::Host
+    }
 }
 
 /// What repeats in a task pool (see [`TrainConfig::pool_inputs`]).
@@ -298,6 +320,7 @@ impl Default for TrainConfig {
             task_pool: None,
             pool_inputs: PoolInputs::Fresh,
             snapshots: false,
+            data: DataPath::Host,
         }
     }
 }
@@ -765,6 +788,11 @@ impl RunConfig {
                 anyhow::bail!("train.engine: \"fused\" cannot train this model: the fused engine trains linear self-attention only (this model has {what}); use \"auto\" or \"libtorch\"");
             }
             check(self.train.device == "cpu", "train.engine", "\"auto\" or \"libtorch\" off the CPU", "fused")?;
+        }
+        if self.train.data == DataPath::Device {
+            check(self.gpt.is_some(), "train.data", "\"host\" for this model (device-side batches exist for GPT-style runs)", "device")?;
+            check(self.train.task_pool.is_none(), "train.data", "\"host\" with train.task_pool", "device")?;
+            crate::device_data::GaussianLinearSampler::for_task(&self.task).context("train.data")?;
         }
         let task_name = self.task.name.clone();
         let e = &mut self.eval;

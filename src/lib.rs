@@ -12,6 +12,7 @@ pub mod config;
 pub mod construct;
 pub mod curve;
 pub mod device;
+pub mod device_data;
 pub mod evaluate;
 pub mod export;
 pub mod figures;

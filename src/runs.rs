@@ -317,6 +317,9 @@ pub struct Manifest {
     /// libtorch).
     #[serde(default)]
     pub engine: Option<crate::config::Engine>,
+    /// `device` when the training batches were drawn on the device (absent: on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::config::DataPath>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -349,6 +352,7 @@ pub fn write_manifest(
         weights_step,
         files,
         engine: Some(config.engine()),
+        data: (config.train.data == crate::config::DataPath::Device).then_some(crate::config::DataPath::Device),
     };
     crate::io::write_json_atomic(&dir.join(MANIFEST), &manifest)
 }

@@ -156,10 +156,7 @@ pub fn pad_inputs(p: Prompts, d: usize) -> Prompts {
 pub fn training_batch(config: &RunConfig, task: &dyn Task, step: usize) -> anyhow::Result<Prompts> {
     let dims = task.dims();
     let mut rng = crate::rng::gpt_batch_rng(config.seed, step);
-    let (k, points) = match &config.curriculum {
-        Some(c) => c.at(step - 1, dims),
-        None => (dims.x_dim, dims.context_len + 1),
-    };
+    let (k, points) = stage(config, dims, step);
     let prompts = if (k, points) == (dims.x_dim, dims.context_len + 1) {
         task.sample(&mut rng, config.train.batch)
     } else {
@@ -179,6 +176,14 @@ fn gpt_targets(p: &Prompts) -> Vec<f32> {
         out.extend(p.yq.slice(s![i, ..]).iter().map(|&y| y as f32));
     }
     out
+}
+
+/// The curriculum's stage at training step `step` (1-based): (input dimensions, points per prompt).
+pub fn stage(config: &RunConfig, dims: Dims, step: usize) -> (usize, usize) {
+    match &config.curriculum {
+        Some(c) => c.at(step - 1, dims),
+        None => (dims.x_dim, dims.context_len + 1),
+    }
 }
 
 /// Tokens (B, 2P − 1, d) and the targets at every x position (B, P, o) of a batch.
@@ -264,11 +269,50 @@ impl GptTrainer {
             }
         };
         if self.fused.is_some() {
-            return self.fused_step(prompts, times);
+            let tokens = crate::layout::TokenLayout::Classic.token_buffer(prompts, |x| x as f32);
+            return self.fused_step(&tokens, &gpt_targets(prompts), prompts.batch(), times);
         }
         let (tokens, targets) = batch_tensors(prompts, self.vs.device());
         lap(|t| &mut t.tokens_ms, &mut times);
-        let all = self.model.forward_all(&tokens, None); // (B, 2P − 1, o)
+        self.step_on(&tokens, &targets, clock, times)
+    }
+
+    /// One step on a batch already in tensors on the trainer's device (`train.data = "device"`):
+    /// tokens (B, 2P − 1, d) and targets (B, P, o).
+    pub fn step_tensors(&mut self, tokens: &Tensor, targets: &Tensor) -> anyhow::Result<f64> {
+        self.step_tensors_timed(tokens, targets, None)
+    }
+
+    /// [`GptTrainer::step_tensors`], adding each phase's time to `times` when given.
+    pub fn step_tensors_timed(
+        &mut self,
+        tokens: &Tensor,
+        targets: &Tensor,
+        times: Option<&mut StepPhases>,
+    ) -> anyhow::Result<f64> {
+        if self.fused.is_some() {
+            let batch = tokens.size()[0] as usize;
+            let host = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).reshape([-1]));
+            return self.fused_step(&host(tokens)?, &host(targets)?, batch, times);
+        }
+        self.step_on(tokens, targets, Instant::now(), times)
+    }
+
+    fn step_on(
+        &mut self,
+        tokens: &Tensor,
+        targets: &Tensor,
+        mut clock: Instant,
+        mut times: Option<&mut StepPhases>,
+    ) -> anyhow::Result<f64> {
+        let mut lap = |slot: fn(&mut StepPhases) -> &mut f64, times: &mut Option<&mut StepPhases>| {
+            if let Some(t) = times.as_deref_mut() {
+                let now = Instant::now();
+                *slot(t) += (now - clock).as_secs_f64() * 1e3;
+                clock = now;
+            }
+        };
+        let all = self.model.forward_all(tokens, None); // (B, 2P − 1, o)
         let t = all.size()[1];
         let at_x = all.slice(1, 0, t, 2); // (B, P, o): the predictions at x₁, …, x_q
         let loss = (at_x - targets).square().mean(Kind::Float);
@@ -288,10 +332,14 @@ impl GptTrainer {
 
     /// [`GptTrainer::step_timed`] with the fused engine: loss and gradient by
     /// [`crate::fused_gpt`], then the same Adam update.
-    fn fused_step(&mut self, prompts: &Prompts, times: Option<&mut StepPhases>) -> anyhow::Result<f64> {
+    fn fused_step(
+        &mut self,
+        tokens: &[f32],
+        targets: &[f32],
+        batch: usize,
+        times: Option<&mut StepPhases>,
+    ) -> anyhow::Result<f64> {
         let start = Instant::now();
-        let tokens = crate::layout::TokenLayout::Classic.token_buffer(prompts, |x| x as f32);
-        let targets = gpt_targets(prompts);
         let tensors_done = Instant::now();
         let (step, grad) = self.fused.as_mut().expect("checked by the caller");
         let flat = &self.adam.flat;
@@ -300,7 +348,7 @@ impl GptTrainer {
         // SAFETY: `flat` is a live, contiguous f32 CPU tensor of `numel` elements, and nothing
         // writes to it while this slice lives (the update below comes after).
         let params = unsafe { std::slice::from_raw_parts(flat.data_ptr() as *const f32, numel) };
-        let loss = step.loss_and_grad(params, &tokens, &targets, prompts.batch(), grad)?;
+        let loss = step.loss_and_grad(params, tokens, targets, batch, grad)?;
         let backward_done = Instant::now();
         let g = Tensor::from_slice(grad.as_slice());
         let mut grads = [g];
@@ -400,9 +448,19 @@ pub(crate) fn train(
     // The training prompts' task: with `train.task_pool`, hidden functions from the run's pool
     // (the config check keeps pools and curricula apart).
     let training = config.training_task();
+    let on_device = match config.train.data {
+        crate::config::DataPath::Device => Some(crate::device_data::GaussianLinearSampler::for_task(&config.task)?),
+        crate::config::DataPath::Host => None,
+    };
     for step in first_step..=steps {
-        let batch = training_batch(config, training.as_ref(), step)?;
-        let loss = trainer.step(&batch)?;
+        let loss = match &on_device {
+            Some(sampler) => {
+                let (k, points) = stage(config, dims, step);
+                let (tokens, targets) = sampler.gpt_batch(config.seed, step, config.train.batch, k, points, device)?;
+                trainer.step_tensors(&tokens, &targets)?
+            }
+            None => trainer.step(&training_batch(config, training.as_ref(), step)?)?,
+        };
         if diverged_loss(loss) {
             metrics.steps_done = step;
             return Err(diverged(&mut metrics, format!("training loss is {loss} at step {step}")));

@@ -1169,6 +1169,35 @@ fn the_fused_gpt_engine_trains_as_libtorch_does_and_is_recorded() {
 }
 
 #[test]
+fn a_gpt_run_on_device_drawn_batches_learns_is_reproducible_and_says_so() {
+    // `train.data = "device"`: batches drawn by libtorch on the training device (the CPU here).
+    // The run learns; trained again from scratch it gives the same weights bit for bit (a
+    // function of config and seed); its manifest records the data path; the host path's
+    // config does not change.
+    let dir = tempfile::tempdir().unwrap();
+    let host = tiny_gpt("gpt-device-data", 400);
+    assert!(!host.to_toml().contains("data ="), "host batches are the default and not written");
+    let mut c = host.clone();
+    c.name = "gpt-device-data".into();
+    c.train.data = icl_lab::config::DataPath::Device;
+    let c = c.resolve().unwrap();
+    let a = train(&c, dir.path(), TrainOptions::default()).unwrap();
+    let (first, last) = (&a.metrics.rows[0], a.metrics.rows.last().unwrap());
+    assert!(last.loss < 0.9 * first.loss, "learns on device batches: {} → {}", first.loss, last.loss);
+    let weights = std::fs::read(a.dir.join("weights.safetensors")).unwrap();
+    let b = train(&c, dir.path(), TrainOptions { force: true, ..TrainOptions::default() }).unwrap();
+    assert!(weights == std::fs::read(b.dir.join("weights.safetensors")).unwrap(), "retrained: other weights");
+    let manifest = std::fs::read_to_string(a.dir.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"data\": \"device\""), "{manifest}");
+    // Refused in one line where there is no device sampler.
+    let mut bad = host.clone();
+    bad.task = icl_tasks::TaskConfig::new("sparse_linear").with("x_dim", 3).with("context_len", 6);
+    bad.train.data = icl_lab::config::DataPath::Device;
+    let err = format!("{:#}", bad.resolve().unwrap_err());
+    assert!(err.starts_with("train.data") && err.contains("gaussian_linear") && !err.contains('\n'), "{err}");
+}
+
+#[test]
 fn a_gpt_run_learns_resumes_bit_identically_and_plugs_into_curve_and_tournament() {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_gpt("gpt-tiny", 1200);

@@ -29,7 +29,8 @@ pub struct Args {
     /// Timed steps of each baseline run.
     #[arg(long, default_value_t = 200)]
     pub baseline_steps: usize,
-    /// Also time this many seeds of the 1-layer model trained together against one seed (0: skip).
+    /// Also time this many seeds trained together against one seed (0: skip): the 1-layer linear
+    /// model, and the quick GPT-style model by the fused engine.
     #[arg(long, default_value_t = 5)]
     pub together: usize,
     /// Also time this many steps of the 5-layer GD++ reference fit, eigenbasis vs autograd (0: skip).
@@ -49,6 +50,10 @@ pub struct Args {
     /// GPT-style line; needs PyTorch and transformers there.
     #[arg(long, default_value = "../shared/bench/garg_gpt_bench.py")]
     pub gpt_baseline_script: PathBuf,
+    /// Where the GPT-style lines draw their batches: host (the task on one CPU core) or device
+    /// (libtorch on the bench device; `train.data = "device"`).
+    #[arg(long, default_value = "host", value_parser = ["host", "device"])]
+    pub gpt_data: String,
     /// Print the measurements as JSON at the end.
     #[arg(long)]
     pub json: bool,
@@ -69,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         gpt,
         gpt_steps,
         gpt_baseline_script,
+        gpt_data,
         json,
     } = args;
     for f in &families {
@@ -115,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         gpt,
         gpt_steps,
         gpt_baseline_script,
+        gpt_data: if gpt_data == "device" { crate::config::DataPath::Device } else { crate::config::DataPath::Host },
     };
     let report = crate::bench::run(&opts, |line| crate::outln!("{line}"))?;
     let ratios = report.ratios();
