@@ -187,9 +187,9 @@ pub fn run_baseline(
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     let ms = parse_ms_per_step(&out).with_context(|| {
-            let err = String::from_utf8_lossy(&out.stderr);
-            format!("{framework} baseline printed no ms_per_step: {}", err.lines().last().unwrap_or(""))
-        })?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        format!("{framework} baseline printed no ms_per_step: {}", err.lines().last().unwrap_or(""))
+    })?;
     Ok(BaselineLine { framework: framework.into(), layers, ms_per_step: ms })
 }
 
@@ -429,7 +429,8 @@ pub fn bench_gpt(
         let t0 = Instant::now();
         let loss = match &sampler {
             Some(s) => {
-                let (tokens, targets) = s.gpt_batch(config.seed, step, config.train.batch, size.x_dim, size.points, device)?;
+                let (tokens, targets) =
+                    s.gpt_batch(config.seed, step, config.train.batch, size.x_dim, size.points, device)?;
                 sampling += t0.elapsed().as_secs_f64() * 1e3;
                 trainer.step_tensors_timed(&tokens, &targets, Some(&mut phases))?
             }
@@ -492,7 +493,13 @@ impl std::fmt::Display for GptBenchLine {
 /// ms per step of `seeds` seeds of the GPT-style model at `size` stepped side by side, each by the
 /// fused engine on its own batch stream, on `workers` threads (one step loop for all; each seed's
 /// numbers are what it gives alone, since nothing is shared), sampling included.
-pub fn bench_gpt_together(size: GptSize, seeds: usize, workers: usize, warmup: usize, steps: usize) -> anyhow::Result<f64> {
+pub fn bench_gpt_together(
+    size: GptSize,
+    seeds: usize,
+    workers: usize,
+    warmup: usize,
+    steps: usize,
+) -> anyhow::Result<f64> {
     use rayon::prelude::*;
     tch::set_num_threads(1);
     let base = size.config("cpu", 1, Engine::Fused)?;

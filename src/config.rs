@@ -790,7 +790,12 @@ impl RunConfig {
             check(self.train.device == "cpu", "train.engine", "\"auto\" or \"libtorch\" off the CPU", "fused")?;
         }
         if self.train.data == DataPath::Device {
-            check(self.gpt.is_some(), "train.data", "\"host\" for this model (device-side batches exist for GPT-style runs)", "device")?;
+            check(
+                self.gpt.is_some(),
+                "train.data",
+                "\"host\" for this model (device-side batches exist for GPT-style runs)",
+                "device",
+            )?;
             check(self.train.task_pool.is_none(), "train.data", "\"host\" with train.task_pool", "device")?;
             crate::device_data::GaussianLinearSampler::for_task(&self.task).context("train.data")?;
         }

@@ -134,7 +134,8 @@ impl FusedGpt {
         let (d, o, w) = (dims.x_dim, dims.y_dim, gpt.width);
         let positions = 2 * dims.context_len + 1;
         let get = |name: &str, len: usize| -> anyhow::Result<usize> {
-            let &(off, n) = offsets.get(name).with_context(|| format!("the fused GPT step needs parameter `{name}`"))?;
+            let &(off, n) =
+                offsets.get(name).with_context(|| format!("the fused GPT step needs parameter `{name}`"))?;
             anyhow::ensure!(n == len, "parameter `{name}` has {n} entries, the fused GPT step expects {len}");
             Ok(off)
         };
@@ -248,7 +249,11 @@ impl FusedGpt {
         anyhow::ensure!(params.len() == self.idx.total && grad.len() == self.idx.total, "parameter buffer size");
         anyhow::ensure!(batch > 0 && tokens.len().is_multiple_of(batch * d), "tokens are not (B, T, d)");
         let t = tokens.len() / (batch * d);
-        anyhow::ensure!(t % 2 == 1 && t <= self.positions, "{t} tokens: the model takes an odd count up to {}", self.positions);
+        anyhow::ensure!(
+            t % 2 == 1 && t <= self.positions,
+            "{t} tokens: the model takes an odd count up to {}",
+            self.positions
+        );
         let points = t.div_ceil(2);
         anyhow::ensure!(targets.len() == batch * points * o, "targets are not (B, P, o)");
         let n = batch * t;
@@ -285,9 +290,7 @@ impl FusedGpt {
             }
             resize(&mut acts.p, batch * heads * t * tp);
             layer_norm(&self.h, w, p(l.ln1_scale, w), p(l.ln1_offset, w), &mut acts.xh1, &mut acts.r1, &mut acts.a1);
-            for (m, bias, out) in
-                [(l.q, l.bq, &mut acts.q), (l.k, l.bk, &mut acts.k), (l.v, l.bv, &mut acts.v)]
-            {
+            for (m, bias, out) in [(l.q, l.bq, &mut acts.q), (l.k, l.bk, &mut acts.k), (l.v, l.bv, &mut acts.v)] {
                 gemm(n, w, w, (&acts.a1, w, 1), (p(m, w * w), w, 1), out, (w, 1), 0.0);
                 add_bias(out, p(bias, w));
             }
@@ -352,7 +355,16 @@ impl FusedGpt {
         grad.fill(0.0);
         let g = |off: usize, len: usize, grad: &mut [f32]| -> *mut f32 { grad[off..off + len].as_mut_ptr() };
         // read-out
-        gemm_raw(w, n, o, (&self.af, 1, w as isize), (&dpred, o as isize, 1), g(ix.read_out_w, w * o, grad), (o, 1), 0.0);
+        gemm_raw(
+            w,
+            n,
+            o,
+            (&self.af, 1, w as isize),
+            (&dpred, o as isize, 1),
+            g(ix.read_out_w, w * o, grad),
+            (o, 1),
+            0.0,
+        );
         col_sums(&dpred, o, &mut grad[ix.read_out_b..ix.read_out_b + o]);
         let mut daf = std::mem::take(&mut self.dbig);
         resize(&mut daf, n * w);
@@ -367,15 +379,42 @@ impl FusedGpt {
         for (li, l) in ix.layers.iter().enumerate().rev() {
             let acts = &self.layers[li];
             // MLP: ∂W₂ = gᵀ ∂h, ∂b₂ = Σ ∂h, ∂g = ∂h W₂ᵀ, ∂u = ∂g ∘ gelu'(u)
-            gemm_raw(4 * w, n, w, (&acts.g, 1, 4 * w as isize), (&self.dh, w as isize, 1), g(l.w2, 4 * w * w, grad), (w, 1), 0.0);
+            gemm_raw(
+                4 * w,
+                n,
+                w,
+                (&acts.g, 1, 4 * w as isize),
+                (&self.dh, w as isize, 1),
+                g(l.w2, 4 * w * w, grad),
+                (w, 1),
+                0.0,
+            );
             col_sums(&self.dh, w, &mut grad[l.b2..l.b2 + w]);
             resize(&mut self.dbig, n * 4 * w);
             gemm(n, w, 4 * w, (&self.dh, w, 1), (p(l.w2, 4 * w * w), 1, w as isize), &mut self.dbig, (4 * w, 1), 0.0);
             gelu_backward(&acts.u, &acts.th, &mut self.dbig);
-            gemm_raw(w, n, 4 * w, (&acts.a2, 1, w as isize), (&self.dbig, 4 * w as isize, 1), g(l.w1, w * 4 * w, grad), (4 * w, 1), 0.0);
+            gemm_raw(
+                w,
+                n,
+                4 * w,
+                (&acts.a2, 1, w as isize),
+                (&self.dbig, 4 * w as isize, 1),
+                g(l.w1, w * 4 * w, grad),
+                (4 * w, 1),
+                0.0,
+            );
             col_sums(&self.dbig, 4 * w, &mut grad[l.b1..l.b1 + 4 * w]);
             resize(&mut self.dx, n * w);
-            gemm(n, 4 * w, w, (&self.dbig, 4 * w, 1), (p(l.w1, w * 4 * w), 1, 4 * w as isize), &mut self.dx, (w, 1), 0.0);
+            gemm(
+                n,
+                4 * w,
+                w,
+                (&self.dbig, 4 * w, 1),
+                (p(l.w1, w * 4 * w), 1, 4 * w as isize),
+                &mut self.dx,
+                (w, 1),
+                0.0,
+            );
             {
                 let (gs, gb) = two_segments(grad, l.ln2_scale, l.ln2_offset, w);
                 layer_norm_backward(&self.dx, &acts.xh2, &acts.r2, w, p(l.ln2_scale, w), gs, gb, &mut self.dh, true);
@@ -428,7 +467,16 @@ impl FusedGpt {
             layer_norm_backward(&self.dx, &acts.xh1, &acts.r1, w, p(l.ln1_scale, w), gs, gb, &mut self.dh, true);
         }
         // Embedding: ∂W_in = tokensᵀ ∂h₀, ∂b_in = Σ ∂h₀, ∂pos[t] = Σ_b ∂h₀[b, t]
-        gemm_raw(d, n, w, (tokens, 1, d as isize), (&self.dh, w as isize, 1), g(ix.read_in_w, d * w, grad), (w, 1), 0.0);
+        gemm_raw(
+            d,
+            n,
+            w,
+            (tokens, 1, d as isize),
+            (&self.dh, w as isize, 1),
+            g(ix.read_in_w, d * w, grad),
+            (w, 1),
+            0.0,
+        );
         col_sums(&self.dh, w, &mut grad[ix.read_in_b..ix.read_in_b + w]);
         let dpos = &mut grad[ix.pos_embed..ix.pos_embed + self.positions * w];
         for (row, dr) in self.dh.chunks_exact(w).enumerate() {
@@ -494,7 +542,8 @@ fn gemm_raw(
     const ROW_MAJOR: i32 = 101;
     const NO_TRANS: i32 = 111;
     const TRANS: i32 = 112;
-    let extent = |rows: usize, cols: usize, rs: isize, cs: isize| (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1;
+    let extent =
+        |rows: usize, cols: usize, rs: isize, cs: isize| (rows as isize - 1) * rs + (cols as isize - 1) * cs + 1;
     assert!(a.0.len() as isize >= extent(m, k, a.1, a.2) && b.0.len() as isize >= extent(k, n, b.1, b.2));
     assert!(cs.1 == 1, "C is row-major");
     // (trans, ld) of a rows × cols operand from its strides (a single row or column has any
@@ -503,7 +552,10 @@ fn gemm_raw(
         if cs == 1 && (rs >= cols as isize || rows == 1) {
             (NO_TRANS, rs.max(cols as isize) as i32)
         } else {
-            assert!(rs == 1 && (cs >= rows as isize || cols == 1), "an operand is row-major or transposed row-major (strides {rs}, {cs})");
+            assert!(
+                rs == 1 && (cs >= rows as isize || cols == 1),
+                "an operand is row-major or transposed row-major (strides {rs}, {cs})"
+            );
             (TRANS, cs.max(rows as isize) as i32)
         }
     };
@@ -514,7 +566,19 @@ fn gemm_raw(
     // parameter segment of exactly m·n elements).
     unsafe {
         cblas_sgemm(
-            ROW_MAJOR, ta, tb, m as i32, n as i32, k as i32, 1.0, a.0.as_ptr(), lda, b.0.as_ptr(), ldb, beta, c,
+            ROW_MAJOR,
+            ta,
+            tb,
+            m as i32,
+            n as i32,
+            k as i32,
+            1.0,
+            a.0.as_ptr(),
+            lda,
+            b.0.as_ptr(),
+            ldb,
+            beta,
+            c,
             cs.0 as i32,
         );
     }
@@ -664,7 +728,17 @@ fn softmax_causal_row(row: &mut [f32], i: usize, scale: f32) {
 /// row's accumulator lives in registers.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn mix(s: usize, coef: &[f32], tp: usize, transposed: bool, x: &[f32], base: usize, w: usize, t: usize, out: &mut [f32]) {
+fn mix(
+    s: usize,
+    coef: &[f32],
+    tp: usize,
+    transposed: bool,
+    x: &[f32],
+    base: usize,
+    w: usize,
+    t: usize,
+    out: &mut [f32],
+) {
     match s {
         8 => mix_n::<8>(coef, tp, transposed, x, base, w, t, out),
         16 => mix_n::<16>(coef, tp, transposed, x, base, w, t, out),
@@ -794,17 +868,21 @@ mod tests {
             }
         });
         let task = icl_tasks::build(
-            &icl_tasks::TaskConfig::new("gaussian_linear")
-                .with("x_dim", dims.x_dim)
-                .with("context_len", prompts_len),
+            &icl_tasks::TaskConfig::new("gaussian_linear").with("x_dim", dims.x_dim).with("context_len", prompts_len),
         )
         .unwrap();
         let prompts = task.sample(&mut crate::rng::seeded_rng(5, 7), batch);
-        let tokens_t = crate::layout::tensors(crate::layout::TokenLayout::Classic, &prompts, Kind::Float, tch::Device::Cpu).0;
+        let tokens_t =
+            crate::layout::tensors(crate::layout::TokenLayout::Classic, &prompts, Kind::Float, tch::Device::Cpu).0;
         let all = model.forward_all(&tokens_t, None);
         let t = all.size()[1];
-        let ys = Tensor::from_slice(&prompts.ys.iter().map(|&y| y as f32).collect::<Vec<_>>()).view([batch as i64, prompts_len as i64, 1]);
-        let yq = Tensor::from_slice(&prompts.yq.iter().map(|&y| y as f32).collect::<Vec<_>>()).view([batch as i64, 1, 1]);
+        let ys = Tensor::from_slice(&prompts.ys.iter().map(|&y| y as f32).collect::<Vec<_>>()).view([
+            batch as i64,
+            prompts_len as i64,
+            1,
+        ]);
+        let yq =
+            Tensor::from_slice(&prompts.yq.iter().map(|&y| y as f32).collect::<Vec<_>>()).view([batch as i64, 1, 1]);
         let targets_t = Tensor::cat(&[ys, yq], 1);
         let loss_t = (all.slice(1, 0, t, 2) - &targets_t).square().mean(Kind::Float);
         let params: Vec<Tensor> = vars.iter().map(|(_, v)| v.shallow_clone()).collect();
@@ -812,7 +890,8 @@ mod tests {
 
         let names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
         let lengths: Vec<usize> = vars.iter().map(|(_, v)| v.numel()).collect();
-        let flat: Vec<f32> = vars.iter().flat_map(|(_, v)| Vec::<f32>::try_from(v.detach().reshape([-1])).unwrap()).collect();
+        let flat: Vec<f32> =
+            vars.iter().flat_map(|(_, v)| Vec::<f32>::try_from(v.detach().reshape([-1])).unwrap()).collect();
         let tokens = crate::layout::TokenLayout::Classic.token_buffer(&prompts, |x| x as f32);
         let targets = Vec::<f32>::try_from(targets_t.reshape([-1])).unwrap();
         let mut fused = FusedGpt::new(&names, &lengths, &gpt, dims).unwrap();

@@ -54,7 +54,8 @@ impl Adam {
     fn new(vs: &nn::VarStore) -> Self {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let flat = tch::no_grad(|| Tensor::cat(&vars.iter().map(|(_, p)| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
+        let flat =
+            tch::no_grad(|| Tensor::cat(&vars.iter().map(|(_, p)| p.detach().reshape([-1])).collect::<Vec<_>>(), 0));
         let mut segments = Vec::with_capacity(vars.len());
         let mut offset = 0;
         for (_, p) in &mut vars {

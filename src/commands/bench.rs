@@ -96,7 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let lsa = families.iter().any(|f| f == "lsa");
     if let Some(python) = &baseline_python {
         if lsa {
-            anyhow::ensure!(baseline_script.is_file(), "--baseline-script: {} is not a file", baseline_script.display());
+            anyhow::ensure!(
+                baseline_script.is_file(),
+                "--baseline-script: {} is not a file",
+                baseline_script.display()
+            );
         }
         if !gpt.is_empty() {
             anyhow::ensure!(
