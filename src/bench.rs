@@ -104,22 +104,34 @@ pub fn bench_together(
     warmup: usize,
     steps: usize,
 ) -> anyhow::Result<f64> {
-    use rayon::prelude::*;
     tch::set_num_threads(1);
     let device = crate::device::open(&config.train.device)?;
     let mut runs = (0..seeds as u64)
         .map(|s| SteppedModel::new(&RunConfig { seed: config.seed + s, ..config.clone() }, device))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, seeds)).build()?;
-    let mut run = |n: usize| -> anyhow::Result<()> {
-        for _ in 0..n {
-            pool.install(|| runs.par_iter_mut().map(SteppedModel::step).collect::<anyhow::Result<Vec<f64>>>())?;
+    time_side_by_side(&mut runs, workers, warmup, steps, |run, _| run.step())
+}
+
+/// ms per step of stepping all of `runs` side by side on `workers` threads, `steps` timed steps
+/// after `warmup` untimed ones; `step(run, k)` takes run's k-th step (1-based).
+fn time_side_by_side<R: Send>(
+    runs: &mut [R],
+    workers: usize,
+    warmup: usize,
+    steps: usize,
+    step: impl Fn(&mut R, usize) -> anyhow::Result<f64> + Sync,
+) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, runs.len().max(1))).build()?;
+    let mut run = |from: usize, n: usize| -> anyhow::Result<()> {
+        for k in from..from + n {
+            pool.install(|| runs.par_iter_mut().map(|r| step(r, k)).collect::<anyhow::Result<Vec<f64>>>())?;
         }
         Ok(())
     };
-    run(warmup)?;
+    run(1, warmup)?;
     let start = Instant::now();
-    run(steps)?;
+    run(warmup + 1, steps)?;
     Ok(start.elapsed().as_secs_f64() * 1e3 / steps as f64)
 }
 
@@ -337,12 +349,8 @@ impl GptSize {
 
     /// The run config timed: garg2022-fig2's training settings (Adam 1e-4, batch 64) at this size,
     /// without the curriculum (every step at the full size, as the baseline script).
-    pub fn config(&self, device: &str, threads: usize, engine: Engine) -> anyhow::Result<RunConfig> {
-        self.config_with_data(device, threads, engine, crate::config::DataPath::Host)
-    }
-
-    /// [`GptSize::config`] with batches drawn where `data` says (`train.data`).
-    pub fn config_with_data(
+    /// Batches are drawn where `data` says (`train.data`).
+    pub fn config(
         &self,
         device: &str,
         threads: usize,
@@ -410,7 +418,7 @@ pub fn bench_gpt(
     warmup: usize,
     steps: usize,
 ) -> anyhow::Result<GptBenchLine> {
-    let config = size.config_with_data(device, threads, engine, data)?;
+    let config = size.config(device, threads, engine, data)?;
     let device = crate::device::open(&config.train.device)?;
     tch::set_num_threads(threads as i32);
     let task = config.training_task();
@@ -500,9 +508,8 @@ pub fn bench_gpt_together(
     warmup: usize,
     steps: usize,
 ) -> anyhow::Result<f64> {
-    use rayon::prelude::*;
     tch::set_num_threads(1);
-    let base = size.config("cpu", 1, Engine::Fused)?;
+    let base = size.config("cpu", 1, Engine::Fused, crate::config::DataPath::Host)?;
     let task = base.training_task();
     let mut runs = (0..seeds as u64)
         .map(|s| {
@@ -510,24 +517,9 @@ pub fn bench_gpt_together(
             Ok((crate::train_gpt::GptTrainer::new(&c, task.dims(), tch::Device::Cpu)?, c))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers.clamp(1, seeds)).build()?;
-    let mut run = |from: usize, n: usize| -> anyhow::Result<()> {
-        for step in from..from + n {
-            pool.install(|| {
-                runs.par_iter_mut()
-                    .map(|(trainer, c)| {
-                        let batch = crate::train_gpt::training_batch(c, task.as_ref(), step)?;
-                        trainer.step(&batch)
-                    })
-                    .collect::<anyhow::Result<Vec<f64>>>()
-            })?;
-        }
-        Ok(())
-    };
-    run(1, warmup)?;
-    let start = Instant::now();
-    run(warmup + 1, steps)?;
-    Ok(start.elapsed().as_secs_f64() * 1e3 / steps as f64)
+    time_side_by_side(&mut runs, workers, warmup, steps, |(trainer, c), k| {
+        trainer.step(&crate::train_gpt::training_batch(c, task.as_ref(), k)?)
+    })
 }
 
 /// One run of Garg et al.'s model as their code builds it (`garg_gpt_bench.py d pts L H W steps

@@ -191,11 +191,8 @@ pub fn stage(config: &RunConfig, dims: Dims, step: usize) -> (usize, usize) {
 fn batch_tensors(p: &Prompts, device: Device) -> (Tensor, Tensor) {
     let tokens = crate::layout::tensors(crate::layout::TokenLayout::Classic, p, Kind::Float, device).0;
     let (b, n, o) = (p.batch() as i64, p.context_len() as i64, p.y_dim() as i64);
-    let ys: Vec<f32> = p.ys.iter().map(|&y| y as f32).collect();
-    let yq: Vec<f32> = p.yq.iter().map(|&y| y as f32).collect();
-    let context = Tensor::from_slice(&ys).view([b, n, o]);
-    let query = Tensor::from_slice(&yq).view([b, 1, o]);
-    (tokens, Tensor::cat(&[context, query], 1).to_device(device)) // (B, n + 1, o)
+    let targets = Tensor::from_slice(&gpt_targets(p)).view([b, n + 1, o]); // (B, n + 1, o)
+    (tokens, targets.to_device(device))
 }
 
 /// Where a GPT-style step's time goes, summed over `steps` steps (ms): the batch's tokens and
@@ -208,6 +205,34 @@ pub struct StepPhases {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub update_ms: f64,
+}
+
+/// A step's stopwatch: each `lap` adds the time since the last one to a phase of `StepPhases`,
+/// when timing was asked for (nothing otherwise).
+struct Laps<'a> {
+    clock: Instant,
+    times: Option<&'a mut StepPhases>,
+}
+
+impl<'a> Laps<'a> {
+    fn new(times: Option<&'a mut StepPhases>) -> Self {
+        Self { clock: Instant::now(), times }
+    }
+
+    fn lap(&mut self, phase: fn(&mut StepPhases) -> &mut f64) {
+        if let Some(t) = self.times.as_deref_mut() {
+            let now = Instant::now();
+            *phase(t) += (now - self.clock).as_secs_f64() * 1e3;
+            self.clock = now;
+        }
+    }
+
+    /// The step is over: counts it.
+    fn finish(self) {
+        if let Some(t) = self.times {
+            t.steps += 1;
+        }
+    }
 }
 
 /// The model with its parameters and optimiser.
@@ -260,22 +285,17 @@ impl GptTrainer {
 
     /// [`GptTrainer::step`], adding the time of each phase to `times` when given (`icl-lab bench`
     /// reports where a step's time goes).
-    pub fn step_timed(&mut self, prompts: &Prompts, mut times: Option<&mut StepPhases>) -> anyhow::Result<f64> {
-        let mut clock = Instant::now();
-        let mut lap = |slot: fn(&mut StepPhases) -> &mut f64, times: &mut Option<&mut StepPhases>| {
-            if let Some(t) = times.as_deref_mut() {
-                let now = Instant::now();
-                *slot(t) += (now - clock).as_secs_f64() * 1e3;
-                clock = now;
-            }
-        };
+    pub fn step_timed(&mut self, prompts: &Prompts, times: Option<&mut StepPhases>) -> anyhow::Result<f64> {
+        let mut laps = Laps::new(times);
         if self.fused.is_some() {
             let tokens = crate::layout::TokenLayout::Classic.token_buffer(prompts, |x| x as f32);
-            return self.fused_step(&tokens, &gpt_targets(prompts), prompts.batch(), times);
+            let targets = gpt_targets(prompts);
+            laps.lap(|t| &mut t.tokens_ms);
+            return self.fused_step(&tokens, &targets, prompts.batch(), laps);
         }
         let (tokens, targets) = batch_tensors(prompts, self.vs.device());
-        lap(|t| &mut t.tokens_ms, &mut times);
-        self.step_on(&tokens, &targets, clock, times)
+        laps.lap(|t| &mut t.tokens_ms);
+        self.step_on(&tokens, &targets, laps)
     }
 
     /// One step on a batch already in tensors on the trainer's device (`train.data = "device"`):
@@ -291,57 +311,38 @@ impl GptTrainer {
         targets: &Tensor,
         times: Option<&mut StepPhases>,
     ) -> anyhow::Result<f64> {
+        let mut laps = Laps::new(times);
         if self.fused.is_some() {
             let batch = tokens.size()[0] as usize;
             let host = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).reshape([-1]));
-            return self.fused_step(&host(tokens)?, &host(targets)?, batch, times);
+            let (tokens, targets) = (host(tokens)?, host(targets)?);
+            laps.lap(|t| &mut t.tokens_ms);
+            return self.fused_step(&tokens, &targets, batch, laps);
         }
-        self.step_on(tokens, targets, Instant::now(), times)
+        self.step_on(tokens, targets, laps)
     }
 
-    fn step_on(
-        &mut self,
-        tokens: &Tensor,
-        targets: &Tensor,
-        mut clock: Instant,
-        mut times: Option<&mut StepPhases>,
-    ) -> anyhow::Result<f64> {
-        let mut lap = |slot: fn(&mut StepPhases) -> &mut f64, times: &mut Option<&mut StepPhases>| {
-            if let Some(t) = times.as_deref_mut() {
-                let now = Instant::now();
-                *slot(t) += (now - clock).as_secs_f64() * 1e3;
-                clock = now;
-            }
-        };
+    /// The libtorch step on tensors: forward, loss, autograd, clipping, Adam.
+    fn step_on(&mut self, tokens: &Tensor, targets: &Tensor, mut laps: Laps) -> anyhow::Result<f64> {
         let all = self.model.forward_all(tokens, None); // (B, 2P − 1, o)
         let t = all.size()[1];
         let at_x = all.slice(1, 0, t, 2); // (B, P, o): the predictions at x₁, …, x_q
         let loss = (at_x - targets).square().mean(Kind::Float);
-        lap(|t| &mut t.forward_ms, &mut times);
+        laps.lap(|t| &mut t.forward_ms);
         // Gradients as fresh tensors (nothing accumulates in .grad, so nothing needs zeroing).
         let mut grads = Tensor::run_backward(&[&loss], &self.adam.params, false, false);
-        lap(|t| &mut t.backward_ms, &mut times);
+        laps.lap(|t| &mut t.backward_ms);
         clip_global_norm_of(&mut grads, self.grad_clip);
         self.adam.step(&grads, self.lr, self.betas, self.eps);
         let loss = f64::try_from(loss)?;
-        lap(|t| &mut t.update_ms, &mut times);
-        if let Some(t) = times {
-            t.steps += 1;
-        }
+        laps.lap(|t| &mut t.update_ms);
+        laps.finish();
         Ok(loss)
     }
 
-    /// [`GptTrainer::step_timed`] with the fused engine: loss and gradient by
-    /// [`crate::fused_gpt`], then the same Adam update.
-    fn fused_step(
-        &mut self,
-        tokens: &[f32],
-        targets: &[f32],
-        batch: usize,
-        times: Option<&mut StepPhases>,
-    ) -> anyhow::Result<f64> {
-        let start = Instant::now();
-        let tensors_done = Instant::now();
+    /// The fused engine's step on host buffers: loss and gradient by [`crate::fused_gpt`] (one
+    /// pass, timed as the backward phase), then the same clipping and Adam update.
+    fn fused_step(&mut self, tokens: &[f32], targets: &[f32], batch: usize, mut laps: Laps) -> anyhow::Result<f64> {
         let (step, grad) = self.fused.as_mut().expect("checked by the caller");
         let flat = &self.adam.flat;
         let numel = flat.numel();
@@ -350,19 +351,12 @@ impl GptTrainer {
         // writes to it while this slice lives (the update below comes after).
         let params = unsafe { std::slice::from_raw_parts(flat.data_ptr() as *const f32, numel) };
         let loss = step.loss_and_grad(params, tokens, targets, batch, grad)?;
-        let backward_done = Instant::now();
-        let g = Tensor::from_slice(grad.as_slice());
-        let mut grads = [g];
+        laps.lap(|t| &mut t.backward_ms);
+        let mut grads = [Tensor::from_slice(grad.as_slice())];
         clip_global_norm_of(&mut grads, self.grad_clip);
         self.adam.step_flat(&grads[0], self.lr, self.betas, self.eps);
-        if let Some(t) = times {
-            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-            t.tokens_ms += ms(start, tensors_done);
-            // Forward and backward are one pass here: counted as backward.
-            t.backward_ms += ms(tensors_done, backward_done);
-            t.update_ms += ms(backward_done, Instant::now());
-            t.steps += 1;
-        }
+        laps.lap(|t| &mut t.update_ms);
+        laps.finish();
         Ok(loss as f64)
     }
 
